@@ -1,0 +1,31 @@
+"""Process-wide JAX settings, applied once on import of :mod:`mleops`.
+
+float64 everywhere (likelihood sums over 1e6 rows lose digits in float32), and JAX's
+persistent compilation cache so a fresh process (CLI, pipeline component) reuses compiled
+fit kernels instead of paying the compile again.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+_CACHE_DEFAULT = os.path.join(os.path.expanduser("~"), ".cache", "mleops", "jax")
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Turn on JAX's persistent cache (``MLEOPS_JAX_CACHE=off`` disables it)."""
+    path = path or os.environ.get("MLEOPS_JAX_CACHE", _CACHE_DEFAULT)
+    if path == "off":
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

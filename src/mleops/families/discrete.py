@@ -1,0 +1,79 @@
+"""Count families: poisson(mu) and negative binomial(n, p) as in scipy.stats.
+
+Censoring convention for counts: right-censored at x means X >= x (e.g. demand that hit a
+stock-out), left-censored means X <= x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax.scipy import stats as jst
+
+from .. import special
+from ..transforms import positive, unit_interval
+from .base import Family, _mean_var
+
+
+@dataclass(frozen=True)
+class Poisson(Family):
+    name = "poisson"
+    discrete = True
+    lower = 0.0
+    param_names = ("mu",)
+    constraints = (positive,)
+
+    def logpdf(self, x, p, X=None):
+        return jst.poisson.logpmf(x, p[0])
+
+    def logcdf(self, x, p, X=None):
+        return jnp.log(special.gammaincc(jnp.floor(x) + 1, p[0]))
+
+    def logsf(self, x, p, X=None):
+        return jnp.log(special.gammainc(jnp.floor(x) + 1, p[0]))
+
+    def sample(self, key, p, shape, X=None):
+        return jax.random.poisson(key, p[0], shape).astype(jnp.float64)
+
+    def mean(self, p, X=None):
+        return p[0]
+
+    def init(self, x, w, X=None):
+        return jnp.stack([jnp.maximum(jnp.sum(w * x) / jnp.sum(w), 1e-12)])
+
+
+@dataclass(frozen=True)
+class NegativeBinomial(Family):
+    """scipy.stats.nbinom(n, p): number of failures before the n-th success."""
+
+    name = "negbinom"
+    discrete = True
+    lower = 0.0
+    param_names = ("n", "p")
+    constraints = (positive, unit_interval)
+
+    def logpdf(self, x, p, X=None):
+        return jst.nbinom.logpmf(x, p[0], p[1])
+
+    def logcdf(self, x, p, X=None):
+        return jnp.log(special.betainc(p[0], jnp.floor(x) + 1, p[1]))
+
+    def logsf(self, x, p, X=None):
+        return jnp.log(special.betainc(jnp.floor(x) + 1, p[0], 1 - p[1]))
+
+    def sample(self, key, p, shape, X=None):
+        k1, k2 = jax.random.split(key)
+        lam = jax.random.gamma(k1, p[0], shape, jnp.float64) * (1 - p[1]) / p[1]
+        return jax.random.poisson(k2, lam, shape).astype(jnp.float64)
+
+    def mean(self, p, X=None):
+        return p[0] * (1 - p[1]) / p[1]
+
+    def init(self, x, w, X=None):
+        m, v = _mean_var(x, w)
+        m = jnp.maximum(m, 1e-6)
+        v = jnp.maximum(v, m * 1.05)  # method of moments needs over-dispersion
+        q = m / v
+        return jnp.stack([m * q / (1 - q), q])

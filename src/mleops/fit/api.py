@@ -1,0 +1,134 @@
+"""``fit``: one data set -> FitResult. Validates, picks the solver, reports convergence."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data import Data, make_data
+from ..errors import ConvergenceWarning, DataError, FitError
+from ..families import Family, get_family
+from ..inference import natural_covariance
+from .core import fit_kernel, multistart_kernel
+from .result import FitResult
+from .sharded import shard_data
+
+
+def resolve_family(family: str | dict | Family, *, threshold=None, k=None, features=None) -> Family:
+    opts: dict[str, Any] = {}
+    if threshold is not None:
+        opts["threshold"] = float(threshold)
+    if k is not None:
+        opts["k"] = int(k)
+    if features is not None:
+        opts["features"] = tuple(features)
+    return get_family(family, **opts)
+
+
+def _exceedances(fam: Family, x, others: dict):
+    """Peaks over threshold: keep rows above the threshold (others filtered alike)."""
+    x = np.asarray(x, dtype=float) if np.asarray(x).dtype.kind in "iuf" else np.asarray(x)
+    if x.dtype.kind != "f":
+        return x, others, {}
+    keep = x > fam.threshold
+    if not keep.any():
+        raise DataError(f"no values above the threshold {fam.threshold}: nothing to fit")
+    others = {k: (v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == x.shape else v)
+              for k, v in others.items()}
+    return x[keep], others, {"threshold": fam.threshold, "n_exceedances": int(keep.sum()),
+                             "n_below_threshold": int((~keep).sum())}
+
+
+def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, upper=None,
+        truncation=None, X=None, features=None, threshold=None, k=None,
+        method: str = "auto", n_starts: int = 8, seed: int = 0, max_iter: int = 100,
+        tol: float = 1e-12, sharded: bool = False) -> FitResult:
+    """Maximum-likelihood fit of ``family`` to ``x``.
+
+    Censoring: ``event`` (1 observed / 0 right-censored) or ``kind`` codes with ``upper``;
+    ``truncation=(lo, hi)``. Regression families take a design matrix ``X`` whose columns are
+    named by ``features`` (first ``const``). ``sharded=True`` spreads rows over all visible
+    devices. Raises ``DataError`` on bad input and ``FitError`` instead of returning NaN.
+    """
+    fam = resolve_family(family, threshold=threshold, k=k, features=features)
+    extra: dict = {}
+    if fam.name == "genpareto":
+        arrays = {"weights": weights, "event": event, "kind": kind, "upper": upper, "X": X}
+        arrays = {n: (np.asarray(v) if v is not None else None) for n, v in arrays.items()}
+        x, arrays, extra = _exceedances(fam, x, arrays)
+        weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
+    d = make_data(fam, x, weights=weights, event=event, kind=kind, upper=upper,
+                  truncation=truncation, X=X)
+    n_rows = d.n
+    if sharded:
+        d = shard_data(d)
+    if method == "auto":
+        method = "newton" if fam.n_params <= 40 else "lbfgs"
+    if method not in ("newton", "lbfgs"):
+        raise ValueError(f"method must be auto, newton or lbfgs, not {method!r}")
+    if fam.name == "gaussian_mixture":
+        state, it0 = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
+    else:
+        state, it0 = fit_kernel(fam, d, method, max_iter, tol)
+    return _result(fam, d, state, it0, method, n_rows, extra)
+
+
+def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):
+    """Deterministic start plus random ones (locs drawn from the data, scales jittered)."""
+    p0 = fam.init(d.x, d.w)
+    th0 = fam.to_unconstrained(p0)
+    key = jax.random.PRNGKey(seed)
+    k1, k2 = jax.random.split(key)
+    idx = jax.random.choice(k1, d.x.shape[0], (n_starts - 1, fam.k), p=d.w / jnp.sum(d.w))
+    locs = d.x[idx]
+    jit = jax.random.normal(k2, (n_starts - 1, 2 * fam.k - 1)) * 0.5
+    rand = jnp.concatenate([jit[:, : fam.k - 1], locs, th0[None, 2 * fam.k - 1:]
+                            + jit[:, fam.k - 1:]], axis=1)
+    thetas = jnp.concatenate([th0[None], rand])
+    states = multistart_kernel(fam, d, thetas, method, max_iter, tol)
+    f = np.where(np.isfinite(np.asarray(states.f)), np.asarray(states.f), -np.inf)
+    best = int(np.argmax(f))
+    state = jax.tree.map(lambda a: a[best], states)
+    # Fix the labelling (components sorted by loc) and re-verify from there.
+    theta = fam.to_unconstrained(fam.canonical(fam.to_natural(state.theta)))
+    from ..likelihood import total_loglik
+    from .newton import newton
+
+    state = jax.jit(lambda t: newton(lambda th: total_loglik(fam, th, d), t, max_iter=5,
+                                     tol=tol))(theta) if state.converged else state
+    return state, jnp.asarray(int(np.asarray(states.it).sum()))
+
+
+def _device_of(d: Data) -> str:
+    devs = d.x.devices() if hasattr(d.x, "devices") else {jax.devices()[0]}
+    kinds = sorted({f"{dv.platform}" for dv in devs})
+    return f"{','.join(kinds)}x{len(devs)}"
+
+
+def _result(fam: Family, d: Data, state, it0, method: str, n_rows: int, extra: dict) -> FitResult:
+    f = float(state.f)
+    theta = state.theta
+    p = np.asarray(fam.to_natural(theta))
+    if not np.isfinite(f) or not np.isfinite(p).all():
+        raise FitError(f"{fam.name} fit failed: log-likelihood {f}, parameters {p.tolist()} "
+                       "(is the family appropriate for these data?)")
+    cov, msg = natural_covariance(fam, theta, state.H)
+    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    converged = bool(state.converged)
+    if not converged:
+        msg = (msg + "; " if msg else "") + (
+            f"did not converge in {int(state.it)} iterations (gradient norm "
+            f"{float(jnp.linalg.norm(state.g)):.3g})")
+        warnings.warn(f"{fam.name}: {msg}", ConvergenceWarning, stacklevel=3)
+    names = fam.param_names
+    return FitResult(
+        family=fam.describe(), param_names=names,
+        params={n: float(v) for n, v in zip(names, p)},
+        se={n: float(v) for n, v in zip(names, se)}, cov=cov, loglik=f,
+        n_obs=int(n_rows), n_params=fam.n_params,
+        iterations=int(state.it) + int(it0), grad_norm=float(jnp.linalg.norm(state.g)),
+        converged=converged, method=method, device=_device_of(d), message=msg, extra=extra)
