@@ -12,13 +12,11 @@ import jax.numpy as jnp
 
 from .data import EXACT, INTERVAL, LEFT, RIGHT, Data
 from .families import Family
+from .special import log1mexp
 
 _LOG_HALF = -0.6931471805599453
+_MAX_LOG_RATIO = -1e-12
 
-
-def _log1mexp(a):
-    a = jnp.minimum(a, 0.0)
-    return jnp.where(a > _LOG_HALF, jnp.log(-jnp.expm1(a)), jnp.log1p(-jnp.exp(a)))
 
 
 def log_prob_between(fam: Family, a, b, p, X, stand_in):
@@ -32,8 +30,10 @@ def log_prob_between(fam: Family, a, b, p, X, stand_in):
     lcb = jnp.where(b_in, fam.logcdf(b_s, p, X), 0.0)
     lsb = jnp.where(b_in, fam.logsf(b_s, p, X), -jnp.inf)
     lower_half = lcb < _LOG_HALF
-    v1 = lcb + _log1mexp(jnp.where(lower_half, lca - lcb, -1.0))
-    v2 = lsa + _log1mexp(jnp.where(lower_half, -1.0, lsb - lsa))
+    # Rows where this branch is masked out may have a == b (a zero-width stand-in interval):
+    # capping the log-ratio below 0 keeps their derivatives finite; real intervals are unaffected.
+    v1 = lcb + log1mexp(jnp.minimum(jnp.where(lower_half, lca - lcb, -1.0), _MAX_LOG_RATIO))
+    v2 = lsa + log1mexp(jnp.minimum(jnp.where(lower_half, -1.0, lsb - lsa), _MAX_LOG_RATIO))
     return jnp.where(lower_half, v1, v2)
 
 

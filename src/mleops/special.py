@@ -72,3 +72,19 @@ def _betainc_jvp(primals, tangents):
     ga = _fd(lambda v: betainc(v, b, x), a)
     gb = _fd(lambda v: betainc(a, v, x), b)
     return out, ga * da + gb * db + dens * dx
+
+
+_LOG_HALF = -0.6931471805599453
+
+
+def log1mexp(a):
+    """log(1 - exp(a)) for a <= 0, accurate in both regimes (Maechler 2012).
+
+    Each branch only ever sees inputs from its own regime (the double-``where`` trick), so
+    reverse-mode derivatives stay finite where the other branch would be log(0).
+    """
+    a = jnp.minimum(a, 0.0)
+    near = a > _LOG_HALF
+    a_near = jnp.where(near, a, _LOG_HALF)
+    a_far = jnp.where(near, 2 * _LOG_HALF, a)
+    return jnp.where(near, jnp.log(-jnp.expm1(a_near)), jnp.log1p(-jnp.exp(a_far)))

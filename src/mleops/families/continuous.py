@@ -18,11 +18,6 @@ from ..transforms import positive, real
 from .base import Family, _mean_var
 
 
-def _log1mexp(a):
-    """log(1 - exp(a)) for a <= 0, accurate in both regimes."""
-    return jnp.where(a > -0.693, jnp.log(-jnp.expm1(a)), jnp.log1p(-jnp.exp(a)))
-
-
 @dataclass(frozen=True)
 class Normal(Family):
     name = "normal"
@@ -94,7 +89,7 @@ class Exponential(Family):
         return jst.expon.logpdf(x, scale=p[0])
 
     def logcdf(self, x, p, X=None):
-        return _log1mexp(-jnp.maximum(x, 0.0) / p[0])
+        return special.log1mexp(-jnp.maximum(x, 0.0) / p[0])
 
     def logsf(self, x, p, X=None):
         return -jnp.maximum(x, 0.0) / p[0]
@@ -164,7 +159,7 @@ class Weibull(Family):
         return -((jnp.maximum(x, 0.0) / p[1]) ** p[0])
 
     def logcdf(self, x, p, X=None):
-        return _log1mexp(self.logsf(x, p))
+        return special.log1mexp(self.logsf(x, p))
 
     def ppf(self, q, p, X=None):
         return p[1] * (-jnp.log1p(-q)) ** (1 / p[0])

@@ -17,6 +17,16 @@ from ..transforms import positive, unit_interval
 from .base import Family, _mean_var
 
 
+def _count_log(x, tail, below):
+    """log of a count CDF/SF ``tail(k)`` at k = floor(x); ``below`` where k < 0.
+
+    Evaluated at k >= 0 only, so masked rows (e.g. "X >= 0" right-censoring) keep finite
+    derivatives of every order.
+    """
+    k = jnp.floor(x)
+    return jnp.where(k < 0, below, jnp.log(tail(jnp.maximum(k, 0.0))))
+
+
 @dataclass(frozen=True)
 class Poisson(Family):
     name = "poisson"
@@ -29,10 +39,10 @@ class Poisson(Family):
         return jst.poisson.logpmf(x, p[0])
 
     def logcdf(self, x, p, X=None):
-        return jnp.log(special.gammaincc(jnp.floor(x) + 1, p[0]))
+        return _count_log(x, lambda k: special.gammaincc(k + 1, p[0]), -jnp.inf)
 
     def logsf(self, x, p, X=None):
-        return jnp.log(special.gammainc(jnp.floor(x) + 1, p[0]))
+        return _count_log(x, lambda k: special.gammainc(k + 1, p[0]), 0.0)
 
     def sample(self, key, p, shape, X=None):
         return jax.random.poisson(key, p[0], shape).astype(jnp.float64)
@@ -58,10 +68,10 @@ class NegativeBinomial(Family):
         return jst.nbinom.logpmf(x, p[0], p[1])
 
     def logcdf(self, x, p, X=None):
-        return jnp.log(special.betainc(p[0], jnp.floor(x) + 1, p[1]))
+        return _count_log(x, lambda k: special.betainc(p[0], k + 1, p[1]), -jnp.inf)
 
     def logsf(self, x, p, X=None):
-        return jnp.log(special.betainc(jnp.floor(x) + 1, p[0], 1 - p[1]))
+        return _count_log(x, lambda k: special.betainc(k + 1, p[0], 1 - p[1]), 0.0)
 
     def sample(self, key, p, shape, X=None):
         k1, k2 = jax.random.split(key)

@@ -16,6 +16,7 @@ from jax.scipy import stats as jst
 from .. import special
 from ..transforms import positive, real
 from .base import Family
+from .discrete import _count_log
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,10 @@ class PoissonGLM(_GLM):
         return jst.poisson.logpmf(y, self.mean(p, X))
 
     def logcdf(self, y, p, X=None):
-        return jnp.log(special.gammaincc(jnp.floor(y) + 1, self.mean(p, X)))
+        return _count_log(y, lambda k: special.gammaincc(k + 1, self.mean(p, X)), -jnp.inf)
 
     def logsf(self, y, p, X=None):
-        return jnp.log(special.gammainc(jnp.floor(y) + 1, self.mean(p, X)))
+        return _count_log(y, lambda k: special.gammainc(k + 1, self.mean(p, X)), 0.0)
 
     def sample(self, key, p, shape, X=None):
         return jax.random.poisson(key, self.mean(p, X), shape).astype(jnp.float64)
@@ -129,11 +130,11 @@ class NegBinGLM(_GLM):
 
     def logcdf(self, y, p, X=None):
         n, q = self._np(p, X)
-        return jnp.log(special.betainc(n, jnp.floor(y) + 1, q))
+        return _count_log(y, lambda k: special.betainc(n, k + 1, q), -jnp.inf)
 
     def logsf(self, y, p, X=None):
         n, q = self._np(p, X)
-        return jnp.log(special.betainc(jnp.floor(y) + 1, n, 1 - q))
+        return _count_log(y, lambda k: special.betainc(k + 1, n, 1 - q), 0.0)
 
     def sample(self, key, p, shape, X=None):
         n, q = self._np(p, X)

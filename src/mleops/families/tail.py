@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from .. import special
 from ..transforms import positive, real
 from .base import Family, _mean_var
 
@@ -47,9 +48,7 @@ class GenPareto(Family):
         return jnp.where(ok, -jnp.log(p[1]) + (1 + p[0]) * self.logsf(x, p), -jnp.inf)
 
     def logcdf(self, x, p, X=None):
-        from .continuous import _log1mexp
-
-        return _log1mexp(self.logsf(x, p))
+        return special.log1mexp(self.logsf(x, p))
 
     def ppf(self, q, p, X=None):
         xi = p[0]
