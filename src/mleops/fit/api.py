@@ -113,16 +113,18 @@ def _result(fam: Family, d: Data, state, it0, method: str, n_rows: int, extra: d
     f = float(state.f)
     theta = state.theta
     p = np.asarray(fam.to_natural(theta))
-    if not np.isfinite(f) or not np.isfinite(p).all():
-        raise FitError(f"{fam.name} fit failed: log-likelihood {f}, parameters {p.tolist()} "
-                       "(is the family appropriate for these data?)")
+    g_norm = float(jnp.linalg.norm(state.g))
+    if not np.isfinite(f) or not np.isfinite(p).all() or not np.isfinite(g_norm):
+        raise FitError(f"{fam.name} fit failed: log-likelihood {f}, parameters {p.tolist()}, "
+                       f"gradient norm {g_norm} (degenerate data, e.g. all values equal, or a "
+                       "family that does not suit them)")
     cov, msg = natural_covariance(fam, theta, state.H)
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     converged = bool(state.converged)
     if not converged:
         msg = (msg + "; " if msg else "") + (
             f"did not converge in {int(state.it)} iterations (gradient norm "
-            f"{float(jnp.linalg.norm(state.g)):.3g})")
+            f"{g_norm:.3g})")
         warnings.warn(f"{fam.name}: {msg}", ConvergenceWarning, stacklevel=3)
     names = fam.param_names
     return FitResult(
@@ -130,5 +132,5 @@ def _result(fam: Family, d: Data, state, it0, method: str, n_rows: int, extra: d
         params={n: float(v) for n, v in zip(names, p)},
         se={n: float(v) for n, v in zip(names, se)}, cov=cov, loglik=f,
         n_obs=int(n_rows), n_params=fam.n_params,
-        iterations=int(state.it) + int(it0), grad_norm=float(jnp.linalg.norm(state.g)),
+        iterations=int(state.it) + int(it0), grad_norm=g_norm,
         converged=converged, method=method, device=_device_of(d), message=msg, extra=extra)

@@ -1,0 +1,78 @@
+"""fit_many (vmapped, ragged) equals one fit per series; sharded fits equal unsharded ones."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mleops
+
+
+def test_fit_many_equals_individual_fits_on_ragged_series():
+    rng = np.random.default_rng(3)
+    series = [rng.weibull(1.2 + 0.1 * i, n) * (1 + i) for i, n in enumerate([15, 200, 1000, 37])]
+    many = mleops.fit_many(series, "weibull")
+    assert many.converged.all() and len(many) == 4
+    for i, s in enumerate(series):
+        one = mleops.fit(s, "weibull")
+        np.testing.assert_allclose(many.params[i], one.values, rtol=1e-8)
+        np.testing.assert_allclose(many.loglik[i], one.loglik, rtol=1e-11)
+        np.testing.assert_allclose(many.se[i], list(one.se.values()), rtol=1e-6)
+        assert many.n_obs[i] == len(s)
+
+
+def test_fit_many_with_censoring_and_gamma_matrix():
+    rng = np.random.default_rng(8)
+    x = rng.gamma(2.0, 1.5, (50, 400))
+    many = mleops.fit_many(x, "gamma")
+    assert many.converged.all()
+    z = (many.params - [2.0, 1.5]) / many.se
+    assert np.abs(z).max() < 4.5  # 100 estimates, all within their CIs' reach
+    t = rng.weibull(1.5, (3, 300))
+    ev = (t < 1.2).astype(float)
+    cen = mleops.fit_many(np.minimum(t, 1.2), "weibull", event=ev)
+    for i in range(3):
+        one = mleops.fit(np.minimum(t[i], 1.2), "weibull", event=ev[i])
+        np.testing.assert_allclose(cen.params[i], one.values, rtol=1e-8)
+    assert cen.series(0)["converged"] is True
+
+
+SHARDED = textwrap.dedent("""
+    import json, numpy as np, jax, mleops
+    assert len(jax.devices()) == 4, jax.devices()
+    rng = np.random.default_rng(0)
+    out = {}
+    t = rng.weibull(1.4, 100_003) * 3   # not a multiple of 4: exercises padding
+    ev = (t < 5).astype(float)
+    X = np.column_stack([np.ones(20_001), rng.normal(size=20_001)])
+    y = rng.poisson(np.exp(0.2 + 0.3 * X[:, 1])).astype(float)
+    for name, kw in [("weibull", dict(x=np.minimum(t, 5), family="weibull", event=ev)),
+                     ("gamma", dict(x=t, family="gamma")),
+                     ("poisson_glm", dict(x=y, family="poisson_glm", X=X, features=["const", "a"]))]:
+        a = mleops.fit(**kw)
+        b = mleops.fit(**kw, sharded=True)
+        out[name] = dict(a=a.values.tolist(), b=b.values.tolist(), la=a.loglik, lb=b.loglik,
+                         sa=list(a.se.values()), sb=list(b.se.values()), dev=b.device,
+                         conv=bool(a.converged and b.converged))
+    print("RESULT" + json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_sharded_equals_unsharded_on_4_cpu_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu", "MLEOPS_JAX_CACHE": "off"}
+    out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.split("RESULT", 1)[1])
+    for name, r in res.items():
+        assert r["conv"], name
+        assert r["dev"] == "cpux4", name
+        np.testing.assert_allclose(r["b"], r["a"], rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(r["lb"], r["la"], rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(r["sb"], r["sa"], rtol=1e-7, err_msg=name)
