@@ -35,6 +35,9 @@ class _Group(click.Group):
 @click.version_option(package_name="mleops")
 def main() -> None:
     """MLE models from fit to production: fit, pipelines, registry, serving, rollouts."""
+    from .._config import enable_compilation_cache
+
+    enable_compilation_cache()  # a fresh process reuses compiled fit kernels
 
 
 @main.command("fit")

@@ -12,8 +12,7 @@ import numpy as np
 from ..data import Data, make_data
 from ..errors import ConvergenceWarning, DataError, FitError
 from ..families import Family, get_family
-from ..inference import natural_covariance
-from .core import fit_kernel, multistart_kernel
+from .core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
 from .result import FitResult
 from .sharded import shard_data
 
@@ -71,10 +70,10 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     if method not in ("newton", "lbfgs"):
         raise ValueError(f"method must be auto, newton or lbfgs, not {method!r}")
     if fam.name == "gaussian_mixture":
-        state, it0 = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
+        out, it_starts = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
     else:
-        state, it0 = fit_kernel(fam, d, method, max_iter, tol)
-    return _result(fam, d, state, it0, method, n_rows, extra)
+        out, it_starts = fit_kernel(fam, d, method, max_iter, tol), 0
+    return _result(fam, d, out, method, n_rows, extra, it_starts)
 
 
 def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):
@@ -92,15 +91,10 @@ def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):
     states = multistart_kernel(fam, d, thetas, method, max_iter, tol)
     f = np.where(np.isfinite(np.asarray(states.f)), np.asarray(states.f), -np.inf)
     best = int(np.argmax(f))
-    state = jax.tree.map(lambda a: a[best], states)
     # Fix the labelling (components sorted by loc) and re-verify from there.
-    theta = fam.to_unconstrained(fam.canonical(fam.to_natural(state.theta)))
-    from ..likelihood import total_loglik
-    from .newton import newton
-
-    state = jax.jit(lambda t: newton(lambda th: total_loglik(fam, th, d), t, max_iter=5,
-                                     tol=tol))(theta) if state.converged else state
-    return state, jnp.asarray(int(np.asarray(states.it).sum()))
+    theta = fam.to_unconstrained(fam.canonical(fam.to_natural(states.theta[best])))
+    out = polish_kernel(fam, d, theta, 5, tol)
+    return out, int(np.asarray(states.it).sum())
 
 
 def _device_of(d: Data) -> str:
@@ -109,22 +103,25 @@ def _device_of(d: Data) -> str:
     return f"{','.join(kinds)}x{len(devs)}"
 
 
-def _result(fam: Family, d: Data, state, it0, method: str, n_rows: int, extra: dict) -> FitResult:
-    f = float(state.f)
-    theta = state.theta
-    p = np.asarray(fam.to_natural(theta))
-    g_norm = float(jnp.linalg.norm(state.g))
+def _result(fam: Family, d: Data, out: KernelOut, method: str, n_rows: int, extra: dict,
+            it_extra: int = 0) -> FitResult:
+    """Host-side report: one transfer, then checks that turn NaN into errors or warnings."""
+    out = jax.device_get(out)
+    st = out.state
+    f, p, g_norm = float(st.f), np.asarray(out.params), float(np.linalg.norm(st.g))
     if not np.isfinite(f) or not np.isfinite(p).all() or not np.isfinite(g_norm):
         raise FitError(f"{fam.name} fit failed: log-likelihood {f}, parameters {p.tolist()}, "
                        f"gradient norm {g_norm} (degenerate data, e.g. all values equal, or a "
                        "family that does not suit them)")
-    cov, msg = natural_covariance(fam, theta, state.H)
+    cov, msg = np.asarray(out.cov), ""
+    if not np.isfinite(cov).all():
+        cov = np.full(cov.shape, np.inf)
+        msg = "observed information is not positive definite: standard errors are unavailable"
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
-    converged = bool(state.converged)
+    converged = bool(st.converged)
     if not converged:
         msg = (msg + "; " if msg else "") + (
-            f"did not converge in {int(state.it)} iterations (gradient norm "
-            f"{g_norm:.3g})")
+            f"did not converge in {int(st.it)} iterations (gradient norm {g_norm:.3g})")
         warnings.warn(f"{fam.name}: {msg}", ConvergenceWarning, stacklevel=3)
     names = fam.param_names
     return FitResult(
@@ -132,5 +129,5 @@ def _result(fam: Family, d: Data, state, it0, method: str, n_rows: int, extra: d
         params={n: float(v) for n, v in zip(names, p)},
         se={n: float(v) for n, v in zip(names, se)}, cov=cov, loglik=f,
         n_obs=int(n_rows), n_params=fam.n_params,
-        iterations=int(state.it) + int(it0), grad_norm=g_norm,
+        iterations=int(st.it) + int(out.start_iterations) + it_extra, grad_norm=g_norm,
         converged=converged, method=method, device=_device_of(d), message=msg, extra=extra)

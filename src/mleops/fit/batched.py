@@ -16,7 +16,7 @@ from ..data import Data, make_data
 from ..errors import DataError
 from ..families import Family
 from .api import resolve_family
-from .core import batch_kernel, natural_cov_jax
+from .core import batch_kernel
 
 
 @dataclass
@@ -108,14 +108,12 @@ def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
     if d_all.kind is not None:
         kind = jnp.asarray(_pad(np.split(np.asarray(d_all.kind), cuts), False)[0], jnp.int32)
     d = Data(jnp.asarray(x), jnp.asarray(w), kind=kind)
-    states, it0 = batch_kernel(fam, d, method, max_iter, tol)
-    theta = states.theta
-    p = np.asarray(jax.vmap(fam.to_natural)(theta))
-    cov = np.asarray(jax.vmap(lambda t, H: natural_cov_jax(fam, t, H))(theta, states.H))
-    se = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    out = jax.device_get(batch_kernel(fam, d, method, max_iter, tol))
+    st, p = out.state, np.asarray(out.params)
+    se = np.sqrt(np.diagonal(out.cov, axis1=1, axis2=2))
     se = np.where(np.isfinite(se), se, np.inf)
-    f = np.asarray(states.f)
-    conv = np.asarray(states.converged) & np.isfinite(f) & np.isfinite(p).all(axis=1)
+    f = np.asarray(st.f)
+    conv = np.asarray(st.converged) & np.isfinite(f) & np.isfinite(p).all(axis=1)
     return BatchFitResult(fam.describe(), fam.param_names, p, se, f, np.array(lens),
-                          np.asarray(states.it) + np.asarray(it0),
-                          np.asarray(jnp.linalg.norm(states.g, axis=1)), conv, method)
+                          np.asarray(st.it) + np.asarray(out.start_iterations),
+                          np.linalg.norm(st.g, axis=1), conv, method)

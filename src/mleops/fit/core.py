@@ -1,8 +1,13 @@
-"""Jitted fit kernels shared by single, batched (vmapped) and sharded fits."""
+"""Jitted fit kernels shared by single, batched (vmapped) and sharded fits.
+
+A kernel returns everything a result needs (estimates, covariance, diagnostics) from one
+compiled call, so a fit pays one dispatch and one device-to-host transfer.
+"""
 
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,47 +15,38 @@ import jax.numpy as jnp
 from ..data import Data
 from ..families import Family
 from ..likelihood import total_loglik
-from .fast import fast_start, has_fast_path
+from .fast import exact_one_sample, uses_suffstats, weibull_start
 from .lbfgs import lbfgs
 from .newton import SolverState, newton
+from .suffstats import SUFFICIENT
 
 
-def start_theta(fam: Family, d: Data):
-    """Unconstrained start (closed form / profile where available) and its iterations."""
-    p0 = fam.init(d.x, d.w, d.X)
-    it = jnp.asarray(0)
-    if has_fast_path(fam, d):
-        p0, it = fast_start(fam, d, p0)
-    return fam.to_unconstrained(p0), it
+class KernelOut(NamedTuple):
+    state: SolverState
+    start_iterations: jax.Array
+    params: jax.Array  # natural parameters
+    cov: jax.Array  # natural-parameter covariance; NaN where the information is singular
 
 
-def solve(fam: Family, d: Data, theta0, method: str, max_iter: int, tol: float) -> SolverState:
+def objective_and_start(fam: Family, d: Data):
+    """The objective in unconstrained coordinates and a (near-)MLE start where one exists."""
+    zero = jnp.asarray(0)
+    if uses_suffstats(fam, d):
+        ss = SUFFICIENT[fam.name]
+        s = ss.stats(d.x, d.w)  # the one pass over the data
+        return (lambda th: ss.loglik(fam.to_natural(th), s)), ss.mle(s), zero
     obj = lambda th: total_loglik(fam, th, d)  # noqa: E731
+    p0 = fam.init(d.x, d.w, d.X)
+    if fam.name == "weibull" and exact_one_sample(fam, d):
+        p0, it = weibull_start(d, p0[0])
+        return obj, p0, it
+    return obj, p0, zero
+
+
+def solve(obj, theta0, d: Data, method: str, max_iter: int, tol: float) -> SolverState:
     if method == "lbfgs":
         return lbfgs(obj, theta0, max_iter=max_iter, scale=jnp.maximum(jnp.sum(d.w), 1.0) * 1e-2)
     return newton(obj, theta0, max_iter=max_iter, tol=tol)
-
-
-@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
-def fit_kernel(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
-               tol: float = 1e-12):
-    """Start + solve in one compiled call: returns (state, start iterations)."""
-    theta0, it0 = start_theta(fam, d)
-    return solve(fam, d, theta0, method, max_iter, tol), it0
-
-
-@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
-def multistart_kernel(fam: Family, d: Data, thetas0, method: str = "newton",
-                      max_iter: int = 200, tol: float = 1e-12):
-    """Solve from several starts at once (vmapped over the leading axis of ``thetas0``)."""
-    return jax.vmap(lambda t: solve(fam, d, t, method, max_iter, tol))(thetas0)
-
-
-@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
-def batch_kernel(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
-                 tol: float = 1e-12):
-    """``fit_kernel`` vmapped over independent series (leading axis of every data field)."""
-    return jax.vmap(lambda dd: fit_kernel.__wrapped__(fam, dd, method, max_iter, tol))(d)
 
 
 def natural_cov_jax(fam: Family, theta, H):
@@ -60,3 +56,39 @@ def natural_cov_jax(fam: Family, theta, H):
     L = jnp.linalg.cholesky(info)
     Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(H.shape[0], dtype=H.dtype), lower=True)
     return J @ (Linv.T @ Linv) @ J.T
+
+
+def _finish(fam: Family, state: SolverState, it0) -> KernelOut:
+    return KernelOut(state, it0, fam.to_natural(state.theta),
+                     natural_cov_jax(fam, state.theta, state.H))
+
+
+def _fit(fam: Family, d: Data, method: str, max_iter: int, tol: float) -> KernelOut:
+    obj, p0, it0 = objective_and_start(fam, d)
+    return _finish(fam, solve(obj, fam.to_unconstrained(p0), d, method, max_iter, tol), it0)
+
+
+fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))(_fit)
+fit_kernel.__doc__ = "Start + solve + covariance in one compiled call."
+
+
+@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
+def multistart_kernel(fam: Family, d: Data, thetas0, method: str = "newton",
+                      max_iter: int = 200, tol: float = 1e-12) -> SolverState:
+    """Solve from several starts at once (vmapped over the leading axis of ``thetas0``)."""
+    obj = lambda th: total_loglik(fam, th, d)  # noqa: E731
+    return jax.vmap(lambda t: solve(obj, t, d, method, max_iter, tol))(thetas0)
+
+
+@partial(jax.jit, static_argnames=("fam", "max_iter", "tol"))
+def polish_kernel(fam: Family, d: Data, theta, max_iter: int = 5, tol: float = 1e-12) -> KernelOut:
+    """A few Newton steps from ``theta`` (e.g. after relabelling a mixture) + covariance."""
+    obj = lambda th: total_loglik(fam, th, d)  # noqa: E731
+    return _finish(fam, newton(obj, theta, max_iter=max_iter, tol=tol), jnp.asarray(0))
+
+
+@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
+def batch_kernel(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
+                 tol: float = 1e-12) -> KernelOut:
+    """``fit_kernel`` vmapped over independent series (leading axis of every data field)."""
+    return jax.vmap(lambda dd: _fit(fam, dd, method, max_iter, tol))(d)

@@ -1,32 +1,19 @@
-"""Start values that are (nearly) the MLE, computed from a few reductions over the data.
+"""Start values that are (nearly) the MLE for exact one-sample data.
 
-Exponential families (normal, lognormal, exponential, poisson, gamma) reduce to sufficient
-statistics; the Weibull shape solves a 1-D profile equation needing three reductions per
-iteration. The Newton solver then only *verifies* convergence from here (one Hessian, which
-the standard errors need anyway), so fast paths never bypass the convergence report.
-Used only for exact (uncensored, untruncated) one-sample data.
+Exponential families use their sufficient statistics (``suffstats``); the Weibull shape
+solves a 1-D profile equation needing three reductions per iteration. The Newton solver then
+only *verifies* convergence from there (one Hessian, which the standard errors need anyway),
+so fast paths never bypass the convergence report.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import digamma, polygamma
 
 from ..data import Data
 from ..families import Family
-
-
-def _gamma_shape(s, iters: int = 30):
-    """Solve log(a) - digamma(a) = s (> 0) by Newton from Minka's approximation."""
-    a0 = (3 - s + jnp.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
-
-    def step(_, a):
-        f = jnp.log(a) - digamma(a) - s
-        fp = 1 / a - polygamma(1, a)
-        return jnp.maximum(a - f / fp, 0.5 * a)
-
-    return jax.lax.fori_loop(0, iters, step, a0)
+from .suffstats import SUFFICIENT
 
 
 def _weibull_profile(lx, w, c0, iters: int):
@@ -56,23 +43,15 @@ def _weibull_profile(lx, w, c0, iters: int):
     return c, jnp.exp(shift + jnp.log(s0 / W) / c), it
 
 
-def fast_start(fam: Family, d: Data, p0: jax.Array):
-    """Natural-parameter start for ``fam`` on exact data and the iterations it took."""
-    name = fam.name
-    zero = jnp.asarray(0)
-    if name == "gamma":
-        W = jnp.sum(d.w)
-        m = jnp.sum(d.w * d.x) / W
-        s = jnp.maximum(jnp.log(m) - jnp.sum(d.w * jnp.log(d.x)) / W, 1e-14)
-        a = _gamma_shape(s)
-        return jnp.stack([a, m / a]), zero
-    if name == "weibull":
-        c, scale, it = _weibull_profile(jnp.log(d.x), d.w, p0[0], 100)
-        return jnp.stack([c, scale]), it
-    return p0, zero  # normal, lognormal, exponential, poisson: init is the closed-form MLE
+def exact_one_sample(fam: Family, d: Data) -> bool:
+    return d.kind is None and d.trunc_lo is None and not fam.uses_covariates
 
 
-def has_fast_path(fam: Family, d: Data) -> bool:
-    return (d.kind is None and d.trunc_lo is None and not fam.uses_covariates
-            and fam.name in {"gamma", "weibull", "normal", "lognormal", "exponential",
-                             "poisson"})
+def uses_suffstats(fam: Family, d: Data) -> bool:
+    return exact_one_sample(fam, d) and fam.name in SUFFICIENT
+
+
+def weibull_start(d: Data, c0):
+    """Profile-likelihood MLE of (shape, scale) and the profile iterations it took."""
+    c, scale, it = _weibull_profile(jnp.log(d.x), d.w, c0, 100)
+    return jnp.stack([c, scale]), it

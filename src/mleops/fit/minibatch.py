@@ -16,6 +16,7 @@ from ..data import Data, make_data
 from ..families import Family
 from ..likelihood import total_loglik
 from .api import _result, resolve_family
+from .core import KernelOut, natural_cov_jax
 from .newton import SolverState, _ascent_direction
 
 
@@ -102,5 +103,7 @@ def fit_minibatch(x, family: str | dict | Family, *, batch_size: int = 65536, ep
             break
         theta, f, g, H = theta + t * step, f_new, g_new, H_new
     state = SolverState(theta, f, g, H, jnp.asarray(it), jnp.asarray(True), jnp.asarray(converged))
-    return _result(fam, d, state, jnp.asarray(steps), "adam+newton", n,
+    out = KernelOut(state, jnp.asarray(steps), fam.to_natural(theta),
+                    natural_cov_jax(fam, theta, H))
+    return _result(fam, d, out, "adam+newton", n,
                    {"adam_steps": steps, "batch_size": batch_size, "total_weight": W})
