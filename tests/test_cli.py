@@ -103,7 +103,7 @@ def test_fit_command_imports_neither_mlflow_nor_kfp(survival_files):
             f"sys.argv = ['mleops', 'fit', {str(d / 'data.csv')!r}, '--family', 'gamma', "
             "'--column', 'latency']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('HEAVY', sorted(m for m in ('mlflow', 'kfp') if m in sys.modules))")
+            "print('HEAVY', sorted(m for m in ('mlflow', 'kfp', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "MLEOPS_JAX_CACHE": "off"})
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr

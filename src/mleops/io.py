@@ -30,15 +30,37 @@ def read_table(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read {path}: {e}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows")
-    out = {}
-    for name in table.column_names:
-        col = table.column(name)
-        arr = col.to_numpy(zero_copy_only=False)
-        if col.null_count and arr.dtype.kind in "iufb":
-            arr = np.where(col.is_null().to_numpy(zero_copy_only=False), np.nan,
-                           arr.astype(np.float64))
-        out[name] = arr
-    return out
+    return {name: _to_numpy(table.column(name)) for name in table.column_names}
+
+
+def _bits(buf, offset: int, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(buf, np.uint8), bitorder="little")[offset:offset + n]
+
+
+def _to_numpy(col) -> np.ndarray:
+    """Arrow column -> numpy straight from its buffers (nulls -> NaN).
+
+    pyarrow's own ``to_numpy`` imports pandas (0.2 s), a cost every fresh CLI process and
+    pipeline step would pay; numeric columns are plain buffers, so we read them directly.
+    """
+    import pyarrow as pa
+
+    t = col.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        return np.array(col.to_pylist(), dtype=object)
+    parts = []
+    for ch in col.chunks:
+        n, off = len(ch), ch.offset
+        if pa.types.is_boolean(t):
+            vals = _bits(ch.buffers()[1], off, n).astype(np.float64)
+        else:
+            kind = "f" if pa.types.is_floating(t) else ("i" if pa.types.is_signed_integer(t) else "u")
+            dt = np.dtype(f"{kind}{t.bit_width // 8}")
+            vals = np.frombuffer(ch.buffers()[1], dtype=dt, count=n, offset=off * dt.itemsize)
+        if ch.null_count:
+            vals = np.where(_bits(ch.buffers()[0], off, n).astype(bool), vals, np.nan)
+        parts.append(vals)
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def column(table: dict[str, np.ndarray], name: str, what: str = "column") -> np.ndarray:

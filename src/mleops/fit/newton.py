@@ -35,14 +35,27 @@ def _ascent_direction(g, H):
     return d, jnp.dot(g, d)
 
 
+def value_grad_hessian(objective: Callable[[jax.Array], jax.Array]):
+    """(f, g, H) from one forward-over-reverse pass: the value and gradient come for free
+    with the Hessian, and the objective is traced once instead of twice."""
+
+    def gfun(t):
+        f, g = jax.value_and_grad(objective)(t)
+        return g, (f, g)
+
+    def derivs(theta):
+        H, (f, g) = jax.jacfwd(gfun, has_aux=True)(theta)
+        return f, g, H
+
+    return derivs
+
+
 def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
            max_iter: int = 100, tol: float = 1e-12) -> SolverState:
     """Maximise ``objective`` from ``theta0``; returns the final state (with its Hessian)."""
-    vg = jax.value_and_grad(objective)
-    hess = jax.hessian(objective)
-
-    f0, g0 = vg(theta0)
-    state = SolverState(theta0, f0, g0, hess(theta0), jnp.asarray(0), ~jnp.isfinite(f0),
+    derivs = value_grad_hessian(objective)
+    f0, g0, H0 = derivs(theta0)
+    state = SolverState(theta0, f0, g0, H0, jnp.asarray(0), ~jnp.isfinite(f0),
                         jnp.asarray(False))
 
     def cond(s):
@@ -63,8 +76,7 @@ def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
         k = jax.lax.cond(small, lambda _: 0, search, None)
         ok = (k < 60) & ~small
         theta = jnp.where(ok, s.theta + 0.5 ** k * d, s.theta)
-        f, g = jax.lax.cond(ok, vg, lambda t: (s.f, s.g), theta)
-        H = jax.lax.cond(ok, hess, lambda t: s.H, theta)
+        f, g, H = jax.lax.cond(ok, derivs, lambda t: (s.f, s.g, s.H), theta)
         # A failed line search at a point where the decrement is tiny is round-off, not failure.
         stuck = (k >= 60) & ~small
         converged = small | (stuck & (0.5 * dec <= 1e-8 * (1.0 + jnp.abs(s.f))))
