@@ -44,11 +44,17 @@ def as_float_array(values, what: str) -> np.ndarray:
     if a.dtype.kind not in "iuf":
         raise DataError(f"{what}: expected numbers, got dtype {a.dtype}"
                         + (f" (first value {a.ravel()[0].item()!r})" if a.size else ""))
-    return a.astype(np.float64)
+    return np.asarray(a, dtype=np.float64)
 
 
 def _check_finite(a: np.ndarray, what: str, allow_inf: bool = False) -> None:
+    # One reduction decides the common case; the element-wise scan only runs to explain.
+    total = a.sum()
+    if np.isfinite(total) or (allow_inf and not np.isnan(total)):
+        return
     bad = np.isnan(a) if allow_inf else ~np.isfinite(a)
+    if not bad.any():
+        return
     if bad.any():
         i = int(np.flatnonzero(bad.ravel())[0])
         raise DataError(f"{what}: {int(bad.sum())} non-finite value(s) (NaN/inf); "
@@ -69,12 +75,13 @@ def make_data(family: Family, x, *, weights=None, event=None, kind=None, upper=N
     if n == 0:
         raise DataError("data: no rows to fit (empty input)")
     _check_finite(x, "data")
-    w = np.ones(n) if weights is None else as_float_array(weights, "weights")
-    if w.shape != (n,):
+    w = None if weights is None else as_float_array(weights, "weights")
+    if w is not None and w.shape != (n,):
         raise DataError(f"weights: expected shape ({n},), got {w.shape}")
-    _check_finite(w, "weights")
-    if (w < 0).any() or w.sum() <= 0:
-        raise DataError("weights: must be >= 0 with a positive sum")
+    if w is not None:
+        _check_finite(w, "weights")
+        if w.min() < 0 or w.sum() <= 0:
+            raise DataError("weights: must be >= 0 with a positive sum")
     codes = None
     if event is not None and kind is not None:
         raise DataError("give either event (0/1) or kind (censoring codes), not both")
@@ -123,6 +130,6 @@ def make_data(family: Family, x, *, weights=None, event=None, kind=None, upper=N
             i = int(np.flatnonzero(outside)[0])
             raise DataError(f"row {i} value {x[i].item()!r} lies outside its truncation bounds")
         tlo, thi = jnp.asarray(tlo), jnp.asarray(thi)
-    return Data(jnp.asarray(x), jnp.asarray(w), None if X is None else jnp.asarray(X),
+    return Data(jnp.asarray(x), jnp.ones(n) if w is None else jnp.asarray(w), None if X is None else jnp.asarray(X),
                 None if codes is None else jnp.asarray(codes, jnp.int32),
                 None if up is None else jnp.asarray(up), tlo, thi)

@@ -90,6 +90,9 @@ class Family:
 
     def check_support(self, x: np.ndarray) -> str | None:
         """Return a message if some value lies outside the support, else None."""
+        below = self.lower > -math.inf and x.min() < self.lower
+        if not below and not (self.discrete and (x != np.round(x)).any()):
+            return None  # the common case: one or two reductions, no index arrays
         bad = x < self.lower if self.lower > -math.inf else np.zeros(x.shape, bool)
         if self.discrete:
             bad |= x != np.round(x)

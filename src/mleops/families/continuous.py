@@ -212,6 +212,8 @@ class StudentT(Family):
 def _strictly_positive(fam: Family, x):
     import numpy as np
 
+    if x.min() > 0:
+        return None
     bad = ~(x > 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from ..data import Data
 from ..families import Family
 from ..likelihood import total_loglik
-from .fast import exact_one_sample, uses_suffstats, weibull_start
+from .fast import exact_one_sample, uses_suffstats, weibull_objective, weibull_start
 from .lbfgs import lbfgs
 from .newton import SolverState, newton
 from .suffstats import SUFFICIENT
@@ -29,24 +29,25 @@ class KernelOut(NamedTuple):
 
 
 def objective_and_start(fam: Family, d: Data):
-    """The objective in unconstrained coordinates and a (near-)MLE start where one exists."""
+    """Objective in unconstrained coordinates, optional analytic (f, g, H), a (near-)MLE
+    start where one exists, and the iterations that start took."""
     zero = jnp.asarray(0)
     if uses_suffstats(fam, d):
         ss = SUFFICIENT[fam.name]
         s = ss.stats(d.x, d.w)  # the one pass over the data
-        return (lambda th: ss.loglik(fam.to_natural(th), s)), ss.mle(s), zero
-    obj = lambda th: total_loglik(fam, th, d)  # noqa: E731
+        return (lambda th: ss.loglik(fam.to_natural(th), s)), None, ss.mle(s), zero
     p0 = fam.init(d.x, d.w, d.X)
     if fam.name == "weibull" and exact_one_sample(fam, d):
         p0, it = weibull_start(d, p0[0])
-        return obj, p0, it
-    return obj, p0, zero
+        return (*weibull_objective(fam, d), p0, it)
+    return (lambda th: total_loglik(fam, th, d)), None, p0, zero
 
 
-def solve(obj, theta0, d: Data, method: str, max_iter: int, tol: float) -> SolverState:
+def solve(obj, theta0, d: Data, method: str, max_iter: int, tol: float,
+          derivs=None) -> SolverState:
     if method == "lbfgs":
         return lbfgs(obj, theta0, max_iter=max_iter, scale=jnp.maximum(jnp.sum(d.w), 1.0) * 1e-2)
-    return newton(obj, theta0, max_iter=max_iter, tol=tol)
+    return newton(obj, theta0, max_iter=max_iter, tol=tol, derivs=derivs)
 
 
 def natural_cov_jax(fam: Family, theta, H):
@@ -63,9 +64,11 @@ def _finish(fam: Family, state: SolverState, it0) -> KernelOut:
                      natural_cov_jax(fam, state.theta, state.H))
 
 
-def _fit(fam: Family, d: Data, method: str, max_iter: int, tol: float) -> KernelOut:
-    obj, p0, it0 = objective_and_start(fam, d)
-    return _finish(fam, solve(obj, fam.to_unconstrained(p0), d, method, max_iter, tol), it0)
+def _fit(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
+         tol: float = 1e-12) -> KernelOut:
+    obj, derivs, p0, it0 = objective_and_start(fam, d)
+    theta0 = fam.to_unconstrained(p0)
+    return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs), it0)
 
 
 fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))(_fit)

@@ -35,7 +35,9 @@ def _weibull_profile(lx, w, c0, iters: int):
         gp = -1 / c**2 - (s2 / s0 - a * a)
         c_new = c - g / gp
         c_new = jnp.where(c_new > 0, c_new, 0.5 * c)
-        return c_new, it + 1, jnp.abs(c_new - c) <= 1e-13 * c
+        # 1e-10 relative: the Newton verification that follows finishes the last digits; a
+        # tighter stop can stall at round-off and, under vmap, hold every series hostage.
+        return c_new, it + 1, jnp.abs(c_new - c) <= 1e-10 * c
 
     c, it, _ = jax.lax.while_loop(lambda s: (s[1] < iters) & ~s[2], step,
                                   (c0, jnp.asarray(0), jnp.asarray(False)))
@@ -49,6 +51,46 @@ def exact_one_sample(fam: Family, d: Data) -> bool:
 
 def uses_suffstats(fam: Family, d: Data) -> bool:
     return exact_one_sample(fam, d) and fam.name in SUFFICIENT
+
+
+def weibull_objective(fam: Family, d: Data):
+    """Exact-data Weibull log-likelihood with analytic gradient and Hessian.
+
+    In theta = (log c, log scale) everything is a function of W, sum w log x and three sums
+    B_j = sum w exp(c (log x - m)) (log x - m)^j (m = max log x, so nothing overflows); one
+    fused pass per evaluation instead of the generic per-row derivative graph (which costs
+    ~40 passes on CPU, and far more under vmap).
+    Returns ``(objective, derivs)`` where ``derivs(theta) -> (f, g, H)``.
+    """
+    lx = jnp.log(d.x)
+    W = jnp.sum(d.w)
+    Slx = jnp.sum(d.w * lx)
+    m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
+    lxc = lx - m
+
+    def parts(theta):
+        c, u = jnp.exp(theta[0]), theta[1]
+        e = d.w * jnp.exp(c * lxc)
+        return c, u, jnp.exp(c * (m - u)), m - u, e
+
+    def objective(theta):
+        c, u, F, _, e = parts(theta)
+        return W * jnp.log(c) - W * c * u + (c - 1) * Slx - F * jnp.sum(e)
+
+    def derivs(theta):
+        c, u, F, delta, e = parts(theta)
+        B0, B1, B2 = jnp.sum(e), jnp.sum(e * lxc), jnp.sum(e * lxc * lxc)
+        A0, A1 = F * B0, F * (B1 + delta * B0)
+        A2 = F * (B2 + 2 * delta * B1 + delta * delta * B0)
+        f = W * jnp.log(c) - W * c * u + (c - 1) * Slx - A0
+        dc = W / c - W * u + Slx - A1
+        du = -W * c + c * A0
+        dcc, dcu, duu = -W / c**2 - A2, -W + A0 + c * A1, -(c**2) * A0
+        g = jnp.stack([c * dc, du])
+        H = jnp.array([[c * c * dcc + c * dc, c * dcu], [c * dcu, duu]])
+        return f, g, H
+
+    return objective, derivs
 
 
 def weibull_start(d: Data, c0):

@@ -51,9 +51,12 @@ def value_grad_hessian(objective: Callable[[jax.Array], jax.Array]):
 
 
 def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
-           max_iter: int = 100, tol: float = 1e-12) -> SolverState:
-    """Maximise ``objective`` from ``theta0``; returns the final state (with its Hessian)."""
-    derivs = value_grad_hessian(objective)
+           max_iter: int = 100, tol: float = 1e-12, derivs=None) -> SolverState:
+    """Maximise ``objective`` from ``theta0``; returns the final state (with its Hessian).
+
+    ``derivs(theta) -> (f, g, H)`` may supply analytic derivatives; default: AD.
+    """
+    derivs = derivs or value_grad_hessian(objective)
     f0, g0, H0 = derivs(theta0)
     state = SolverState(theta0, f0, g0, H0, jnp.asarray(0), ~jnp.isfinite(f0),
                         jnp.asarray(False))
@@ -71,7 +74,10 @@ def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
             return jnp.isfinite(f_new) & (f_new >= s.f + 1e-4 * t * dec)
 
         def search(_):
-            return jax.lax.while_loop(lambda k: (k < 60) & ~try_step(k), lambda k: k + 1, 0)
+            # ``~small`` again inside: under vmap the cond runs both branches, and converged
+            # series must not spin through 60 round-off-limited trial steps.
+            return jax.lax.while_loop(lambda k: (k < 60) & ~small & ~try_step(k),
+                                      lambda k: k + 1, 0)
 
         k = jax.lax.cond(small, lambda _: 0, search, None)
         ok = (k < 60) & ~small
