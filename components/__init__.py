@@ -1,0 +1,1 @@
+"""Thin Kubeflow Pipelines v2 components over :mod:`mleops.pipeline.steps`."""

@@ -1,0 +1,99 @@
+"""KFP components of the training pipeline: typed artifacts in, typed artifacts out.
+
+Bodies only translate artifacts to paths and call ``mleops.pipeline.steps``; the component
+image (``infra/docker/Dockerfile``) has mleops installed, so nothing is pip-installed at run
+time. Imports live inside the bodies because KFP ships each body as a standalone function.
+"""
+
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from mleops.pipeline.images import BASE_IMAGE
+
+component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+
+
+@component
+def ingest(data_uri: str, family: str, column: str, censor_column: str, weights_column: str,
+           covariates: str, time_column: str, threshold: float, components: int,
+           dataset: Output[Dataset]) -> NamedTuple("IngestOut", data_hash=str, n_rows=int):
+    from mleops.pipeline import steps
+    from mleops.pipeline.dataset import ColumnSpec
+
+    spec = ColumnSpec.from_params(column, censor_column, weights_column, covariates, time_column)
+    meta = steps.ingest(data_uri, dataset.path, family=family, spec=spec,
+                        threshold=threshold, k=components)
+    dataset.metadata.update({"data_hash": meta["data_hash"], "n_rows": meta["n_rows"]})
+    return (meta["data_hash"], meta["n_rows"])
+
+
+@component
+def split(dataset: Input[Dataset], validation_data_uri: str, family: str, threshold: float,
+          components: int, seed: int, holdout_fraction: float, time_ordered: bool,
+          train: Output[Dataset], heldout: Output[Dataset]):
+    from mleops.pipeline import steps
+
+    info = steps.split(dataset.path, train.path, heldout.path, seed=seed,
+                       holdout_fraction=holdout_fraction, time_ordered=time_ordered,
+                       validation_uri=validation_data_uri, family=family,
+                       threshold=threshold, k=components)
+    train.metadata["n_rows"] = info["n_train"]
+    heldout.metadata.update({"n_rows": info["n_heldout"], "source": info["heldout_source"]})
+
+
+@component
+def train(train_data: Input[Dataset], family: str, threshold: float, components: int,
+          method: str, seed: int, model: Output[Model], metrics: Output[Metrics]):
+    from mleops.pipeline import steps
+
+    art = steps.train(train_data.path, model.path, family=family,
+                      threshold=threshold, k=components, method=method, seed=seed)
+    model.metadata.update({"family": art.family["name"], "params": art.params,
+                           "device": art.metadata.get("device", "")})
+    for k, v in steps.fit_metrics(art).items():
+        metrics.log_metric(k, v)
+    metrics.metadata["device"] = art.metadata.get("device", "")
+
+
+@component
+def evaluate(model: Input[Model], heldout: Input[Dataset], tracking_uri: str, model_name: str,
+             seed: int, scores: Output[Artifact], metrics: Output[Metrics]):
+    from mleops.pipeline import steps
+
+    info = steps.evaluate(model.path, heldout.path, scores.path, tracking_uri=tracking_uri,
+                          model_name=model_name, seed=seed)
+    for k, v in info["metrics"].items():
+        metrics.log_metric(k, v)
+    scores.metadata["champion_version"] = info["champion_version"]
+
+
+@component
+def gate(scores: Input[Artifact], tolerance: float, confidence: float, test: str,
+         ks_max: float, coverage_tol: float, ece_max: float, decision: Output[Artifact],
+         report: Output[HTML]) -> bool:
+    from mleops.gate import GateConfig
+    from mleops.pipeline import steps
+
+    cfg = GateConfig(tolerance=tolerance, confidence=confidence, test=test, ks_max=ks_max,
+                     coverage_tol=coverage_tol, ece_max=ece_max)
+    out = steps.gate(scores.path, decision.path, report.path, config=cfg)
+    decision.metadata.update({"passed": out["passed"], "reasons": out["reasons"]})
+    return bool(out["passed"])
+
+
+@component
+def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifact],
+           report: Input[HTML], tracking_uri: str, model_name: str, run_tag: str,
+           params_json: str, register: bool) -> str:
+    """Log the run; registers a version only when ``register`` (the gate passed)."""
+    import json
+
+    from mleops.pipeline import steps
+
+    out = steps.record(model.path, scores.path, decision.path, report.path,
+                       tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
+                       params=json.loads(params_json), register=register)
+    return out["registered_version"] or ""

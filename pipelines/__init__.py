@@ -1,0 +1,1 @@
+"""Pipeline definitions (compiled IR YAML lives next to them)."""

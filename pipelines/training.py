@@ -1,0 +1,90 @@
+"""The training pipeline: ingest -> split -> train -> evaluate -> gate -> register | log.
+
+``python -m pipelines.training`` (or ``mleops pipeline compile``) writes training.yaml.
+Steps reading outside state (the data URI, the registry) never use the cache; pure steps
+(split, train, gate) do, so a re-run on the same inputs reuses their outputs.
+"""
+
+
+import os
+
+from kfp import dsl
+
+from components import training as c
+
+NAME = "mleops-training"
+YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training.yaml")
+
+
+@dsl.pipeline(name=NAME, description="Fit, evaluate against the champion, gate, register.")
+def training_pipeline(
+    data_uri: str,
+    family: str,
+    model_name: str,
+    validation_data_uri: str = "",
+    column: str = "",
+    censor_column: str = "",
+    weights_column: str = "",
+    covariates: str = "",
+    time_column: str = "",
+    threshold: float = 0.0,
+    components: int = 0,
+    method: str = "auto",
+    seed: int = 0,
+    holdout_fraction: float = 0.2,
+    time_ordered: bool = False,
+    tracking_uri: str = "",
+    gate_tolerance: float = 0.002,
+    gate_confidence: float = 0.95,
+    gate_test: str = "z",
+    gate_ks_max: float = 0.05,
+    gate_coverage_tol: float = 0.05,
+    gate_ece_max: float = 0.05,
+    train_cpu: str = "1",
+    train_memory: str = "2G",
+    train_accelerator_type: str = "",
+    train_accelerator_limit: str = "1",
+    run_tag: str = "",
+    run_params_json: str = "{}",
+):
+    ing = c.ingest(data_uri=data_uri, family=family, column=column,
+                   censor_column=censor_column, weights_column=weights_column,
+                   covariates=covariates, time_column=time_column, threshold=threshold,
+                   components=components).set_caching_options(False)
+    spl = c.split(dataset=ing.outputs["dataset"], validation_data_uri=validation_data_uri,
+                  family=family, threshold=threshold, components=components, seed=seed,
+                  holdout_fraction=holdout_fraction, time_ordered=time_ordered)
+    spl.set_caching_options(False).set_display_name("split")  # validation data is external
+    trn = c.train(train_data=spl.outputs["train"], family=family, threshold=threshold,
+                  components=components, method=method, seed=seed)
+    trn.set_cpu_request(train_cpu).set_memory_request(train_memory)
+    trn.set_accelerator_type(train_accelerator_type).set_accelerator_limit(
+        train_accelerator_limit)
+    ev = c.evaluate(model=trn.outputs["model"], heldout=spl.outputs["heldout"],
+                    tracking_uri=tracking_uri, model_name=model_name,
+                    seed=seed).set_caching_options(False)  # reads the current champion
+    gt = c.gate(scores=ev.outputs["scores"], tolerance=gate_tolerance,
+                confidence=gate_confidence, test=gate_test, ks_max=gate_ks_max,
+                coverage_tol=gate_coverage_tol, ece_max=gate_ece_max)
+    common = dict(model=trn.outputs["model"], scores=ev.outputs["scores"],
+                  decision=gt.outputs["decision"], report=gt.outputs["report"],
+                  tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
+                  params_json=run_params_json)
+    with dsl.If(gt.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
+        c.record(register=True, **common).set_caching_options(False).set_display_name(
+            "register")
+    with dsl.Else(name="gate-rejected"):
+        c.record(register=False, **common).set_caching_options(False).set_display_name(
+            "log-rejected")
+    # deploy (serving issue) attaches under gate-passed.
+
+
+def compile_yaml(path: str = YAML) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(training_pipeline, package_path=path)
+    return path
+
+
+if __name__ == "__main__":
+    print(compile_yaml())

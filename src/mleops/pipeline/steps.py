@@ -1,0 +1,211 @@
+"""What each pipeline step does. KFP components call these with artifact paths; tests and
+the CLI can call them directly. Every decision of the pipeline lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from ..artifact import ModelArtifact
+from ..errors import DataError
+from .dataset import ColumnSpec, Table, load_source, read_dataset, split_indices, write_table
+
+SCORES_FILE = "scores.npz"
+CALIB_FILE = "calibration.json"
+DECISION_FILE = "decision.json"
+
+
+def family_options(family: str, threshold=None, k=None) -> dict:
+    """Pipeline parameters are never None (KFP): keep only the options the family takes."""
+    from ..families import ALIASES
+
+    name = ALIASES.get(family.lower(), family.lower())
+    out = {}
+    if name == "genpareto":
+        out["threshold"] = float(threshold or 0.0)
+    if name == "gaussian_mixture" and k:
+        out["k"] = int(k)
+    return out
+
+
+def ingest(data_uri: str, out_path: str, *, family: str, spec: ColumnSpec,
+           threshold: float | None = None, k: int | None = None) -> dict:
+    """Validate the user's data for the family and store it in the pipeline schema."""
+    t = load_source(data_uri, spec, family, **family_options(family, threshold, k))
+    write_table(t, out_path)
+    return t.meta
+
+
+def split(dataset_path: str, train_path: str, heldout_path: str, *, seed: int,
+          holdout_fraction: float, time_ordered: bool, validation_uri: str = "",
+          family: str = "", spec: ColumnSpec | None = None, threshold=None, k=None) -> dict:
+    """Held-out rows: the validation data when given (independent of how training data were
+    collected), else a deterministic split (seeded, or the latest rows for time series)."""
+    t = read_dataset(dataset_path)
+    if validation_uri:
+        spec = spec or ColumnSpec(**{k_: v for k_, v in t.meta["spec"].items()})
+        spec = ColumnSpec(t.meta["response"], spec.censor_column, spec.weights_column,
+                          spec.covariates, spec.time_column)
+        held = load_source(validation_uri, spec, family, **family_options(family, threshold, k))
+        train = t
+    else:
+        tr, ho = split_indices(t.n, seed=seed, holdout_fraction=holdout_fraction,
+                               time_ordered=time_ordered, order=t.order)
+        train, held = t.take(tr), t.take(ho)
+    write_table(train, train_path)
+    write_table(held, heldout_path)
+    return {"n_train": train.n, "n_heldout": held.n,
+            "heldout_source": "validation" if validation_uri else "split"}
+
+
+def _fit_args(t: Table) -> dict:
+    return {"weights": t.weight, "event": t.event, "X": t.X,
+            "features": list(t.features) or None}
+
+
+def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=None,
+          method: str = "auto", seed: int = 0) -> ModelArtifact:
+    """Fit the family; the artifact records provenance and the device JAX ran on."""
+    from ..fit import fit
+
+    t = read_dataset(train_path)
+    r = fit(t.x, family, method=method, seed=seed, **family_options(family, threshold, k),
+            **_fit_args(t))
+    art = ModelArtifact.from_fit(r, data_hash=t.meta.get("data_hash", ""),
+                                 n_train=t.n, source=t.meta.get("source", ""))
+    art.save(model_dir)
+    return art
+
+
+def fit_metrics(art: ModelArtifact) -> dict[str, float]:
+    return {"train_loglik": art.loglik, "train_n": float(art.n_obs),
+            "fit_iterations": float(art.iterations), "fit_converged": float(art.converged)}
+
+
+def _rows(art: ModelArtifact, t: Table) -> dict:
+    """Held-out rows in the form the artifact evaluates (genpareto: exceedances only)."""
+    x, event, X = t.x, t.event, t.X
+    if art.family.get("name") == "genpareto":
+        keep = x > art.family.get("threshold", 0.0)
+        x, event = x[keep], (None if event is None else event[keep])
+    return {"x": x, "event": event, "X": X}
+
+
+def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: str = "",
+             model_name: str = "", seed: int = 0) -> dict:
+    """Per-row held-out log-likelihood of the candidate and of the champion on the same rows,
+    plus calibration of the candidate. Writes scores.npz and calibration.json."""
+    from ..evaluate import calibration, heldout_loglik, summary_metrics
+
+    art = ModelArtifact.load(model_dir)
+    held = read_dataset(heldout_path)
+    rows = _rows(art, held)
+    cand = heldout_loglik(art, rows["x"], event=rows["event"], X=rows["X"])
+    calib = calibration(art, rows["x"], event=rows["event"], X=rows["X"], seed=seed)
+    champ, champ_version = None, ""
+    if model_name:
+        from ..registry import Registry
+
+        found = Registry(tracking_uri or None).champion(model_name)
+        if found is not None:
+            champ_version, champ_art = found
+            if champ_art.features != art.features:
+                raise DataError(f"champion v{champ_version} uses covariates {champ_art.features},"
+                                f" the candidate {art.features}: not comparable")
+            champ = heldout_loglik(champ_art, **_rows(champ_art, held))
+    os.makedirs(out_dir, exist_ok=True)
+    arrays = {"candidate": cand}
+    if champ is not None:
+        arrays["champion"] = champ
+    np.savez(os.path.join(out_dir, SCORES_FILE), **arrays)
+    info = {"calibration": calib, "champion_version": champ_version,
+            "metrics": summary_metrics(cand, calib)}
+    if champ is not None:
+        info["metrics"]["champion_heldout_avg_loglik"] = float(np.mean(champ))
+    with open(os.path.join(out_dir, CALIB_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+    return info
+
+
+def load_scores(scores_dir: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    with np.load(os.path.join(scores_dir, SCORES_FILE), allow_pickle=False) as z:
+        cand = z["candidate"]
+        champ = z["champion"] if "champion" in z.files else None
+    with open(os.path.join(scores_dir, CALIB_FILE)) as f:
+        info = json.load(f)
+    return cand, champ, info
+
+
+def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dict:
+    """Paired non-inferiority + calibration decision.
+
+    Writes ``decision_dir``/{decision.json, pit.png} and the self-contained HTML report (the
+    plot is embedded) to ``report_html``.
+    """
+    from ..gate import decide
+    from ..report import write_report
+
+    cand, champ, info = load_scores(scores_dir)
+    decision = decide(cand, champ, info["calibration"], config)
+    out = {**decision.to_dict(), "champion_version": info.get("champion_version", "")}
+    os.makedirs(decision_dir, exist_ok=True)
+    with open(os.path.join(decision_dir, DECISION_FILE), "w") as f:
+        json.dump(out, f, indent=2)
+    paths = write_report(info["calibration"], decision, decision_dir,
+                         title=f"mleops gate: {'PASSED' if decision.passed else 'REJECTED'}")
+    os.makedirs(os.path.dirname(os.path.abspath(report_html)), exist_ok=True)
+    shutil.move(paths["report_html"], report_html)
+    return out
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str, *,
+           tracking_uri: str, model_name: str, run_tag: str, params: dict,
+           register: bool) -> dict:
+    """Log the candidate as an MLflow run; register a version only if ``register``.
+
+    Rejected candidates are logged (so the rejection is auditable) but never registered.
+    """
+    from ..registry import Registry
+
+    art = ModelArtifact.load(model_dir)
+    _, _, info = load_scores(scores_dir)
+    with open(os.path.join(decision_dir, DECISION_FILE)) as f:
+        decision = json.load(f)
+    stats = {f"gate_{k}": float(v) for k, v in decision["stats"].items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+    metrics = {**info["metrics"], **fit_metrics(art), **stats,
+               "gate_passed": float(decision["passed"])}
+    lineage = {"mleops.pipeline_run": run_tag, "mleops.data_hash": art.metadata.get("data_hash", ""),
+               "mleops.git_commit": git_commit(), "mleops.family": art.family["name"],
+               "mleops.device": art.metadata.get("device", "")}
+    tags = {**lineage, "mleops.gate": "passed" if decision["passed"] else "rejected",
+            "mleops.champion_version_compared": decision.get("champion_version", "")}
+    reg = Registry(tracking_uri or None)
+    report_dir = tempfile.mkdtemp(prefix="mleops-report-")
+    shutil.copy(report_html, os.path.join(report_dir, "report.html"))
+    for name in os.listdir(decision_dir):
+        shutil.copy(os.path.join(decision_dir, name), report_dir)
+    run_params = {**params, "family": art.family["name"],
+                  "data_hash": art.metadata.get("data_hash", "")}
+    run_id = reg.log_training_run(experiment=model_name, params=run_params, metrics=metrics,
+                                  artifact=art, report_dir=report_dir, tags=tags,
+                                  registered=register)
+    # The decision itself is an artifact of the run (every number behind it).
+    reg.client.log_dict(run_id, decision, "gate/decision.json")
+    version = reg.register(model_name, run_id, tags=lineage) if register else None
+    return {"run_id": run_id, "registered_version": version, "passed": decision["passed"]}
