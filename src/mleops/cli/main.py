@@ -11,6 +11,7 @@ import sys
 
 import click
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_FIT_FAILED = 3
 
@@ -19,7 +20,7 @@ class _Group(click.Group):
     """Turns mleops errors into one-line messages with the documented exit codes."""
 
     def invoke(self, ctx):
-        from ..errors import DataError, FitError
+        from ..errors import DataError, FitError, MleopsError
 
         try:
             return super().invoke(ctx)
@@ -29,6 +30,9 @@ class _Group(click.Group):
         except FitError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_FIT_FAILED)
+        except MleopsError as e:  # registry unreachable, pipeline task failed, ...
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_FAILED)
 
 
 @click.group(cls=_Group)
@@ -65,6 +69,17 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
         click.echo(res.summary())
         if not res.converged:
             click.echo(f"warning: {res.message}", err=True)
+
+
+def _register_subcommands() -> None:
+    from .models import models
+    from .pipeline import pipeline
+
+    main.add_command(pipeline)
+    main.add_command(models)
+
+
+_register_subcommands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import DataError, MleopsError
-from .dataset import ColumnSpec, load_source
+from .dataset import ColumnSpec, load_source, split_indices
 from .steps import family_options
 
 EXIT_REGISTERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
@@ -53,9 +53,12 @@ class RunRequest:
         spec = ColumnSpec.from_params(self.column, self.censor_column, self.weights_column,
                                       self.covariates, self.time_column)
         opts = family_options(self.family, self.threshold, self.components)
-        load_source(self.data_uri, spec, self.family, **opts)
+        t = load_source(self.data_uri, spec, self.family, **opts)
         if self.validation_data_uri:
             load_source(self.validation_data_uri, spec, self.family, **opts)
+        else:
+            split_indices(t.n, seed=self.seed, holdout_fraction=self.holdout_fraction,
+                          time_ordered=self.time_ordered, order=t.order)
         try:
             GateConfig(tolerance=self.gate_tolerance, confidence=self.gate_confidence,
                        test=self.gate_test)
