@@ -33,7 +33,7 @@ def test_recovers_parameters_within_ci(name, params, ref, opts):
     fam = get_family(name, **opts)
     x = _draw(fam, params, 20000)
     r = mleops.fit(x, name, **opts)
-    assert r.converged and r.grad_norm < 1e-3
+    assert r.converged and r.grad_norm < 1e-6 * x.size  # gradient of a sum over rows
     _inside(r, params)
 
 

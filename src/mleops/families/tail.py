@@ -38,9 +38,13 @@ class GenPareto(Family):
     def logsf(self, x, p, X=None):
         y, t, ok = self._z(x, p)
         xi = p[0]
-        small = jnp.abs(xi) < 1e-8
-        val = jnp.where(small, -jnp.maximum(y, 0.0) / p[1],
-                        -jnp.log1p(t) / jnp.where(small, 1.0, xi))
+        # Near xi = 0, -log1p(xi z)/xi by its series: exact limit *and* exact derivatives in
+        # xi (the direct ratio cancels catastrophically there).
+        small = jnp.abs(xi) < 1e-4
+        z = jnp.maximum(y, 0.0) / p[1]
+        xsmall = jnp.where(small, xi, 0.0)
+        series = -sum((-xsmall) ** k * z ** (k + 1) / (k + 1) for k in range(5))
+        val = jnp.where(small, series, -jnp.log1p(t) / jnp.where(small, 1.0, xi))
         return jnp.where(y < 0, 0.0, jnp.where(ok, val, -jnp.inf))
 
     def logpdf(self, x, p, X=None):

@@ -78,6 +78,40 @@ def _as_series(data, what: str) -> list[np.ndarray]:
     return series
 
 
+def _rectangular(data, weights, event) -> bool:
+    two_d = lambda a: a is None or (hasattr(a, "ndim") and a.ndim == 2)  # noqa: E731
+    return hasattr(data, "ndim") and data.ndim == 2 and two_d(weights) and two_d(event)
+
+
+def _batch_data(fam: Family, data, weights, event) -> tuple[Data, np.ndarray]:
+    """(N, L) Data with weight-0 padding, validated once on all values together."""
+    if _rectangular(data, weights, event):  # equal lengths: no copies, no padding
+        x = np.asarray(data)
+        N, L = x.shape
+        rav = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
+        d = make_data(fam, x.reshape(-1), weights=rav(weights), event=rav(event))
+        if weights is not None and (np.asarray(weights).sum(axis=1) <= 0).any():
+            raise DataError("some series have zero total weight")
+        shape = lambda a: None if a is None else a.reshape(N, L)  # noqa: E731
+        return Data(shape(d.x), shape(d.w), kind=shape(d.kind)), np.full(N, L)
+    series = _as_series(data, "data")
+    lens = [len(s) for s in series]
+    flat = lambda v, what: None if v is None else np.concatenate(  # noqa: E731
+        [np.asarray(s, float).ravel() for s in _as_series(v, what)])
+    flat_w, flat_e = flat(weights, "weights"), flat(event, "event")
+    d_all = make_data(fam, np.concatenate([np.asarray(s).ravel() for s in series]),
+                      weights=flat_w, event=flat_e)
+    cuts = np.cumsum(lens)[:-1]
+    x, mask = _pad(np.split(np.asarray(d_all.x), cuts))
+    w = np.where(mask, _pad(np.split(np.asarray(d_all.w), cuts), False)[0], 0.0)
+    if (w.sum(axis=1) <= 0).any():
+        raise DataError(f"series {int(np.flatnonzero(w.sum(axis=1) <= 0)[0])} has zero total weight")
+    kind = None
+    if d_all.kind is not None:
+        kind = jnp.asarray(_pad(np.split(np.asarray(d_all.kind), cuts), False)[0], jnp.int32)
+    return Data(jnp.asarray(x), jnp.asarray(w), kind=kind), np.array(lens)
+
+
 def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
              method: str = "newton", max_iter: int = 100, tol: float = 1e-12,
              **family_options) -> BatchFitResult:
@@ -89,31 +123,13 @@ def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
     fam = resolve_family(family, **family_options)
     if fam.uses_covariates or fam.name in ("gaussian_mixture", "genpareto"):
         raise DataError(f"fit_many does not support family {fam.name}; use fit() per series")
-    series = _as_series(data, "data")
-    lens = [len(s) for s in series]
-    flat = lambda v, what: None if v is None else np.concatenate(  # noqa: E731
-        [np.asarray(s, float).ravel() for s in _as_series(v, what)])
-    # Validate once on the concatenation (row numbers refer to it).
-    flat_w, flat_e = flat(weights, "weights"), flat(event, "event")
-    d_all = make_data(fam, np.concatenate([np.asarray(s).ravel() for s in series]),
-                      weights=flat_w, event=flat_e)
-    x_np = np.asarray(d_all.x)
-    cuts = np.cumsum(lens)[:-1]
-    xs = np.split(x_np, cuts)
-    x, mask = _pad(xs)
-    w = np.where(mask, _pad(np.split(np.asarray(d_all.w), cuts), False)[0], 0.0)
-    if (w.sum(axis=1) <= 0).any():
-        raise DataError(f"series {int(np.flatnonzero(w.sum(axis=1) <= 0)[0])} has zero total weight")
-    kind = None
-    if d_all.kind is not None:
-        kind = jnp.asarray(_pad(np.split(np.asarray(d_all.kind), cuts), False)[0], jnp.int32)
-    d = Data(jnp.asarray(x), jnp.asarray(w), kind=kind)
+    d, lens = _batch_data(fam, data, weights, event)
     out = jax.device_get(batch_kernel(fam, d, method, max_iter, tol))
     st, p = out.state, np.asarray(out.params)
     se = np.sqrt(np.diagonal(out.cov, axis1=1, axis2=2))
     se = np.where(np.isfinite(se), se, np.inf)
     f = np.asarray(st.f)
     conv = np.asarray(st.converged) & np.isfinite(f) & np.isfinite(p).all(axis=1)
-    return BatchFitResult(fam.describe(), fam.param_names, p, se, f, np.array(lens),
+    return BatchFitResult(fam.describe(), fam.param_names, p, se, f, lens,
                           np.asarray(st.it) + np.asarray(out.start_iterations),
                           np.linalg.norm(st.g, axis=1), conv, method)

@@ -15,9 +15,10 @@ import jax.numpy as jnp
 from ..data import Data
 from ..families import Family
 from ..likelihood import total_loglik
-from .fast import exact_one_sample, uses_suffstats, weibull_objective, weibull_start
+from .fast import exact_one_sample, uses_suffstats, weibull_prep, weibull_start
 from .lbfgs import lbfgs
 from .newton import SolverState, newton
+from .reduced import REDUCED, weibull_objective
 from .suffstats import SUFFICIENT
 
 
@@ -36,10 +37,13 @@ def objective_and_start(fam: Family, d: Data):
         ss = SUFFICIENT[fam.name]
         s = ss.stats(d.x, d.w)  # the one pass over the data
         return (lambda th: ss.loglik(fam.to_natural(th), s)), None, ss.mle(s), zero
+    if exact_one_sample(fam, d) and fam.name == "weibull":
+        wp = weibull_prep(d)  # log x once, for the profile start and the verification
+        p0, it = weibull_start(wp)
+        return (*weibull_objective(fam, d, wp), p0, it)
     p0 = fam.init(d.x, d.w, d.X)
-    if fam.name == "weibull" and exact_one_sample(fam, d):
-        p0, it = weibull_start(d, p0[0])
-        return (*weibull_objective(fam, d), p0, it)
+    if exact_one_sample(fam, d) and fam.name in REDUCED:
+        return (*REDUCED[fam.name](fam, d), p0, zero)
     return (lambda th: total_loglik(fam, th, d)), None, p0, zero
 
 

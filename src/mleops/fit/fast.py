@@ -8,6 +8,8 @@ so fast paths never bypass the convergence report.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -16,12 +18,29 @@ from ..families import Family
 from .suffstats import SUFFICIENT
 
 
-def _weibull_profile(lx, w, c0, iters: int):
-    """Newton on g(c) = 1/c - S1/S0 + mean(log x) = 0 with S_j = sum w x^c (log x)^j."""
-    W = jnp.sum(w)
-    mlx = jnp.sum(w * lx) / W
-    shift = jnp.max(jnp.where(w > 0, lx, -jnp.inf))
-    lxc = lx - shift  # exp(c * lxc) <= 1: no overflow for any c
+class WeibullPrep(NamedTuple):
+    """Loop-invariant pieces shared by the profile start and the Newton verification."""
+
+    lxc: jax.Array  # log x - m, <= 0 on weighted rows: exp(c * lxc) never overflows
+    w: jax.Array
+    W: jax.Array
+    Slx: jax.Array  # sum w log x
+    m: jax.Array  # max log x over weighted rows
+
+
+def weibull_prep(d: Data) -> WeibullPrep:
+    lx = jnp.log(d.x)
+    m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
+    return WeibullPrep(lx - m, d.w, jnp.sum(d.w), jnp.sum(d.w * lx), m)
+
+
+def _weibull_profile(wp: WeibullPrep, iters: int):
+    """Newton on g(c) = 1/c - S1/S0 + mean(log x) = 0 with S_j = sum w x^c (log x)^j,
+    started from the log-moment estimate c0 = pi / (sqrt(6) sd(log x))."""
+    lxc, w, W = wp.lxc, wp.w, wp.W
+    mlxc = wp.Slx / W - wp.m  # mean of lxc
+    var = jnp.sum(w * (lxc - mlxc) ** 2) / W
+    c0 = jnp.pi / jnp.sqrt(6 * jnp.maximum(var, 1e-300))
 
     def sums(c):
         z = w * jnp.exp(c * lxc)
@@ -31,7 +50,7 @@ def _weibull_profile(lx, w, c0, iters: int):
         c, it, _ = state
         s0, s1, s2 = sums(c)
         a = s1 / s0
-        g = 1 / c - a + (mlx - shift)
+        g = 1 / c - a + mlxc
         gp = -1 / c**2 - (s2 / s0 - a * a)
         c_new = c - g / gp
         c_new = jnp.where(c_new > 0, c_new, 0.5 * c)
@@ -41,8 +60,8 @@ def _weibull_profile(lx, w, c0, iters: int):
 
     c, it, _ = jax.lax.while_loop(lambda s: (s[1] < iters) & ~s[2], step,
                                   (c0, jnp.asarray(0), jnp.asarray(False)))
-    s0 = sums(c)[0]
-    return c, jnp.exp(shift + jnp.log(s0 / W) / c), it
+    s0 = jnp.sum(w * jnp.exp(c * lxc))
+    return c, jnp.exp(wp.m + jnp.log(s0 / W) / c), it
 
 
 def exact_one_sample(fam: Family, d: Data) -> bool:
@@ -53,47 +72,7 @@ def uses_suffstats(fam: Family, d: Data) -> bool:
     return exact_one_sample(fam, d) and fam.name in SUFFICIENT
 
 
-def weibull_objective(fam: Family, d: Data):
-    """Exact-data Weibull log-likelihood with analytic gradient and Hessian.
-
-    In theta = (log c, log scale) everything is a function of W, sum w log x and three sums
-    B_j = sum w exp(c (log x - m)) (log x - m)^j (m = max log x, so nothing overflows); one
-    fused pass per evaluation instead of the generic per-row derivative graph (which costs
-    ~40 passes on CPU, and far more under vmap).
-    Returns ``(objective, derivs)`` where ``derivs(theta) -> (f, g, H)``.
-    """
-    lx = jnp.log(d.x)
-    W = jnp.sum(d.w)
-    Slx = jnp.sum(d.w * lx)
-    m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
-    lxc = lx - m
-
-    def parts(theta):
-        c, u = jnp.exp(theta[0]), theta[1]
-        e = d.w * jnp.exp(c * lxc)
-        return c, u, jnp.exp(c * (m - u)), m - u, e
-
-    def objective(theta):
-        c, u, F, _, e = parts(theta)
-        return W * jnp.log(c) - W * c * u + (c - 1) * Slx - F * jnp.sum(e)
-
-    def derivs(theta):
-        c, u, F, delta, e = parts(theta)
-        B0, B1, B2 = jnp.sum(e), jnp.sum(e * lxc), jnp.sum(e * lxc * lxc)
-        A0, A1 = F * B0, F * (B1 + delta * B0)
-        A2 = F * (B2 + 2 * delta * B1 + delta * delta * B0)
-        f = W * jnp.log(c) - W * c * u + (c - 1) * Slx - A0
-        dc = W / c - W * u + Slx - A1
-        du = -W * c + c * A0
-        dcc, dcu, duu = -W / c**2 - A2, -W + A0 + c * A1, -(c**2) * A0
-        g = jnp.stack([c * dc, du])
-        H = jnp.array([[c * c * dcc + c * dc, c * dcu], [c * dcu, duu]])
-        return f, g, H
-
-    return objective, derivs
-
-
-def weibull_start(d: Data, c0):
+def weibull_start(wp: WeibullPrep):
     """Profile-likelihood MLE of (shape, scale) and the profile iterations it took."""
-    c, scale, it = _weibull_profile(jnp.log(d.x), d.w, c0, 100)
+    c, scale, it = _weibull_profile(wp, 100)
     return jnp.stack([c, scale]), it
