@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,6 +60,18 @@ def _check_finite(a: np.ndarray, what: str, allow_inf: bool = False) -> None:
         i = int(np.flatnonzero(bad.ravel())[0])
         raise DataError(f"{what}: {int(bad.sum())} non-finite value(s) (NaN/inf); "
                         f"first at row {i}: {a.ravel()[i].item()!r}")
+
+
+def _to_device(a: np.ndarray):
+    """Device array without a host copy where the platform allows (CPU): the fit only reads
+    it, synchronously, so sharing the caller's buffer is safe and saves a pass over the data."""
+    return jax.device_put(np.ascontiguousarray(a), may_alias=True)
+
+
+def with_weights(d: Data) -> Data:
+    """Unit weights made explicit. Called inside jitted kernels, so XLA sees constant ones
+    and simplifies ``w * x`` to ``x``: unweighted fits pay nothing for weight support."""
+    return d if d.w is not None else d._replace(w=jnp.ones_like(d.x))
 
 
 def make_data(family: Family, x, *, weights=None, event=None, kind=None, upper=None,
@@ -130,6 +143,7 @@ def make_data(family: Family, x, *, weights=None, event=None, kind=None, upper=N
             i = int(np.flatnonzero(outside)[0])
             raise DataError(f"row {i} value {x[i].item()!r} lies outside its truncation bounds")
         tlo, thi = jnp.asarray(tlo), jnp.asarray(thi)
-    return Data(jnp.asarray(x), jnp.ones(n) if w is None else jnp.asarray(w), None if X is None else jnp.asarray(X),
+    return Data(_to_device(x), None if w is None else _to_device(w),
+                None if X is None else _to_device(X),
                 None if codes is None else jnp.asarray(codes, jnp.int32),
                 None if up is None else jnp.asarray(up), tlo, thi)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import Data, make_data
+from ..data import Data, make_data, with_weights
 from ..errors import ConvergenceWarning, DataError, FitError
 from ..families import Family, get_family
 from .core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
@@ -78,6 +78,7 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
 
 def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):
     """Deterministic start plus random ones (locs drawn from the data, scales jittered)."""
+    d = with_weights(d)
     p0 = fam.init(d.x, d.w)
     th0 = fam.to_unconstrained(p0)
     key = jax.random.PRNGKey(seed)

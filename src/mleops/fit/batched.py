@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import Data, make_data
+from ..data import Data, make_data, with_weights
 from ..errors import DataError
 from ..families import Family
 from .api import resolve_family
@@ -99,8 +99,8 @@ def _batch_data(fam: Family, data, weights, event) -> tuple[Data, np.ndarray]:
     flat = lambda v, what: None if v is None else np.concatenate(  # noqa: E731
         [np.asarray(s, float).ravel() for s in _as_series(v, what)])
     flat_w, flat_e = flat(weights, "weights"), flat(event, "event")
-    d_all = make_data(fam, np.concatenate([np.asarray(s).ravel() for s in series]),
-                      weights=flat_w, event=flat_e)
+    d_all = with_weights(make_data(fam, np.concatenate([np.asarray(s).ravel() for s in series]),
+                                   weights=flat_w, event=flat_e))
     cuts = np.cumsum(lens)[:-1]
     x, mask = _pad(np.split(np.asarray(d_all.x), cuts))
     w = np.where(mask, _pad(np.split(np.asarray(d_all.w), cuts), False)[0], 0.0)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..data import Data
+from ..data import Data, with_weights
 from ..families import Family
 from ..likelihood import total_loglik
 from .fast import exact_one_sample, uses_suffstats, weibull_prep, weibull_start
@@ -70,6 +70,7 @@ def _finish(fam: Family, state: SolverState, it0) -> KernelOut:
 
 def _fit(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
          tol: float = 1e-12) -> KernelOut:
+    d = with_weights(d)
     obj, derivs, p0, it0 = objective_and_start(fam, d)
     theta0 = fam.to_unconstrained(p0)
     return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs), it0)
@@ -83,6 +84,7 @@ fit_kernel.__doc__ = "Start + solve + covariance in one compiled call."
 def multistart_kernel(fam: Family, d: Data, thetas0, method: str = "newton",
                       max_iter: int = 200, tol: float = 1e-12) -> SolverState:
     """Solve from several starts at once (vmapped over the leading axis of ``thetas0``)."""
+    d = with_weights(d)
     obj = lambda th: total_loglik(fam, th, d)  # noqa: E731
     return jax.vmap(lambda t: solve(obj, t, d, method, max_iter, tol))(thetas0)
 
@@ -90,6 +92,7 @@ def multistart_kernel(fam: Family, d: Data, thetas0, method: str = "newton",
 @partial(jax.jit, static_argnames=("fam", "max_iter", "tol"))
 def polish_kernel(fam: Family, d: Data, theta, max_iter: int = 5, tol: float = 1e-12) -> KernelOut:
     """A few Newton steps from ``theta`` (e.g. after relabelling a mixture) + covariance."""
+    d = with_weights(d)
     obj = lambda th: total_loglik(fam, th, d)  # noqa: E731
     return _finish(fam, newton(obj, theta, max_iter=max_iter, tol=tol), jnp.asarray(0))
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..data import Data, make_data
+from ..data import Data, make_data, with_weights
 from ..families import Family
 from ..likelihood import total_loglik
 from .api import _result, resolve_family
@@ -50,7 +50,7 @@ def fit_minibatch(x, family: str | dict | Family, *, batch_size: int = 65536, ep
     """
     fam_opts = {k: kwargs.pop(k) for k in ("threshold", "k", "features") if k in kwargs}
     fam = resolve_family(family, **fam_opts)
-    d = make_data(fam, x, **kwargs)
+    d = with_weights(make_data(fam, x, **kwargs))
     n = d.n
     rng = np.random.default_rng(seed)
     theta = fam.to_unconstrained(fam.init(d.x, d.w, d.X))

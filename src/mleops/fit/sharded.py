@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..data import Data
+from ..data import Data, with_weights
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -22,6 +22,7 @@ def data_mesh(devices=None) -> Mesh:
 
 def shard_data(d: Data, devices=None) -> Data:
     """Pad rows to a multiple of the device count (weight-0 copies of row 0) and shard them."""
+    d = with_weights(d)
     mesh = data_mesh(devices)
     k = mesh.devices.size
     n = d.x.shape[0]

@@ -25,9 +25,9 @@ class SuffStats(NamedTuple):
     mle: Callable
 
 
-def _centred(v, w):
-    """(W, mean, M2) from shifted sums: no cancellation for data far from zero."""
-    v0 = v[0]
+def _centred(v, w, v0):
+    """(W, mean, M2) from sums shifted by v0 ~ a typical value: no cancellation for data far
+    from zero. (v0 is passed in, not sliced from v, so v is never materialised.)"""
     W = jnp.sum(w)
     s1 = jnp.sum(w * (v - v0))
     s2 = jnp.sum(w * (v - v0) ** 2)
@@ -40,12 +40,12 @@ def _normal_ll(mu, sigma, W, m, M2):
 
 
 def _normal_stats(x, w):
-    return jnp.stack(_centred(x, w))
+    return jnp.stack(_centred(x, w, x[0]))
 
 
 def _lognormal_stats(x, w):
-    lx = jnp.log(x)
-    return jnp.stack([*_centred(lx, w), jnp.sum(w * lx)])
+    W, m, M2 = _centred(jnp.log(x), w, jnp.log(x[0]))
+    return jnp.stack([W, m, M2, W * m])  # last: sum w log x (the Jacobian term)
 
 
 def gamma_shape(s, iters: int = 30):
