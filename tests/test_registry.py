@@ -241,3 +241,20 @@ def test_predict_frame_with_covariates():
         predict_frame(art, pd.DataFrame({"x": [1.0]}))
     with pytest.raises(DataError, match="expected numbers"):
         predict_frame(art, pd.DataFrame({"x": ["a"], "z": [1.0]}))
+
+
+def test_embedded_sqlite_store_promote_and_rollback(tmp_path):
+    """The embedded store returns alias versions as ints (the REST API: strings); promote must
+    still clear the challenger and rollback restore the champion there."""
+    reg = Registry(f"sqlite:///{tmp_path / 'm.db'}", retries=1)
+    for seed in (1, 2):
+        run = reg.log_training_run(experiment="emb", params={"seed": seed}, metrics={},
+                                   artifact=_artifact(seed))
+        reg.register("emb", run, tags={"mleops.data_hash": str(seed)})
+    rows = {r["version"]: r["aliases"] for r in reg.list_versions("emb")}
+    assert rows == {"1": ["champion"], "2": ["challenger"]}
+    reg.promote("emb", 2)
+    rows = {r["version"]: r["aliases"] for r in reg.list_versions("emb")}
+    assert rows == {"1": [], "2": ["champion"]}
+    reg.rollback("emb")
+    assert reg.champion("emb")[0] == "1"

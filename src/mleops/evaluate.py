@@ -8,9 +8,11 @@ a model can win on likelihood and still be miscalibrated, so calibration is meas
   uniform under a correct discrete model (the plain PIT is not);
 * logistic: expected calibration error, Brier score and a reliability table.
 
-Right-censored rows (``event == 0``) only bound the value, so they are left out of the PIT and
-coverage; ``n_used`` says how many rows remained. (Under heavy censoring that selection skews
-the PIT towards small values even for a correct model: read the numbers with that in mind.)
+Censored rows only bound the value: a row right-censored at c has F(X) ~ U(F(c), 1) under a
+correct model, so it gets the randomized PIT u = F(c) + V (1 - F(c)) (left-censored: V F(c);
+interval (a, b]: F(a) + V (F(b) - F(a))). Every row then contributes an exactly uniform PIT
+under a correct model; dropping censored rows instead would skew the PIT towards small values
+(a correct latency model with 4% timeouts showed KS 0.04 that way).
 Every number returned is a plain float/int/list so the dict can go straight into JSON/MLflow.
 """
 
@@ -20,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from .artifact import ModelArtifact
-from .data import EXACT, make_data
+from .data import INTERVAL, LEFT, RIGHT, make_data
 
 #: central-interval levels whose coverage is reported (as ``coverage_50`` ...)
 COVERAGE_LEVELS = (0.5, 0.8, 0.95)
@@ -74,38 +76,43 @@ def _binary_summary(p: np.ndarray, y: np.ndarray) -> dict:
     return {"ece": float(ece), "brier": float(np.mean((p - y) ** 2)), "reliability": table}
 
 
+def _randomized_pit(artifact: ModelArtifact, xs, Xs, kind, upper, seed: int, *,
+                    discrete: bool) -> np.ndarray:
+    """u = lo + V (hi - lo) with [lo, hi] the CDF range the observation pins down."""
+    step = 1.0 if discrete else 0.0  # counts: X = x spans (F(x-1), F(x)]
+    hi = artifact.cdf(xs, Xs)
+    lo = artifact.cdf(xs - step, Xs) if discrete else hi.copy()
+    if kind is not None:
+        right, left, inter = kind == RIGHT, kind == LEFT, kind == INTERVAL
+        hi = np.where(right, 1.0, hi)  # right-censored at x: X >= x (counts) / X > x
+        lo = np.where(left, 0.0, lo)
+        if inter.any():
+            hi = np.where(inter, artifact.cdf(np.where(inter, upper, xs), Xs), hi)
+    v = np.random.default_rng(seed).uniform(size=xs.shape)
+    return lo + v * (hi - lo)
+
+
 def calibration(artifact: ModelArtifact, x, *, event=None, X=None, seed: int = 0) -> dict:
     """Calibration of ``artifact`` on held-out rows; keys are ``CALIBRATION_KEYS``.
 
     Metrics that do not apply to the model's kind are ``None`` (e.g. ``ece`` for a continuous
     model, ``ks`` for logistic). ``seed`` drives the randomized PIT of count families.
-    Raises ``DataError`` on invalid rows and ``ValueError`` if no uncensored row is left.
+    Raises ``DataError`` on invalid rows.
     """
     fam = artifact.fam
     d = make_data(fam, x, event=event, X=X)  # same validation as scoring
     xs = np.asarray(d.x)
     Xs = None if d.X is None else np.asarray(d.X)
-    keep = np.ones(xs.shape, bool) if d.kind is None else np.asarray(d.kind) == EXACT
-    n_used = int(keep.sum())
-    if n_used == 0:
-        raise ValueError("calibration: every held-out row is censored (event == 0); "
-                         "nothing to calibrate on")
-    xs = xs[keep]
-    Xs = None if Xs is None else Xs[keep]
     kind = _kind(artifact)
     out: dict = dict.fromkeys(CALIBRATION_KEYS)
-    out.update(kind=kind, family=fam.name, n=int(d.n), n_used=n_used)
+    out.update(kind=kind, family=fam.name, n=int(d.n), n_used=int(d.n))
     if kind == "binary":
         p = np.asarray(artifact.mean(Xs), dtype=np.float64)
         out.update(_binary_summary(np.broadcast_to(p, xs.shape), xs))
         return out
-    if kind == "count":
-        hi = artifact.cdf(xs, Xs)
-        lo = artifact.cdf(xs - 1.0, Xs)  # F(-1) = 0 for x = 0
-        v = np.random.default_rng(seed).uniform(size=xs.shape)
-        u = lo + v * (hi - lo)
-    else:
-        u = artifact.cdf(xs, Xs)
+    u = _randomized_pit(artifact, xs, Xs, None if d.kind is None else np.asarray(d.kind),
+                        None if d.upper is None else np.asarray(d.upper), seed,
+                        discrete=(kind == "count"))
     u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
     if not np.isfinite(u).all():
         raise ValueError(f"calibration: the model's CDF is non-finite on "

@@ -32,6 +32,11 @@ _UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establi
                 "timeout exception", "Read timed out", "Connection aborted", "Connection reset")
 
 
+def _aliases(rm) -> dict[str, str]:
+    """alias -> version as strings (sqlite stores return ints, the REST API strings)."""
+    return {k: str(v) for k, v in (rm.aliases or {}).items()}
+
+
 class RegistryError(MleopsError, RuntimeError):
     """The registry cannot do what was asked; the message names the model, version or URI."""
 
@@ -182,7 +187,7 @@ class Registry:
         """Put ``aliases`` and mleops' tags back as they were in the snapshot ``before``."""
         c = self.client
         for alias in aliases:
-            v = before.aliases.get(alias)
+            v = _aliases(before).get(alias)
             self._quietly(*((c.delete_registered_model_alias, name, alias) if v is None
                             else (c.set_registered_model_alias, name, alias, v)))
         for key in (HISTORY_TAG, ROLLBACK_TAG, *(ALIAS_TAG + a for a in aliases)):
@@ -292,7 +297,7 @@ class Registry:
             try:
                 self._version(name, mv.version, ready=True)
                 before = self._call(self.client.get_registered_model, name)
-                alias = CHALLENGER if CHAMPION in before.aliases else CHAMPION
+                alias = CHALLENGER if CHAMPION in _aliases(before) else CHAMPION
                 try:
                     self._set_alias(name, alias, mv.version)
                 except BaseException:
@@ -317,7 +322,7 @@ class Registry:
         with self._errors(f"loading {name!r}@{alias}"):
             if (rm := self._model(name)) is None:
                 return None
-            if (version := rm.aliases.get(alias)) is None:
+            if (version := _aliases(rm).get(alias)) is None:
                 recorded = rm.tags.get(ALIAS_TAG + alias)
                 if recorded and self._version(name, recorded) is None:
                     raise RegistryError(f"alias {alias!r} of model {name!r} pointed at version "
@@ -352,7 +357,7 @@ class Registry:
         with self._errors(f"promoting model {name!r} version {version} to {alias}"):
             before = self._existing(name)
             self._version(name, version, ready=True)
-            previous, history = before.aliases.get(alias), self._history(before)
+            previous, history = _aliases(before).get(alias), self._history(before)
             result = {"name": name, "alias": alias, "version": version, "previous": previous,
                       "changed": previous != version, "history": history}
             if previous == version:
@@ -362,7 +367,7 @@ class Registry:
                 if alias == CHAMPION and previous is not None:
                     history = result["history"] = (history + [previous])[-MAX_HISTORY:]
                     self._set_tag(name, HISTORY_TAG, history)
-                if alias == CHAMPION and before.aliases.get(CHALLENGER) == version:
+                if alias == CHAMPION and _aliases(before).get(CHALLENGER) == version:
                     self._call(self.client.delete_registered_model_alias, name, CHALLENGER)
                     self._call(self.client.delete_registered_model_tag, name,
                                ALIAS_TAG + CHALLENGER)
@@ -377,7 +382,7 @@ class Registry:
             before = self._existing(name)
             if not (history := self._history(before)):
                 raise RegistryError(f"model {name!r} has no previous champion to roll back to")
-            target, current = history[-1], before.aliases.get(CHAMPION)
+            target, current = history[-1], _aliases(before).get(CHAMPION)
             if self._version(name, target) is None:
                 raise RegistryError(f"cannot roll back model {name!r}: previous champion "
                                     f"version {target} was deleted")
@@ -399,7 +404,7 @@ class Registry:
             if (rm := self._model(name)) is None:
                 return []
             aliases: dict[str, list[str]] = {}
-            for alias, v in rm.aliases.items():
+            for alias, v in _aliases(rm).items():
                 aliases.setdefault(str(v), []).append(alias)
             # one page holds 10000 versions; search results may lack aliases (taken from rm)
             versions = self._call(self.client.search_model_versions, f"name = '{name}'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from dataclasses import dataclass
 
 from ..errors import DataError, MleopsError
@@ -95,10 +96,15 @@ def run_local(arguments: dict, *, pipeline_root: str, enable_caching: bool = Tru
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root,
                enable_caching=enable_caching, raise_on_error=True)
-    try:
-        training_pipeline(**arguments)
-    except RuntimeError as e:
-        raise PipelineError(f"pipeline task failed: {e} (outputs under {pipeline_root})") from e
+    with warnings.catch_warnings():
+        # Expected here: the component image runs as this environment; display names and
+        # resource requests only matter on a cluster.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+        try:
+            training_pipeline(**arguments)
+        except RuntimeError as e:
+            raise PipelineError(f"pipeline task failed: {e} (outputs under {pipeline_root})") from e
 
 
 def submit(host: str, arguments: dict, *, experiment: str, enable_caching: bool = True,
