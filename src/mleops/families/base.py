@@ -27,6 +27,8 @@ class Family:
     uses_covariates: ClassVar[bool] = False
     #: lowest value of the support (for support checks, ppf brackets and sampling pads)
     lower: ClassVar[float] = -math.inf
+    #: whether the support excludes ``lower`` itself (x > 0 for gamma, weibull, lognormal)
+    lower_open: ClassVar[bool] = False
 
     # --- parameters -------------------------------------------------------------------
     @property
@@ -90,18 +92,19 @@ class Family:
 
     def check_support(self, x: np.ndarray) -> str | None:
         """Return a message if some value lies outside the support, else None."""
-        below = self.lower > -math.inf and x.min() < self.lower
+        lower = self.lower
+        bounded = lower > -math.inf
+        below = bounded and (x.min() <= lower if self.lower_open else x.min() < lower)
         if not below and not (self.discrete and (x != np.round(x)).any()):
             return None  # the common case: one or two reductions, no index arrays
-        bad = x < self.lower if self.lower > -math.inf else np.zeros(x.shape, bool)
+        bad = (x <= lower if self.lower_open else x < lower) if bounded else np.zeros(x.shape, bool)
         if self.discrete:
             bad |= x != np.round(x)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            what = "non-negative integers" if self.discrete else f"values >= {self.lower}"
-            return (f"{int(bad.sum())} value(s) outside the support of {self.name} "
-                    f"({what}); first at row {i}: {x[i].item()!r}")
-        return None
+        i = int(np.flatnonzero(bad)[0])
+        what = ("non-negative integers" if self.discrete else
+                f"values {'>' if self.lower_open else '>='} {lower:g}")
+        return (f"{int(bad.sum())} value(s) outside the support of {self.name} "
+                f"({what}); first at row {i}: {x[i].item()!r}")
 
     def safe_value(self, p) -> jax.Array:
         """A value inside the support (used for padding and masked branches)."""
