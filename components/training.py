@@ -17,28 +17,30 @@ component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 
 
 @component
-def ingest(data_uri: str, family: str, column: str, censor_column: str, weights_column: str,
+def ingest(data_uri: str, data_hash: str, family: str, column: str, censor_column: str, weights_column: str,
            covariates: str, time_column: str, threshold: float, components: int,
            dataset: Output[Dataset]) -> NamedTuple("IngestOut", data_hash=str, n_rows=int):
     from mleops.pipeline import steps
     from mleops.pipeline.dataset import ColumnSpec
 
     spec = ColumnSpec.from_params(column, censor_column, weights_column, covariates, time_column)
-    meta = steps.ingest(data_uri, dataset.path, family=family, spec=spec,
+    meta = steps.ingest(data_uri, dataset.path, family=family, spec=spec, expect_hash=data_hash,
                         threshold=threshold, k=components)
     dataset.metadata.update({"data_hash": meta["data_hash"], "n_rows": meta["n_rows"]})
     return (meta["data_hash"], meta["n_rows"])
 
 
 @component
-def split(dataset: Input[Dataset], validation_data_uri: str, family: str, threshold: float,
+def split(dataset: Input[Dataset], validation_data_uri: str, validation_data_hash: str,
+          family: str, threshold: float,
           components: int, seed: int, holdout_fraction: float, time_ordered: bool,
           train: Output[Dataset], heldout: Output[Dataset]):
     from mleops.pipeline import steps
 
     info = steps.split(dataset.path, train.path, heldout.path, seed=seed,
                        holdout_fraction=holdout_fraction, time_ordered=time_ordered,
-                       validation_uri=validation_data_uri, family=family,
+                       validation_uri=validation_data_uri,
+                       validation_hash=validation_data_hash, family=family,
                        threshold=threshold, k=components)
     train.metadata["n_rows"] = info["n_train"]
     heldout.metadata.update({"n_rows": info["n_heldout"], "source": info["heldout_source"]})
@@ -53,8 +55,7 @@ def train(train_data: Input[Dataset], family: str, threshold: float, components:
                       threshold=threshold, k=components, method=method, seed=seed)
     model.metadata.update({"family": art.family["name"], "params": art.params,
                            "device": art.metadata.get("device", "")})
-    for k, v in steps.fit_metrics(art).items():
-        metrics.log_metric(k, v)
+    steps.write_metrics(metrics, steps.fit_metrics(art))
     metrics.metadata["device"] = art.metadata.get("device", "")
 
 
@@ -65,8 +66,7 @@ def evaluate(model: Input[Model], heldout: Input[Dataset], tracking_uri: str, mo
 
     info = steps.evaluate(model.path, heldout.path, scores.path, tracking_uri=tracking_uri,
                           model_name=model_name, seed=seed)
-    for k, v in info["metrics"].items():
-        metrics.log_metric(k, v)
+    steps.write_metrics(metrics, info["metrics"])
     scores.metadata["champion_version"] = info["champion_version"]
 
 

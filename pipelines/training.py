@@ -1,8 +1,8 @@
 """The training pipeline: ingest -> split -> train -> evaluate -> gate -> register | log.
 
 ``python -m pipelines.training`` (or ``mleops pipeline compile``) writes training.yaml.
-Steps reading outside state (the data URI, the registry) never use the cache; pure steps
-(split, train, gate) do, so a re-run on the same inputs reuses their outputs.
+Data steps are cached by content hash (passed as parameters), training by its inputs;
+steps reading the registry (evaluate, register/log) never use the cache.
 """
 
 
@@ -21,7 +21,9 @@ def training_pipeline(
     data_uri: str,
     family: str,
     model_name: str,
+    data_hash: str = "",
     validation_data_uri: str = "",
+    validation_data_hash: str = "",
     column: str = "",
     censor_column: str = "",
     weights_column: str = "",
@@ -47,14 +49,16 @@ def training_pipeline(
     run_tag: str = "",
     run_params_json: str = "{}",
 ):
-    ing = c.ingest(data_uri=data_uri, family=family, column=column,
+    # The content hashes make the cache key follow the data, not just its URI: the same file
+    # reuses ingest/split/train outputs, a changed file re-runs them (and ingest verifies it).
+    ing = c.ingest(data_uri=data_uri, data_hash=data_hash, family=family, column=column,
                    censor_column=censor_column, weights_column=weights_column,
                    covariates=covariates, time_column=time_column, threshold=threshold,
-                   components=components).set_caching_options(False)
+                   components=components)
     spl = c.split(dataset=ing.outputs["dataset"], validation_data_uri=validation_data_uri,
-                  family=family, threshold=threshold, components=components, seed=seed,
+                  validation_data_hash=validation_data_hash, family=family,
+                  threshold=threshold, components=components, seed=seed,
                   holdout_fraction=holdout_fraction, time_ordered=time_ordered)
-    spl.set_caching_options(False).set_display_name("split")  # validation data is external
     trn = c.train(train_data=spl.outputs["train"], family=family, threshold=threshold,
                   components=components, method=method, seed=seed)
     trn.set_cpu_request(train_cpu).set_memory_request(train_memory)

@@ -45,12 +45,15 @@ def test_train_task_resources_and_accelerator_are_parameters():
         assert e["container"]["image"].startswith("ghcr.io/mleops/mleops:")
 
 
-def test_caching_off_for_steps_reading_outside_state_and_both_branches_exist():
+def test_caching_follows_data_hashes_and_registry_steps_never_cache():
     spec = _spec()
     tasks = spec["root"]["dag"]["tasks"]
     caching = {n: t.get("cachingOptions", {}).get("enableCache", False) for n, t in tasks.items()}
-    assert caching["ingest"] is False and caching["evaluate"] is False
-    assert caching["train"] is True and caching["gate"] is True
+    assert caching["evaluate"] is False  # reads the current champion
+    assert caching["ingest"] and caching["split"] and caching["train"] and caching["gate"]
+    ingest_inputs = tasks["ingest"]["inputs"]["parameters"]
+    assert "data_hash" in ingest_inputs  # the cache key follows the file's content
+    assert "validation_data_hash" in tasks["split"]["inputs"]["parameters"]
     branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
     conds = sorted(t["triggerPolicy"]["condition"] for t in branches.values())
     assert any(c.startswith("!(") for c in conds) and len(conds) == 2

@@ -117,3 +117,25 @@ def test_unreachable_tracking_server_fails_cleanly(data, tmp_path):
     out = cli("models", "list", "latency", "--tracking-uri",
               f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
     assert out.returncode == 1 and "unreachable" in out.stderr
+
+
+def test_cache_reuses_steps_for_the_same_data_and_can_be_turned_off(data, mlflow_server):  # noqa: F811
+    """A cached task reuses earlier outputs, so it leaves no directory in the new run."""
+    root = data["dir"] / "cache-root"
+
+    def go(*extra):
+        before = set(os.listdir(root)) if root.exists() else set()
+        out = cli("pipeline", "run", "--data", data["first"], "--family", "gamma",
+                  "--model-name", "latency-cache", "--validation-data", data["validation"],
+                  "--tracking-uri", mlflow_server, "--pipeline-root", str(root), "--json",
+                  *extra, cwd=data["dir"])
+        assert out.returncode == 0, out.stderr[-3000:]
+        (run_dir,) = set(os.listdir(root)) - before - {".kfp_cache"}
+        return set(os.listdir(root / run_dir))
+
+    first = go()
+    assert {"ingest", "split", "train", "evaluate", "gate"} <= first
+    second = go()
+    assert not {"ingest", "split", "train"} & second  # reused
+    assert {"evaluate", "gate"} <= second  # evaluate reads the registry: never cached
+    assert {"ingest", "split", "train"} <= go("--no-cache")

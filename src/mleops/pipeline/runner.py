@@ -44,6 +44,8 @@ class RunRequest:
     gate_confidence: float = 0.95
     gate_test: str = "z"
     train_accelerator_type: str = ""
+    data_hash: str = ""  # filled by validate(): content hashes key the pipeline cache
+    validation_data_hash: str = ""
 
     def validate(self) -> None:
         """Fail fast, before any task starts: the same checks ingest runs."""
@@ -55,8 +57,10 @@ class RunRequest:
                                       self.covariates, self.time_column)
         opts = family_options(self.family, self.threshold, self.components)
         t = load_source(self.data_uri, spec, self.family, **opts)
+        self.data_hash = t.meta["data_hash"]
         if self.validation_data_uri:
-            load_source(self.validation_data_uri, spec, self.family, **opts)
+            v = load_source(self.validation_data_uri, spec, self.family, **opts)
+            self.validation_data_hash = v.meta["data_hash"]
         else:
             split_indices(t.n, seed=self.seed, holdout_fraction=self.holdout_fraction,
                           time_ordered=self.time_ordered, order=t.order)

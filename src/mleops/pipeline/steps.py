@@ -34,17 +34,25 @@ def family_options(family: str, threshold=None, k=None) -> dict:
     return out
 
 
+def _check_hash(t: Table, expect: str, what: str) -> None:
+    if expect and t.meta["data_hash"] != expect:
+        raise DataError(f"{what} changed since the run was submitted (sha256 "
+                        f"{t.meta['data_hash'][:12]}..., expected {expect[:12]}...)")
+
+
 def ingest(data_uri: str, out_path: str, *, family: str, spec: ColumnSpec,
-           threshold: float | None = None, k: int | None = None) -> dict:
+           threshold: float | None = None, k: int | None = None, expect_hash: str = "") -> dict:
     """Validate the user's data for the family and store it in the pipeline schema."""
     t = load_source(data_uri, spec, family, **family_options(family, threshold, k))
+    _check_hash(t, expect_hash, f"data at {data_uri}")
     write_table(t, out_path)
     return t.meta
 
 
 def split(dataset_path: str, train_path: str, heldout_path: str, *, seed: int,
           holdout_fraction: float, time_ordered: bool, validation_uri: str = "",
-          family: str = "", spec: ColumnSpec | None = None, threshold=None, k=None) -> dict:
+          validation_hash: str = "", family: str = "", spec: ColumnSpec | None = None,
+          threshold=None, k=None) -> dict:
     """Held-out rows: the validation data when given (independent of how training data were
     collected), else a deterministic split (seeded, or the latest rows for time series)."""
     t = read_dataset(dataset_path)
@@ -53,6 +61,7 @@ def split(dataset_path: str, train_path: str, heldout_path: str, *, seed: int,
         spec = ColumnSpec(t.meta["response"], spec.censor_column, spec.weights_column,
                           spec.covariates, spec.time_column)
         held = load_source(validation_uri, spec, family, **family_options(family, threshold, k))
+        _check_hash(held, validation_hash, f"validation data at {validation_uri}")
         train = t
     else:
         tr, ho = split_indices(t.n, seed=seed, holdout_fraction=holdout_fraction,
@@ -81,6 +90,16 @@ def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=Non
                                  n_train=t.n, source=t.meta.get("source", ""))
     art.save(model_dir)
     return art
+
+
+def write_metrics(artifact, metrics: dict[str, float]) -> None:
+    """KFP Metrics: logged into the artifact's metadata *and* written to its file, so the
+    artifact exists on disk (caches treat an artifact without a file as missing)."""
+    for k, v in metrics.items():
+        artifact.log_metric(k, float(v))
+    os.makedirs(os.path.dirname(os.path.abspath(artifact.path)), exist_ok=True)
+    with open(artifact.path, "w") as f:
+        json.dump(metrics, f, indent=2)
 
 
 def fit_metrics(art: ModelArtifact) -> dict[str, float]:
