@@ -112,7 +112,7 @@ def bench_batch(n_series: int, length: int, scipy_subset: int, repeat: int) -> d
 
 def bench_iteration(n: int) -> dict:
     """Cost of one solver iteration as a multiple of one fused pass ``sum(log x)``."""
-    from mleops.data import make_data
+    from mleops.data import make_data, with_weights
     from mleops.families import get_family
     from mleops.fit.fast import _weibull_profile, weibull_prep
     from mleops.fit.newton import value_grad_hessian
@@ -124,7 +124,7 @@ def bench_iteration(n: int) -> dict:
     base(x).block_until_ready()
     t_base, _ = timed(lambda: base(x).block_until_ready(), 20)
     fam = get_family("weibull")
-    d = make_data(fam, np.asarray(x))
+    d = with_weights(make_data(fam, np.asarray(x)))
     wp = weibull_prep(d)
     prof = jax.jit(lambda wp: _weibull_profile(wp, 1)[0])  # one iteration (+ start, end sums)
     prof(wp).block_until_ready()
