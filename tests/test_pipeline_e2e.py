@@ -114,9 +114,14 @@ def test_bad_input_exits_2_and_touches_nothing(data, mlflow_server, tmp_path):  
 def test_unreachable_tracking_server_fails_cleanly(data, tmp_path):
     from mlflow_server import free_port
 
-    out = cli("models", "list", "latency", "--tracking-uri",
-              f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = cli("models", "list", "latency", "--tracking-uri", dead, cwd=tmp_path)
+    assert out.returncode == 1 and "unreachable" in out.stderr and dead in out.stderr
+    out = cli("pipeline", "run", "--data", data["first"], "--family", "gamma", "--model-name",
+              "latency", "--tracking-uri", dead, "--pipeline-root", str(tmp_path / "r"),
+              cwd=tmp_path)
     assert out.returncode == 1 and "unreachable" in out.stderr
+    assert not (tmp_path / "r").exists()  # failed before any task ran
 
 
 def test_cache_reuses_steps_for_the_same_data_and_can_be_turned_off(data, mlflow_server):  # noqa: F811

@@ -33,6 +33,9 @@ def get_family(name: str | dict | Family, **options) -> Family:
         raise DataError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
     if "features" in options:
         options["features"] = tuple(options["features"])
+    if "features" in options and not FAMILIES[key].uses_covariates:
+        raise DataError(f"family {key} takes no covariates (regression families: "
+                        f"{', '.join(sorted(n for n, c in FAMILIES.items() if c.uses_covariates))})")
     try:
         return FAMILIES[key](**options)
     except TypeError as e:

@@ -162,6 +162,10 @@ def run_pipeline(req: RunRequest, *, host: str = "", pipeline_root: str = "",
         kfp_run = submit(host, args, experiment=req.model_name, enable_caching=enable_caching,
                          client=client)
         return {"submitted": True, "kfp_run_id": kfp_run, "run_tag": run_tag, "host": host}
+    from ..registry import Registry
+
+    # Fail fast (retries, then a RegistryError naming the URI) before any task runs.
+    Registry(tracking).list_versions(req.model_name)
     root = pipeline_root or os.path.abspath(os.path.join(".mleops", "kfp-local"))
     run_local(args, pipeline_root=root, enable_caching=enable_caching)
     return summary(tracking, req.model_name, run_tag)

@@ -1,0 +1,179 @@
+"""What a model server does with a request, independent of the serving framework.
+
+Validates the payload (shape, dtype, finiteness, support, size), evaluates the model with the
+same kernels the fit used, and keeps the running totals the Prometheus metrics export
+(rows, requests, sum of per-row log-likelihood, rows outside the support), so a dashboard or
+a canary controller can compute the live average log-likelihood per model version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..artifact import FILENAME, ModelArtifact
+from ..errors import DataError, MleopsError
+
+OUTPUTS = ("loglik", "cdf", "sf", "quantiles")
+DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
+SERVING_INFO = "serving.json"  # name/version written next to model.json when staged
+
+
+class ServingError(MleopsError):
+    """A request the server refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    rows: int = 0
+    loglik_sum: float = 0.0
+    outside_support: int = 0
+    rejected: int = 0
+
+
+class LikelihoodService:
+    """One loaded model version and its running totals (thread-safe)."""
+
+    def __init__(self, model_dir: str, *, max_rows: int = 10_000, model_name: str = "",
+                 model_version: str = ""):
+        self.model_dir = model_dir
+        self.max_rows = int(max_rows)
+        self.model_name, self.model_version = model_name, model_version
+        self.artifact: ModelArtifact | None = None
+        self.totals = Totals()
+        self._lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def load(self) -> None:
+        """Read model.json (never pickle) and warm the compiled kernels."""
+        self.artifact = ModelArtifact.load(self.model_dir)
+        info_path = os.path.join(self.model_dir, SERVING_INFO)
+        if os.path.exists(info_path):
+            with open(info_path) as f:
+                info = json.load(f)
+            self.model_name = self.model_name or info.get("name", "")
+            self.model_version = self.model_version or str(info.get("version", ""))
+        self.model_name = self.model_name or self.artifact.family["name"]
+        self.model_version = self.model_version or "local"
+        warm = np.full((1, 1 + len(self.covariates)), self._inside_value())
+        self.evaluate(warm, None, "loglik", record=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.artifact is not None
+
+    @property
+    def covariates(self) -> list[str]:
+        return [f for f in (self.artifact.features if self.artifact else []) if f != "const"]
+
+    def _inside_value(self) -> float:
+        return float(self.artifact.ppf(np.array([0.5]))[0]) if not self.covariates else 0.0
+
+    # --- requests ------------------------------------------------------------------------
+    def columns(self, X, names: list[str] | None) -> dict[str, np.ndarray]:
+        """Validated columns ``x`` [``event``] [covariates] from an ndarray/tensor payload."""
+        try:
+            a = np.asarray(X)
+        except Exception:  # ragged nested lists
+            raise ServingError("payload is not a rectangular array") from None
+        if a.dtype == object or a.dtype.kind not in "iufb":
+            raise ServingError(f"payload must be numeric, got {a.dtype} values")
+        a = a.astype(np.float64)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2:
+            raise ServingError(f"payload must be 1-D or 2-D, got shape {a.shape}")
+        if a.shape[0] == 0:
+            raise ServingError("payload has no rows")
+        if a.shape[0] > self.max_rows:
+            raise ServingError(f"payload has {a.shape[0]} rows; the limit is {self.max_rows}",
+                               status=413)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            r, c = map(int, np.argwhere(bad)[0])
+            raise ServingError(f"payload has {int(bad.sum())} non-finite value(s) (NaN/inf); "
+                               f"first at row {r}, column {c}")
+        expected = ["x", *self.covariates]
+        if names:
+            names = list(names)
+            if len(names) != a.shape[1]:
+                raise ServingError(f"{len(names)} names for {a.shape[1]} columns")
+            missing = [n for n in expected if n not in names]
+            if missing:
+                raise ServingError(f"payload lacks column(s) {missing}; expected {expected} "
+                                   "(+ optional 'event')")
+            cols = {n: a[:, names.index(n)] for n in names if n in expected + ["event"]}
+        else:
+            if a.shape[1] != len(expected):
+                raise ServingError(f"payload has {a.shape[1]} column(s); expected "
+                                   f"{len(expected)}: {expected} (or send 'names')")
+            cols = dict(zip(expected, a.T))
+        return cols
+
+    def evaluate(self, X, names, output: str = "loglik", quantiles=None, *,
+                 record: bool = True) -> tuple[np.ndarray, list[str]]:
+        """Output rows for a payload; raises ServingError (4xx) on any bad input."""
+        if not self.ready:
+            raise ServingError("model not loaded yet", status=503)
+        if output not in OUTPUTS:
+            raise ServingError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
+        try:
+            cols = self.columns(X, names)
+            art = self.artifact
+            Xd = (np.column_stack([np.ones(len(cols["x"]))] + [cols[c] for c in self.covariates])
+                  if self.covariates else None)
+            if output == "quantiles":
+                qs = np.asarray(quantiles if quantiles is not None else DEFAULT_QUANTILES, float)
+                if qs.ndim != 1 or qs.size == 0 or not ((qs > 0) & (qs < 1)).all():
+                    raise ServingError("quantiles must be a list of levels strictly in (0, 1)")
+                out = np.column_stack([art.ppf(np.full(len(cols["x"]), q), Xd) for q in qs])
+                return out, [f"q{q:g}" for q in qs]
+            outside = self._outside(cols["x"])
+            if outside.any():
+                with self._lock:
+                    self.totals.outside_support += int(outside.sum())
+                    self.totals.rejected += 1
+                i = int(np.flatnonzero(outside)[0])
+                raise ServingError(f"{int(outside.sum())} value(s) outside the support of "
+                                   f"{art.fam.name}; first at row {i}: {cols['x'][i]!r}")
+            if output == "loglik":
+                ll = art.loglik_rows(cols["x"], event=cols.get("event"), X=Xd)
+                if record:
+                    self._record(ll)
+                return ll, ["loglik"]
+            p = art.cdf(cols["x"], Xd)
+            return (p if output == "cdf" else 1.0 - p), [output]
+        except DataError as e:
+            raise ServingError(str(e)) from None
+
+    def _outside(self, x: np.ndarray) -> np.ndarray:
+        fam = self.artifact.fam
+        return np.asarray([fam.check_support(np.array([v])) is not None for v in x]) \
+            if fam.check_support(x) else np.zeros(x.shape, bool)
+
+    def _record(self, ll: np.ndarray) -> None:
+        with self._lock:
+            self.totals.requests += 1
+            self.totals.rows += int(ll.size)
+            self.totals.loglik_sum += float(ll.sum())
+
+    def labels(self) -> dict[str, str]:
+        return {"model_name": self.model_name, "model_version": self.model_version}
+
+
+def stage_model(artifact: ModelArtifact, target_dir: str, *, name: str, version: str) -> str:
+    """Fill a local model directory the way Seldon's storage initializer would."""
+    os.makedirs(target_dir, exist_ok=True)
+    artifact.save(target_dir)
+    with open(os.path.join(target_dir, SERVING_INFO), "w") as f:
+        json.dump({"name": name, "version": str(version)}, f)
+    return os.path.join(target_dir, FILENAME)

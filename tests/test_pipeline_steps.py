@@ -1,0 +1,53 @@
+"""Pipeline step logic without KFP: ingest schema, deterministic splits, hash checks."""
+
+import numpy as np
+import pytest
+
+from mleops.errors import DataError
+from mleops.pipeline import steps
+from mleops.pipeline.dataset import ColumnSpec, read_dataset, split_indices
+
+
+def test_seeded_split_is_deterministic_and_disjoint():
+    a_tr, a_ho = split_indices(1000, seed=7, holdout_fraction=0.2, time_ordered=False)
+    b_tr, b_ho = split_indices(1000, seed=7, holdout_fraction=0.2, time_ordered=False)
+    c_tr, _ = split_indices(1000, seed=8, holdout_fraction=0.2, time_ordered=False)
+    assert (a_tr == b_tr).all() and (a_ho == b_ho).all() and not (a_tr == c_tr).all()
+    assert len(a_ho) == 200 and not set(a_tr) & set(a_ho)
+    assert sorted([*a_tr, *a_ho]) == list(range(1000))
+
+
+def test_time_ordered_split_holds_out_the_latest_rows():
+    order = np.array([5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0, 0.0])
+    tr, ho = split_indices(10, seed=0, holdout_fraction=0.3, time_ordered=True, order=order)
+    assert set(order[ho]) == {7.0, 8.0, 9.0}
+    assert order[tr].max() < order[ho].min()
+
+
+def test_too_few_rows_and_bad_fraction():
+    with pytest.raises(DataError, match="too few rows to split"):
+        split_indices(4, seed=0, holdout_fraction=0.2, time_ordered=False)
+    with pytest.raises(DataError, match=r"holdout fraction must lie in \(0, 1\)"):
+        split_indices(100, seed=0, holdout_fraction=1.0, time_ordered=False)
+
+
+def test_ingest_writes_schema_and_checks_the_hash(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("t,obs,age\n" + "".join(f"{1 + i % 5},{i % 2},{20 + i}\n" for i in range(40)))
+    spec = ColumnSpec.from_params("t", "", "", "age", "")
+    meta = steps.ingest(str(src), str(tmp_path / "ds.parquet"), family="poisson_glm", spec=spec)
+    t = read_dataset(str(tmp_path / "ds.parquet"))
+    assert t.n == 40 and t.features == ("const", "age") and t.meta["response"] == "t"
+    assert t.X.shape == (40, 2) and (t.X[:, 1] == 20 + np.arange(40)).all()
+    with pytest.raises(DataError, match="changed since the run was submitted"):
+        steps.ingest(str(src), str(tmp_path / "ds2.parquet"), family="poisson_glm", spec=spec,
+                     expect_hash="0" * 64)
+    with pytest.raises(DataError, match="family weibull takes no covariates"):
+        steps.ingest(str(src), str(tmp_path / "ds3.parquet"), family="weibull", spec=spec)
+    cens = ColumnSpec.from_params("t", "obs", "", "", "")
+    steps.ingest(str(src), str(tmp_path / "ds4.parquet"), family="weibull", spec=cens)
+    assert (read_dataset(str(tmp_path / "ds4.parquet")).event == np.arange(40) % 2).all()
+    assert meta["data_hash"] != "0" * 64
+    with pytest.raises(DataError, match="unsupported data URI scheme"):
+        steps.ingest("s3://bucket/d.csv", str(tmp_path / "x.parquet"), family="gamma",
+                     spec=spec)
