@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv clean
+SERVING_PY := serving/.venv/bin/python
+SERVING_STAMP := serving/.venv/.installed
+
+.PHONY: demo test bench lint venv serving-venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +17,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# seldon-core 1.18 pins numpy<2, protobuf<4, Flask<3: the model server gets its own venv.
+$(SERVING_STAMP): serving/requirements.txt pyproject.toml
+	$(PYTHON) -m venv serving/.venv
+	$(SERVING_PY) -m pip install --quiet --upgrade "pip<25"
+	$(SERVING_PY) -m pip install --quiet -r serving/requirements.txt
+	$(SERVING_PY) -m pip install --quiet --no-deps -e .
+	touch $(SERVING_STAMP)
+
+serving-venv: $(SERVING_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m mleops.demo
 
-test: $(STAMP)
+test: $(STAMP) $(SERVING_STAMP)
 	$(PY) -m pytest -n 2 --timeout 900 tests
 
 bench: $(STAMP)
@@ -27,4 +40,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks components pipelines serving
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) serving/.venv .pytest_cache

@@ -317,8 +317,6 @@ class Registry:
         RegistryError when the alias points (or, per mleops' record, pointed) at a version
         that was deleted: serving "nothing" silently would hide a broken rollout.
         """
-        import mlflow
-
         with self._errors(f"loading {name!r}@{alias}"):
             if (rm := self._model(name)) is None:
                 return None
@@ -329,19 +327,31 @@ class Registry:
                                         f"{recorded}, which was deleted; promote a version "
                                         f"(or roll back) to restore it")
                 return None
-            self._version(name, version, ready=True)
-            uri = self._call(self.client.get_model_version_download_uri, name, version)
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    local = self._call(mlflow.artifacts.download_artifacts,
-                                       artifact_uri=f"{uri.rstrip('/')}/artifacts/{FILENAME}",
-                                       dst_path=tmp, tracking_uri=self.uri)
-                except RegistryError:
-                    raise
-                except Exception as e:
-                    raise RegistryError(f"model {name!r} version {version}: cannot fetch "
-                                        f"{FILENAME} from {uri}: {_brief(e)}") from e
-                return str(version), ModelArtifact.load(local)
+            return self._fetch(name, str(version))
+
+    def load_version(self, name: str, version: str | int) -> tuple[str, ModelArtifact] | None:
+        """(version, artifact) of an explicit version; None if it does not exist."""
+        with self._errors(f"loading {name!r} version {version}"):
+            if self._model(name) is None or self._version(name, str(version)) is None:
+                return None
+            return self._fetch(name, str(version))
+
+    def _fetch(self, name: str, version: str) -> tuple[str, ModelArtifact]:
+        import mlflow
+
+        self._version(name, version, ready=True)
+        uri = self._call(self.client.get_model_version_download_uri, name, version)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self._call(mlflow.artifacts.download_artifacts,
+                                   artifact_uri=f"{uri.rstrip('/')}/artifacts/{FILENAME}",
+                                   dst_path=tmp, tracking_uri=self.uri)
+            except RegistryError:
+                raise
+            except Exception as e:
+                raise RegistryError(f"model {name!r} version {version}: cannot fetch "
+                                    f"{FILENAME} from {uri}: {_brief(e)}") from e
+            return version, ModelArtifact.load(local)
 
     def champion(self, name: str) -> tuple[str, ModelArtifact] | None:
         """The serving model (see ``load_alias``)."""

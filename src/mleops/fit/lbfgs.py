@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from .newton import SolverState
 
@@ -15,6 +14,8 @@ from .newton import SolverState
 def lbfgs(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
           max_iter: int = 500, gtol: float = 1e-7, scale: jax.Array = 1.0) -> SolverState:
     """Maximise ``objective``; converged when ``max|grad| <= gtol * scale``."""
+    import optax  # lazily: model servers import mleops without the training stack
+
     neg = lambda th: -objective(th)  # noqa: E731
     opt = optax.lbfgs()
     vg = optax.value_and_grad_from_state(neg)

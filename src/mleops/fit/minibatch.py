@@ -10,7 +10,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ..data import Data, make_data, with_weights
 from ..families import Family
@@ -48,6 +47,8 @@ def fit_minibatch(x, family: str | dict | Family, *, batch_size: int = 65536, ep
 
     ``kwargs`` are the data options of :func:`fit` (weights, event, X, features, ...).
     """
+    import optax  # lazily: model servers import mleops without the training stack
+
     fam_opts = {k: kwargs.pop(k) for k in ("threshold", "k", "features") if k in kwargs}
     fam = resolve_family(family, **fam_opts)
     d = with_weights(make_data(fam, x, **kwargs))

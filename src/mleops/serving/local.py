@@ -1,0 +1,155 @@
+"""Local model servers: stage a model directory, start/stop the real Seldon microservice in
+the serving environment, and call it (the same HTTP protocol a cluster endpoint speaks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from ..errors import DataError, MleopsError
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+SERVING_DIR = os.path.join(REPO, "serving")
+
+
+class ServerError(MleopsError, RuntimeError):
+    """The model server could not be started or did not become ready."""
+
+
+def serving_python() -> str:
+    """The server environment's interpreter (``MLEOPS_SERVING_PYTHON`` overrides)."""
+    py = os.environ.get("MLEOPS_SERVING_PYTHON") or os.path.join(SERVING_DIR, ".venv", "bin",
+                                                                 "python")
+    if not os.path.exists(py):
+        raise ServerError(f"serving environment not found at {py}: run `make serving-venv` "
+                          "(seldon-core needs its own environment)")
+    return py
+
+
+def resolve_model_dir(model_uri: str, *, tracking_uri: str = "", stage_root: str = "") -> str:
+    """A local directory with model.json: as given, or staged from ``models:/NAME@alias``
+    (or ``models:/NAME/VERSION``) the way Seldon's storage initializer fills /mnt/models."""
+    if not model_uri.startswith("models:/"):
+        path = model_uri[len("file://"):] if model_uri.startswith("file://") else model_uri
+        if not os.path.exists(os.path.join(path, "model.json")):
+            raise DataError(f"no model.json in {path}")
+        return path
+    from ..registry import Registry
+    from .service import stage_model
+
+    ref = model_uri[len("models:/"):]
+    reg = Registry(tracking_uri or None)
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        found = reg.load_alias(name, alias)
+    else:
+        name, _, version = ref.partition("/")
+        found = reg.load_version(name, version) if version else None
+    if found is None:
+        raise DataError(f"{model_uri}: no such registered model version")
+    version, art = found
+    target = os.path.join(stage_root or os.path.join(os.path.expanduser("~"), ".cache",
+                                                     "mleops", "models"), name, str(version))
+    stage_model(art, target, name=name, version=str(version))
+    return target
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_port: int,
+                   max_rows: int = 10_000, workers: int = 1) -> list[str]:
+    params = [{"name": "model_dir", "value": os.path.abspath(model_dir), "type": "STRING"},
+              {"name": "max_rows", "value": str(max_rows), "type": "INT"}]
+    return [serving_python(), "-m", "mleops.serving.launch", "MleopsModel",
+            "--service-type", "MODEL", "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+            "--workers", str(workers), "--parameters", json.dumps(params)]
+
+
+class LocalServer:
+    """A running microservice process; a context manager that always stops it."""
+
+    def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
+                 max_rows: int = 10_000, log_path: str | None = None):
+        self.host = host
+        self.http_port = http_port or free_port()
+        self.grpc_port, self.metrics_port = free_port(), free_port()
+        cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
+                             metrics_port=self.metrics_port, max_rows=max_rows)
+        env = {**os.environ, "MLEOPS_BIND_HOST": host, "JAX_PLATFORMS":
+               os.environ.get("JAX_PLATFORMS", "cpu"),
+               "PYTHONPATH": os.pathsep.join([SERVING_DIR, os.environ.get("PYTHONPATH", "")])}
+        self.log = open(log_path or os.devnull, "w")
+        self.proc = subprocess.Popen(cmd, cwd=SERVING_DIR, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"model server exited with status {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/status", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise ServerError(f"model server not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+    def __enter__(self) -> LocalServer:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def predict(url: str, payload: dict, *, timeout: float = 30.0) -> tuple[int, dict]:
+    """POST a Seldon message to ``url``; returns (HTTP status, JSON body)."""
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(f"{url.rstrip('/')}/api/v1.0/predictions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        text = e.read().decode(errors="replace")
+        try:
+            return e.code, json.loads(text)
+        except json.JSONDecodeError:
+            return e.code, {"error": text}
+
+
+__all__ = ["LocalServer", "ServerError", "predict", "resolve_model_dir", "server_command",
+           "serving_python"]

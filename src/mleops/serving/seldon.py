@@ -1,0 +1,90 @@
+"""Seldon Core v1 python-wrapper adapter (``serving/MleopsModel.py`` re-exports it).
+
+Runs inside the server environment (seldon-core 1.18, numpy < 2): imports seldon_core lazily
+and only here. Request options travel in ``meta.tags`` (Seldon propagates tags):
+``output`` = loglik (default) | cdf | sf | quantiles, ``quantiles`` = list of levels.
+Responses carry the model name and version in ``meta.tags``. Custom metrics (Seldon's
+``metrics()`` hook, exported on its Prometheus endpoint, labelled by model version):
+``mleops_requests`` / ``mleops_rows`` / ``mleops_rows_outside_support`` counters and the
+``mleops_loglik_sum`` gauge (cumulative since start), so the live average log-likelihood per
+version over a window is ``delta(mleops_loglik_sum[w]) / increase(mleops_rows[w])``.
+Rejected requests never reach ``metrics()``; their outside-support rows are counted on the
+next successful request.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .service import LikelihoodService, ServingError, Totals
+
+
+def _seldon_error(e: ServingError):
+    from seldon_core.flask_utils import SeldonMicroserviceException
+
+    return SeldonMicroserviceException(str(e), status_code=e.status,
+                                       reason="MLEOPS_BAD_REQUEST" if e.status < 500
+                                       else "MLEOPS_NOT_READY")
+
+
+class MleopsModel:
+    """Seldon user model. Parameters (``--parameters`` / ``PREDICTIVE_UNIT_PARAMETERS``):
+    ``model_dir`` (local directory with model.json, filled by the storage initializer),
+    ``max_rows`` (payload limit, 413 beyond), ``model_name``/``model_version`` overrides."""
+
+    def __init__(self, model_dir: str = "/mnt/models", max_rows: int = 10_000,
+                 model_name: str = "", model_version: str = ""):
+        self.service = LikelihoodService(model_dir, max_rows=int(max_rows),
+                                         model_name=model_name, model_version=model_version)
+        self._reported = Totals()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        self.service.load()
+
+    def health_status(self):
+        if not self.service.ready:
+            raise _seldon_error(ServingError("model not loaded yet", status=503))
+        return {"ready": True, **self.service.labels()}
+
+    def predict(self, X, features_names=None, meta=None):
+        tags = (meta or {}).get("tags") or {}
+        output = str(tags.get("output", "loglik"))
+        try:
+            out, names = self.service.evaluate(X, list(features_names or []) or None, output,
+                                               tags.get("quantiles"))
+        except ServingError as e:
+            raise _seldon_error(e) from None
+        self._local.names = names
+        self._local.output = output
+        return out if out.ndim == 2 else out[:, None]
+
+    def class_names(self):
+        return getattr(self._local, "names", ["loglik"])
+
+    def tags(self):
+        return {**self.service.labels(), "output": getattr(self._local, "output", "loglik")}
+
+    def metrics(self):
+        """Increments since the last call (counters) and the cumulative loglik sum (gauge)."""
+        with self._lock:
+            t, r = self.service.totals, self._reported
+            labels = {"registered_model": self.service.model_name,
+                      "registered_version": self.service.model_version}
+            out = [
+                {"type": "COUNTER", "key": "mleops_requests", "value": t.requests - r.requests,
+                 "tags": labels},
+                {"type": "COUNTER", "key": "mleops_rows", "value": t.rows - r.rows,
+                 "tags": labels},
+                {"type": "COUNTER", "key": "mleops_rows_outside_support",
+                 "value": t.outside_support - r.outside_support, "tags": labels},
+                {"type": "GAUGE", "key": "mleops_loglik_sum", "value": float(t.loglik_sum),
+                 "tags": labels},
+            ]
+            self._reported = Totals(t.requests, t.rows, t.loglik_sum, t.outside_support,
+                                    t.rejected)
+        return out
+
+
+__all__ = ["MleopsModel"]
