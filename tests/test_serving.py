@@ -178,3 +178,25 @@ def test_regression_model_with_named_columns(tmp_path):
                              timeout=60)
         assert out.returncode == 0, out.stderr
         np.testing.assert_allclose(rows(json.loads(out.stdout))[:, 0], want, rtol=1e-9)
+
+
+def test_mleops_serve_runs_until_sigterm_and_cleans_up(gamma_model, tmp_path):
+    import signal
+    import socket
+
+    from mleops.serving.local import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([MLEOPS, "serve", "--model-uri", gamma_model[1], "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["url"] == f"http://127.0.0.1:{port}"
+        status, body = predict(info["url"], {"data": {"ndarray": [[1.0]]}})
+        assert status == 200 and body["meta"]["tags"]["model_version"] == "7"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing left listening

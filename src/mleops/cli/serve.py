@@ -18,15 +18,22 @@ import click
               help="Largest payload accepted (rows); larger gets HTTP 413.")
 def serve_cmd(model_uri, port, host, tracking_uri, max_rows) -> None:
     """Run the real seldon-core microservice for a model until interrupted."""
+    import signal
+
     from ..serving.local import LocalServer, resolve_model_dir
 
+    def _stop(*_):  # SIGTERM (CI, supervisors) stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     model_dir = resolve_model_dir(model_uri, tracking_uri=tracking_uri)
     server = LocalServer(model_dir, host=host, http_port=port, max_rows=max_rows,
                          log_path="/dev/stderr")
     try:
         server.wait_ready()
         click.echo(json.dumps({"url": server.url, "metrics": server.metrics_url,
-                               "model_dir": model_dir}), err=False)
+                               "model_dir": model_dir}))
+        sys.stdout.flush()
         server.proc.wait()
     except KeyboardInterrupt:
         pass
