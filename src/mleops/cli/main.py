@@ -72,10 +72,12 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
 
 
 def _register_subcommands() -> None:
+    from .deploy import deploy
     from .models import models
     from .pipeline import pipeline
     from .serve import predict_cmd, serve_cmd
 
+    main.add_command(deploy)
     main.add_command(pipeline)
     main.add_command(models)
     main.add_command(serve_cmd)

@@ -1,0 +1,128 @@
+"""``mleops deploy``: SeldonDeployment manifests for registered models; apply; shift traffic."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("deploy")
+def deploy() -> None:
+    """Serve registered models on Kubernetes with Seldon Core (v1)."""
+
+
+def _validate(manifest: dict, crd: str | None) -> None:
+    """Check against the CRD: required if --crd is given, else when the default file exists."""
+    from pathlib import Path
+
+    from ..deploy.manifest import default_crd_path, validate_manifest
+    from ..errors import DataError
+
+    path = Path(crd) if crd else default_crd_path()
+    if not path.is_file():
+        if crd:
+            raise DataError(f"--crd {crd}: no such file")
+        click.echo(f"warning: manifest not validated: no SeldonDeployment CRD at {path} "
+                   f"(set $MLEOPS_SELDON_CRD or pass --crd)", err=True)
+        return
+    try:
+        import jsonschema  # noqa: F401  (a dev dependency)
+    except ImportError:
+        click.echo("warning: manifest not validated: jsonschema is not installed", err=True)
+        return
+    validate_manifest(manifest, path)
+
+
+@deploy.command("render")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="Registered model version to serve.")
+@click.option("--model-name", help="Registered model name (default: NAME).")
+@click.option("--canary-version", help="Version for a 'canary' predictor.")
+@click.option("--canary-traffic", type=int, default=0, show_default=True,
+              help="Canary's traffic percentage (with --shadow: mirrored share, 0 = all).")
+@click.option("--shadow", is_flag=True, help="Mirror traffic to the canary instead of splitting.")
+@click.option("--namespace", default="models", show_default=True)
+@click.option("--tracking-uri", default="", help="MLflow tracking URI (default: "
+              "$MLFLOW_TRACKING_URI, else sqlite in the working directory).")
+@click.option("--model-uri", help="Where the version's model lies (skips the MLflow lookup).")
+@click.option("--canary-model-uri", help="Same for the canary version.")
+@click.option("--artifacts-destination", envvar="MLEOPS_ARTIFACTS_DESTINATION",
+              help="Tracking server's --artifacts-destination, to map mlflow-artifacts: URIs.")
+@click.option("--image", help="Model-server image (default: mleops' release image).")
+@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("--cpu", default="500m", show_default=True)
+@click.option("--memory", default="1Gi", show_default=True)
+@click.option("--max-rows", type=int, default=10_000, show_default=True)
+@click.option("--env-secret", "env_secret", help="Secret with storage credentials "
+              "(envSecretRefName) for the model download.")
+@click.option("--crd", type=click.Path(dir_okay=False), help="SeldonDeployment CRD YAML to "
+              "validate against (default: $MLEOPS_SELDON_CRD or shared/schemas).")
+@click.option("--no-validate", is_flag=True, help="Skip the CRD validation.")
+@click.option("--apply", "do_apply", is_flag=True, help="Create/update it in the cluster.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the YAML here.")
+def render_cmd(name, version, model_name, canary_version, canary_traffic, shadow, namespace,
+               tracking_uri, model_uri, canary_model_uri, artifacts_destination, image,
+               replicas, cpu, memory, max_rows, env_secret, crd, no_validate, do_apply,
+               output) -> None:
+    """Print the SeldonDeployment NAME serving a model version (and optional canary)."""
+    from ..deploy.manifest import (
+        SERVER_IMAGE,
+        model_artifact_uri,
+        render_seldon_deployment,
+        to_yaml,
+    )
+
+    model_name = model_name or name
+    needs_lookup = model_uri is None or (canary_version is not None and not canary_model_uri)
+    if needs_lookup:
+        from ..registry import Registry
+
+        registry = Registry(tracking_uri or None)
+        if model_uri is None:
+            model_uri = model_artifact_uri(registry, model_name, version,
+                                           artifacts_destination=artifacts_destination)
+        if canary_version is not None and not canary_model_uri:
+            canary_model_uri = model_artifact_uri(registry, model_name, canary_version,
+                                                  artifacts_destination=artifacts_destination)
+    manifest = render_seldon_deployment(
+        name, model_name=model_name, version=version, model_uri=model_uri,
+        canary_version=canary_version, canary_model_uri=canary_model_uri,
+        canary_traffic=canary_traffic, shadow=shadow, namespace=namespace,
+        image=image or SERVER_IMAGE, replicas=replicas, cpu=cpu, memory=memory,
+        max_rows=max_rows, env_secret_ref_name=env_secret)
+    if not no_validate:
+        _validate(manifest, crd)
+    text = to_yaml(manifest)
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    if do_apply:
+        from ..deploy.apply import apply_manifest
+
+        obj = apply_manifest(manifest)
+        version_ = (obj or {}).get("metadata", {}).get("resourceVersion", "?")
+        click.echo(f"applied SeldonDeployment {namespace}/{name} (resourceVersion {version_})",
+                   err=True)
+
+
+@deploy.command("traffic")
+@click.argument("name")
+@click.argument("weights", nargs=-1, required=True)
+@click.option("--namespace", default="models", show_default=True)
+def traffic_cmd(name, weights, namespace) -> None:
+    """Set predictor traffic of SeldonDeployment NAME: WEIGHTS like main=90 canary=10."""
+    import json
+
+    from ..deploy.apply import set_traffic
+    from ..errors import DataError
+
+    parsed = {}
+    for item in weights:
+        pred, sep, value = item.partition("=")
+        if not sep or not pred or not value.strip().isdigit():
+            raise DataError(f"weight {item!r} is not PREDICTOR=PERCENT (e.g. canary=10)")
+        parsed[pred] = int(value)
+    obj = set_traffic(name, namespace, parsed)
+    click.echo(json.dumps({p["name"]: p.get("traffic", 0) for p in obj["spec"]["predictors"]}))
