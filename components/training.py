@@ -97,3 +97,16 @@ def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifac
                        tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
                        params=json.loads(params_json), register=register)
     return out["registered_version"] or ""
+
+
+@component
+def deploy(model_name: str, version: str, tracking_uri: str, namespace: str,
+           canary_traffic: int, artifacts_destination: str, apply: bool,
+           manifest: Output[Artifact]):
+    """Render (and with ``apply``, apply) the SeldonDeployment with the new canary."""
+    from mleops.pipeline import steps
+
+    out = steps.deploy(model_name, version, manifest.path, tracking_uri=tracking_uri,
+                       namespace=namespace, canary_traffic=canary_traffic,
+                       artifacts_destination=artifacts_destination, apply=apply)
+    manifest.metadata.update(out)

@@ -46,6 +46,10 @@ def training_pipeline(
     train_memory: str = "2G",
     train_accelerator_type: str = "",
     train_accelerator_limit: str = "1",
+    deploy_namespace: str = "models",
+    deploy_canary_traffic: int = 10,
+    deploy_apply: bool = False,
+    artifacts_destination: str = "",
     run_tag: str = "",
     run_params_json: str = "{}",
 ):
@@ -75,12 +79,15 @@ def training_pipeline(
                   tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
                   params_json=run_params_json)
     with dsl.If(gt.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
-        c.record(register=True, **common).set_caching_options(False).set_display_name(
-            "register")
+        reg = c.record(register=True, **common).set_caching_options(False)
+        reg.set_display_name("register")
+        c.deploy(model_name=model_name, version=reg.output, tracking_uri=tracking_uri,
+                 namespace=deploy_namespace, canary_traffic=deploy_canary_traffic,
+                 artifacts_destination=artifacts_destination,
+                 apply=deploy_apply).set_caching_options(False)
     with dsl.Else(name="gate-rejected"):
         c.record(register=False, **common).set_caching_options(False).set_display_name(
             "log-rejected")
-    # deploy (serving issue) attaches under gate-passed.
 
 
 def compile_yaml(path: str = YAML) -> str:

@@ -42,8 +42,23 @@ def run(data, mlflow_server, which, family="gamma"):  # noqa: F811
     out = cli("pipeline", "run", "--data", data[which], "--family", family, "--model-name",
               "latency", "--validation-data", data["validation"], "--tracking-uri",
               mlflow_server, "--pipeline-root", str(data["dir"] / "root"), "--json",
-              cwd=data["dir"])
+              "--artifacts-destination", "s3://mlops-bucket/mlartifacts", cwd=data["dir"])
     return out
+
+
+def latest_manifest(data):
+    """The SeldonDeployment the newest run's deploy step rendered (None if it did not run)."""
+    import yaml
+
+    root = data["dir"] / "root"
+    run = max((p for p in root.iterdir() if p.name.startswith("mleops-training")),
+              key=lambda p: p.stat().st_mtime)
+    path = run / "deploy" / "manifest"
+    return yaml.safe_load(path.read_text()) if path.exists() else None  # "# not ..." -> None
+
+
+def traffic(manifest):
+    return {p["labels"]["mleops.io/version"]: p["traffic"] for p in manifest["spec"]["predictors"]}
 
 
 def versions(mlflow_server):  # noqa: F811
@@ -61,6 +76,7 @@ def test_champion_then_gate_rejections_then_challenger_promote_rollback(data, ml
     assert s["registered_version"] == "1" and s["gate"]["passed"]
     assert s["gate"]["stats"]["has_champion"] is False
     assert versions(mlflow_server) == {"1": ["champion"]}
+    assert traffic(latest_manifest(data)) == {"1": 100}
 
     biased = run(data, mlflow_server, "biased")
     assert biased.returncode == 3, biased.stderr[-3000:]
@@ -70,6 +86,7 @@ def test_champion_then_gate_rejections_then_challenger_promote_rollback(data, ml
     assert s["gate"]["stats"]["lower_bound"] < -0.002
     assert s["run_id"]  # rejected candidates are logged ...
     assert versions(mlflow_server) == {"1": ["champion"]}  # ... never registered
+    assert latest_manifest(data) is None  # ... and never deployed
 
     wrong = run(data, mlflow_server, "more", family="exponential")
     assert wrong.returncode == 3, wrong.stderr[-3000:]
@@ -80,6 +97,10 @@ def test_champion_then_gate_rejections_then_challenger_promote_rollback(data, ml
     s = json.loads(more.stdout)
     assert s["registered_version"] == "2" and s["gate"]["stats"]["has_champion"]
     assert versions(mlflow_server) == {"1": ["champion"], "2": ["challenger"]}
+    m = latest_manifest(data)
+    assert traffic(m) == {"1": 90, "2": 10}  # the challenger goes out as a 10% canary
+    uri = m["spec"]["predictors"][1]["graph"]["modelUri"]
+    assert uri.startswith("s3://mlops-bucket/mlartifacts/")
 
     out = cli("models", "promote", "latency", "--version", "2", "--tracking-uri",
               mlflow_server, cwd=data["dir"])
@@ -144,3 +165,7 @@ def test_cache_reuses_steps_for_the_same_data_and_can_be_turned_off(data, mlflow
     assert not {"ingest", "split", "train"} & second  # reused
     assert {"evaluate", "gate"} <= second  # evaluate reads the registry: never cached
     assert {"ingest", "split", "train"} <= go("--no-cache")
+    # No artifact store address was given: the version is registered, the manifest explains
+    # why it was not rendered (a remote tracking server proxies the artifacts).
+    runs = sorted(p for p in root.iterdir() if p.name.startswith("mleops-training"))
+    assert "not rendered" in (runs[-1] / "deploy" / "manifest").read_text()

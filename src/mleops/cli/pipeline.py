@@ -51,6 +51,13 @@ def compile_cmd(output) -> None:
 @click.option("--gate-test", type=click.Choice(["z", "bootstrap"]), default="z")
 @click.option("--accelerator-type", "train_accelerator_type", default="",
               help="KFP accelerator for the train task (e.g. nvidia.com/gpu).")
+@click.option("--deploy-namespace", default="models", help="Namespace of the SeldonDeployment.")
+@click.option("--deploy-canary-traffic", type=int, default=10,
+              help="Percent of traffic for a newly registered challenger.")
+@click.option("--deploy-apply", is_flag=True, help="Apply the manifest (needs a cluster).")
+@click.option("--artifacts-destination", default="",
+              envvar="MLEOPS_ARTIFACTS_DESTINATION",
+              help="Tracking server's artifact store (e.g. s3://bucket/path) for modelUri.")
 @click.option("--host", default="", help="KFP API server: submit instead of running locally.")
 @click.option("--pipeline-root", default="", help="Local runner output directory.")
 @click.option("--no-cache", is_flag=True, help="Disable KFP step caching.")

@@ -44,6 +44,10 @@ class RunRequest:
     gate_confidence: float = 0.95
     gate_test: str = "z"
     train_accelerator_type: str = ""
+    deploy_namespace: str = "models"
+    deploy_canary_traffic: int = 10
+    deploy_apply: bool = False
+    artifacts_destination: str = ""
     data_hash: str = ""  # filled by validate(): content hashes key the pipeline cache
     validation_data_hash: str = ""
 

@@ -228,3 +228,53 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     reg.client.log_dict(run_id, decision, "gate/decision.json")
     version = reg.register(model_name, run_id, tags=lineage) if register else None
     return {"run_id": run_id, "registered_version": version, "passed": decision["passed"]}
+
+
+def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: str = "",
+           namespace: str = "models", canary_traffic: int = 10, artifacts_destination: str = "",
+           apply: bool = False, deployment_name: str = "") -> dict:
+    """SeldonDeployment for a freshly registered version: the champion keeps serving and the
+    new challenger gets ``canary_traffic`` percent (a first model is the only predictor).
+    Validated against the CRD when its schema is available; applied only when ``apply``."""
+    from ..deploy import (
+        apply_manifest,
+        default_crd_path,
+        model_artifact_uri,
+        render_seldon_deployment,
+        to_yaml,
+        validate_manifest,
+    )
+    from ..registry import Registry
+
+    reg = Registry(tracking_uri or None)
+    found = reg.champion(model_name)
+    champion = found[0] if found else version
+    uri = lambda v: model_artifact_uri(reg, model_name, v,  # noqa: E731
+                                       artifacts_destination=artifacts_destination or None)
+    canary = version if version != champion else None
+    try:
+        uri(champion)
+    except DataError as e:
+        if apply:
+            raise
+        # Registration stands; rendering needs the artifact store's address. Say so loudly in
+        # the step's output instead of failing a run whose model was already registered.
+        os.makedirs(os.path.dirname(os.path.abspath(manifest_path)), exist_ok=True)
+        with open(manifest_path, "w") as f:
+            f.write(f"# not rendered: {e}\n")
+        return {"champion": champion, "canary": canary, "rendered": False, "reason": str(e),
+                "validated": False, "applied": False}
+    manifest = render_seldon_deployment(
+        deployment_name or model_name.lower().replace("_", "-"), model_name=model_name,
+        version=champion, model_uri=uri(champion), canary_version=canary,
+        canary_model_uri=uri(canary) if canary else None,
+        canary_traffic=canary_traffic if canary else 0, namespace=namespace)
+    validated = default_crd_path().is_file()
+    if validated:
+        validate_manifest(manifest)
+    os.makedirs(os.path.dirname(os.path.abspath(manifest_path)), exist_ok=True)
+    with open(manifest_path, "w") as f:
+        f.write(to_yaml(manifest))
+    applied = apply_manifest(manifest) if apply else None
+    return {"champion": champion, "canary": canary, "rendered": True, "validated": validated,
+            "applied": bool(applied)}
