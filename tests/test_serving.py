@@ -30,7 +30,8 @@ def gamma_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(gamma_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    with LocalServer(gamma_model[1], max_rows=200, log_path=str(log)) as s:
+    with LocalServer(gamma_model[1], max_rows=200, max_body_bytes=64_000,
+                     log_path=str(log)) as s:
         yield s
 
 
@@ -116,6 +117,35 @@ def test_bad_input_is_4xx_and_the_server_keeps_serving(server, payload, status, 
         assert message in body["status"]["info"]
     ok, body = predict(server.url, {"data": {"ndarray": [[1.5]]}})
     assert ok == 200 and rows(body).shape == (1, 1)
+
+
+def test_oversize_body_is_413_before_parsing(server):
+    body = b'{"data": {"ndarray": [' + b"[1.0]," * 20_000 + b"[1.0]]}}"  # ~120 kB
+    req = urllib.request.Request(f"{server.url}/api/v1.0/predictions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 413
+    assert predict(server.url, {"data": {"ndarray": [[1.5]]}})[0] == 200
+
+
+def test_models_uri_is_staged_like_the_storage_initializer(tmp_path, gamma_model):
+    from mleops.registry import Registry
+    from mleops.serving.local import resolve_model_dir
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    reg = Registry(uri, retries=1)
+    run = reg.log_training_run(experiment="srv", params={}, metrics={},
+                               artifact=gamma_model[0])
+    reg.register("srv", run, tags={})
+    d = resolve_model_dir("models:/srv@champion", tracking_uri=uri,
+                          stage_root=str(tmp_path / "stage"))
+    assert d == str(tmp_path / "stage" / "srv" / "1")
+    assert json.load(open(os.path.join(d, "serving.json"))) == {"name": "srv", "version": "1"}
+    assert resolve_model_dir("models:/srv/1", tracking_uri=uri,
+                             stage_root=str(tmp_path / "s2")).endswith("/srv/1")
+    with pytest.raises(mleops.DataError, match="no such registered model version"):
+        resolve_model_dir("models:/srv/9", tracking_uri=uri, stage_root=str(tmp_path / "s3"))
 
 
 def test_nan_is_rejected(server):

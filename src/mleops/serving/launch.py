@@ -3,7 +3,8 @@
 seldon-core 1.18 hard-codes 0.0.0.0 for its REST, metrics and gRPC servers; locally that
 would expose the model on every interface. This entry point (run with the server
 environment's python) rewrites the bind address before handing over to Seldon's own main.
-In a pod, set ``MLEOPS_BIND_HOST=0.0.0.0`` (the rendered manifests do).
+In a pod, set ``MLEOPS_BIND_HOST=0.0.0.0`` (the rendered manifests do). Request bodies above
+``MLEOPS_MAX_BODY_BYTES`` (default 8 MiB) are refused with 413 before they are parsed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,29 @@ def main(argv: list[str] | None = None) -> None:
         return run_grpc(user_object, seldon_metrics, args, annotations,
                         _rebind(bind_address, host))
 
+    from seldon_core import wrapper
+
+    make_app = wrapper.get_rest_microservice
+    max_body = int(os.environ.get("MLEOPS_MAX_BODY_BYTES", str(8 << 20)))
+
+    def limited_app(user_model, seldon_metrics):
+        # Oversize bodies get 413 from Flask before any JSON parsing (row limits are checked
+        # after parsing, by the model).
+        from flask import jsonify
+        from werkzeug.exceptions import RequestEntityTooLarge
+
+        app = make_app(user_model, seldon_metrics)
+        app.config["MAX_CONTENT_LENGTH"] = max_body
+
+        @app.errorhandler(RequestEntityTooLarge)  # more specific than Seldon's catch-all 500
+        def too_large(_):
+            body = {"status": {"status": 1, "code": -1, "reason": "MLEOPS_PAYLOAD_TOO_LARGE",
+                               "info": f"request body over {max_body} bytes"}}
+            return jsonify(body), 413
+
+        return app
+
+    wrapper.get_rest_microservice = limited_app
     microservice.StandaloneApplication = bound(microservice.StandaloneApplication)
     microservice.UserModelApplication = bound(microservice.UserModelApplication)
     microservice._run_grpc_server = bound_grpc

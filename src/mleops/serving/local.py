@@ -79,13 +79,15 @@ class LocalServer:
     """A running microservice process; a context manager that always stops it."""
 
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
-                 max_rows: int = 10_000, log_path: str | None = None):
+                 max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
+                 log_path: str | None = None):
         self.host = host
         self.http_port = http_port or free_port()
         self.grpc_port, self.metrics_port = free_port(), free_port()
         cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
                              metrics_port=self.metrics_port, max_rows=max_rows)
-        env = {**os.environ, "MLEOPS_BIND_HOST": host, "JAX_PLATFORMS":
+        env = {**os.environ, "MLEOPS_BIND_HOST": host,
+               "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes), "JAX_PLATFORMS":
                os.environ.get("JAX_PLATFORMS", "cpu"),
                "PYTHONPATH": os.pathsep.join([SERVING_DIR, os.environ.get("PYTHONPATH", "")])}
         self.log = open(log_path or os.devnull, "w")
