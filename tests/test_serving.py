@@ -8,6 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from mlflow_server import mlflow_server  # noqa: F401,E402
 
 import mleops
 from mleops.artifact import ModelArtifact
@@ -230,3 +231,19 @@ def test_mleops_serve_runs_until_sigterm_and_cleans_up(gamma_model, tmp_path):
         proc.wait(30)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing left listening
+
+
+def test_server_fetches_a_models_uri_itself(mlflow_server, gamma_model):  # noqa: F811
+    """The server environment (mlflow-skinny, no sqlite store) resolves models:/ at load."""
+    from mleops.registry import Registry
+
+    reg = Registry(mlflow_server, retries=2)
+    run = reg.log_training_run(experiment="served", params={}, metrics={},
+                               artifact=gamma_model[0])
+    version = reg.register("served", run, tags={})
+    with LocalServer("models:/served@champion", tracking_uri=mlflow_server) as s:
+        status, body = predict(s.url, {"data": {"ndarray": [[1.0], [2.0]]}})
+        assert status == 200, body
+        assert body["meta"]["tags"]["model_version"] == version
+        np.testing.assert_allclose(rows(body)[:, 0], gamma_model[0].loglik_rows([1.0, 2.0]),
+                                   rtol=1e-9)

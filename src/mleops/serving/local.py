@@ -66,9 +66,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_port: int,
-                   max_rows: int = 10_000, workers: int = 1) -> list[str]:
-    params = [{"name": "model_dir", "value": os.path.abspath(model_dir), "type": "STRING"},
-              {"name": "max_rows", "value": str(max_rows), "type": "INT"}]
+                   max_rows: int = 10_000, workers: int = 1, tracking_uri: str = "") -> list[str]:
+    """``model_dir`` may also be a ``models:/`` URI: the server then fetches it itself."""
+    where = ({"name": "model_uri", "value": model_dir, "type": "STRING"}
+             if model_dir.startswith("models:/") else
+             {"name": "model_dir", "value": os.path.abspath(model_dir), "type": "STRING"})
+    params = [where, {"name": "max_rows", "value": str(max_rows), "type": "INT"}]
+    if tracking_uri:
+        params.append({"name": "tracking_uri", "value": tracking_uri, "type": "STRING"})
     return [serving_python(), "-m", "mleops.serving.launch", "MleopsModel",
             "--service-type", "MODEL", "--http-port", str(http_port),
             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
@@ -80,12 +85,13 @@ class LocalServer:
 
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
                  max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
-                 log_path: str | None = None):
+                 tracking_uri: str = "", log_path: str | None = None):
         self.host = host
         self.http_port = http_port or free_port()
         self.grpc_port, self.metrics_port = free_port(), free_port()
         cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
-                             metrics_port=self.metrics_port, max_rows=max_rows)
+                             metrics_port=self.metrics_port, max_rows=max_rows,
+                             tracking_uri=tracking_uri)
         env = {**os.environ, "MLEOPS_BIND_HOST": host,
                "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes), "JAX_PLATFORMS":
                os.environ.get("JAX_PLATFORMS", "cpu"),

@@ -29,11 +29,15 @@ def _seldon_error(e: ServingError):
 
 class MleopsModel:
     """Seldon user model. Parameters (``--parameters`` / ``PREDICTIVE_UNIT_PARAMETERS``):
-    ``model_dir`` (local directory with model.json, filled by the storage initializer),
-    ``max_rows`` (payload limit, 413 beyond), ``model_name``/``model_version`` overrides."""
+    ``model_dir`` (local directory with model.json, filled by the storage initializer) or
+    ``model_uri`` (``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``, fetched from MLflow at
+    load with ``tracking_uri`` or $MLFLOW_TRACKING_URI), ``max_rows`` (payload limit, 413
+    beyond), ``model_name``/``model_version`` overrides."""
 
     def __init__(self, model_dir: str = "/mnt/models", max_rows: int = 10_000,
-                 model_name: str = "", model_version: str = ""):
+                 model_name: str = "", model_version: str = "", model_uri: str = "",
+                 tracking_uri: str = ""):
+        self.model_uri, self.tracking_uri = model_uri, tracking_uri
         self.service = LikelihoodService(model_dir, max_rows=int(max_rows),
                                          model_name=model_name, model_version=model_version)
         self._reported = Totals()
@@ -41,6 +45,14 @@ class MleopsModel:
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        if self.model_uri:
+            import tempfile
+
+            from .local import resolve_model_dir
+
+            self.service.model_dir = resolve_model_dir(
+                self.model_uri, tracking_uri=self.tracking_uri,
+                stage_root=tempfile.mkdtemp(prefix="mleops-model-"))
         self.service.load()
 
     def health_status(self):
