@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--rates", default="50,100,200")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rows", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes")
+    ap.add_argument("--threads", type=int, default=4, help="threads per server worker")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "serving.json"))
     a = ap.parse_args()
     if a.drive:
@@ -95,7 +97,8 @@ def main() -> None:
                "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as d:
         stage_model(art, d, name="bench", version="1")
-        with LocalServer(d) as server:
+        results.update(workers=a.workers, threads=a.threads)
+        with LocalServer(d, workers=a.workers, threads=a.threads) as server:
             warm = subprocess.run([sys.executable, __file__, "--drive", server.url, "--rates",
                                    "50", "--seconds", "2", "--rows", str(a.rows)],
                                   capture_output=True, text=True, check=True)

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,6 +22,7 @@ from .families import Family, get_family
 from .likelihood import row_loglik
 
 SCHEMA_VERSION = 1
+_row_loglik_jit = jax.jit(row_loglik, static_argnums=0)
 FILENAME = "model.json"
 
 
@@ -99,10 +101,19 @@ class ModelArtifact:
         return list(self.family.get("features", []))
 
     def loglik_rows(self, x, *, event=None, X=None) -> np.ndarray:
-        """Per-row log-likelihood of new data (validated like training data)."""
+        """Per-row log-likelihood of new data (validated like training data).
+
+        Runs one compiled kernel; rows are padded to a power-of-two bucket so a server sees a
+        handful of compilations, not one per request size.
+        """
         fam = self.fam
         d = make_data(fam, x, event=event, X=X)
-        return np.asarray(row_loglik(fam, jnp.asarray(self.values), d))
+        n = d.n
+        size = max(16, 1 << (n - 1).bit_length())
+        pad = lambda a: None if a is None else jnp.concatenate(  # noqa: E731
+            [a, jnp.broadcast_to(a[:1], (size - n,) + a.shape[1:])])
+        padded = d._replace(**{k: pad(v) for k, v in d._asdict().items() if k != "w"})
+        return np.asarray(_row_loglik_jit(fam, jnp.asarray(self.values), padded))[:n]
 
     def cdf(self, x, X=None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

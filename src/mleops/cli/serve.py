@@ -16,7 +16,9 @@ import click
 @click.option("--tracking-uri", default="", help="MLflow tracking URI for models:/ URIs.")
 @click.option("--max-rows", type=int, default=10_000, show_default=True,
               help="Largest payload accepted (rows); larger gets HTTP 413.")
-def serve_cmd(model_uri, port, host, tracking_uri, max_rows) -> None:
+@click.option("--threads", type=int, default=4, show_default=True,
+              help="Request threads (the compiled kernels release the GIL).")
+def serve_cmd(model_uri, port, host, tracking_uri, max_rows, threads) -> None:
     """Run the real seldon-core microservice for a model until interrupted."""
     import signal
 
@@ -28,7 +30,7 @@ def serve_cmd(model_uri, port, host, tracking_uri, max_rows) -> None:
     signal.signal(signal.SIGTERM, _stop)
     model_dir = resolve_model_dir(model_uri, tracking_uri=tracking_uri)
     server = LocalServer(model_dir, host=host, http_port=port, max_rows=max_rows,
-                         log_path="/dev/stderr")
+                         threads=threads, log_path="/dev/stderr")
     try:
         server.wait_ready()
         click.echo(json.dumps({"url": server.url, "metrics": server.metrics_url,

@@ -66,12 +66,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_port: int,
-                   max_rows: int = 10_000, workers: int = 1, tracking_uri: str = "") -> list[str]:
+                   max_rows: int = 10_000, workers: int = 1, tracking_uri: str = "",
+                   metrics_interval: float = 0.25) -> list[str]:
     """``model_dir`` may also be a ``models:/`` URI: the server then fetches it itself."""
     where = ({"name": "model_uri", "value": model_dir, "type": "STRING"}
              if model_dir.startswith("models:/") else
              {"name": "model_dir", "value": os.path.abspath(model_dir), "type": "STRING"})
-    params = [where, {"name": "max_rows", "value": str(max_rows), "type": "INT"}]
+    params = [where, {"name": "max_rows", "value": str(max_rows), "type": "INT"},
+              {"name": "metrics_interval", "value": str(metrics_interval), "type": "FLOAT"}]
     if tracking_uri:
         params.append({"name": "tracking_uri", "value": tracking_uri, "type": "STRING"})
     return [serving_python(), "-m", "mleops.serving.launch", "MleopsModel",
@@ -85,13 +87,16 @@ class LocalServer:
 
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
                  max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
-                 tracking_uri: str = "", log_path: str | None = None):
+                 tracking_uri: str = "", metrics_interval: float = 0.25, workers: int = 1,
+                 threads: int = 4, log_path: str | None = None):
         self.host = host
         self.http_port = http_port or free_port()
         self.grpc_port, self.metrics_port = free_port(), free_port()
         cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
                              metrics_port=self.metrics_port, max_rows=max_rows,
-                             tracking_uri=tracking_uri)
+                             tracking_uri=tracking_uri, metrics_interval=metrics_interval,
+                             workers=workers)
+        cmd += ["--threads", str(threads)] if threads > 1 else []
         env = {**os.environ, "MLEOPS_BIND_HOST": host,
                "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes), "JAX_PLATFORMS":
                os.environ.get("JAX_PLATFORMS", "cpu"),
