@@ -32,7 +32,7 @@ def gamma_model(tmp_path_factory):
 def server(gamma_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "server.log"
     with LocalServer(gamma_model[1], max_rows=200, max_body_bytes=64_000,
-                     log_path=str(log)) as s:
+                     metrics_interval=0.0, log_path=str(log)) as s:
         yield s
 
 
