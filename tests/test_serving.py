@@ -247,3 +247,18 @@ def test_server_fetches_a_models_uri_itself(mlflow_server, gamma_model):  # noqa
         assert body["meta"]["tags"]["model_version"] == version
         np.testing.assert_allclose(rows(body)[:, 0], gamma_model[0].loglik_rows([1.0, 2.0]),
                                    rtol=1e-9)
+
+
+def test_not_ready_until_loaded(gamma_model):
+    """Before load() the health check answers 503 (so a readiness probe holds traffic back)."""
+    from mleops.serving.local import serving_python
+
+    code = ("from mleops.serving.seldon import MleopsModel\n"
+            f"m = MleopsModel({gamma_model[1]!r})\n"
+            "try:\n    m.health_status()\nexcept Exception as e:\n"
+            "    print('before', e.status_code)\n"
+            "m.load()\nprint('after', m.health_status()['ready'])\n")
+    out = subprocess.run([serving_python(), "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "before 503" in out.stdout and "after True" in out.stdout
