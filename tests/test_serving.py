@@ -262,3 +262,11 @@ def test_not_ready_until_loaded(gamma_model):
                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "before 503" in out.stdout and "after True" in out.stdout
+
+
+def test_rejections_are_exported_by_health_probes_alone(server):
+    """A server that rejects everything still reports it: the probe flushes the counters."""
+    before = metric(server, "mleops_rows_outside_support_total")
+    assert predict(server.url, {"data": {"ndarray": [[-1.0], [-2.0], [-3.0]]}})[0] == 400
+    urllib.request.urlopen(f"{server.url}/health/status", timeout=5).read()
+    assert metric(server, "mleops_rows_outside_support_total") == before + 3

@@ -8,8 +8,10 @@ Responses carry the model name and version in ``meta.tags``. Custom metrics (Sel
 ``mleops_requests`` / ``mleops_rows`` / ``mleops_rows_outside_support`` counters and the
 ``mleops_loglik_sum`` gauge (cumulative since start), so the live average log-likelihood per
 version over a window is ``delta(mleops_loglik_sum[w]) / increase(mleops_rows[w])``.
-Rejected requests never reach ``metrics()``; their outside-support rows are counted on the
-next successful request.
+Rejected requests never reach Seldon's ``metrics()`` call; their outside-support rows are
+exported with the next successful request or health check (Kubernetes readiness/liveness
+probes hit ``/health/status`` every few seconds, so a server rejecting everything still
+reports it; dashboards sum over the ``method`` label).
 """
 
 from __future__ import annotations
