@@ -106,14 +106,22 @@ class ModelArtifact:
         Runs one compiled kernel; rows are padded to a power-of-two bucket so a server sees a
         handful of compilations, not one per request size.
         """
-        fam = self.fam
-        d = make_data(fam, x, event=event, X=X)
-        n = d.n
-        size = max(16, 1 << (n - 1).bit_length())
-        pad = lambda a: None if a is None else jnp.concatenate(  # noqa: E731
-            [a, jnp.broadcast_to(a[:1], (size - n,) + a.shape[1:])])
-        padded = d._replace(**{k: pad(v) for k, v in d._asdict().items() if k != "w"})
-        return np.asarray(_row_loglik_jit(fam, jnp.asarray(self.values), padded))[:n]
+        x = np.asarray(x)
+        n = x.shape[0] if x.ndim else 0
+        size = max(16, 1 << max(n - 1, 0).bit_length())
+
+        def pad(a):  # repeat row 0: valid input whose results are sliced off
+            if a is None or n == 0 or np.ndim(a) == 0:
+                return a
+            a = np.asarray(a)
+            return np.concatenate([a, np.repeat(a[:1], size - n, axis=0)])
+
+        try:
+            d = make_data(self.fam, pad(x), event=pad(event), X=pad(X))
+        except DataError:  # report on the caller's rows, not on the padding copies
+            make_data(self.fam, x, event=event, X=X)
+            raise
+        return np.asarray(_row_loglik_jit(self.fam, jnp.asarray(self.values), d))[:n]
 
     def cdf(self, x, X=None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..errors import DataError
@@ -28,24 +30,58 @@ def design_matrix(table: dict, covariates: list[str]) -> tuple[np.ndarray, tuple
     return np.column_stack([np.ones(n), *cols]), ("const", *covariates)
 
 
+@dataclass
+class ColumnSpec:
+    """How a user's table maps onto a model: response, censoring, weights, covariates."""
+
+    column: str = ""
+    censor_column: str = ""
+    weights_column: str = ""
+    covariates: list[str] = field(default_factory=list)
+    time_column: str = ""  # orders rows for a time-ordered split
+
+    @classmethod
+    def from_params(cls, column="", censor_column="", weights_column="", covariates="",
+                    time_column="") -> ColumnSpec:
+        return cls(column or "", censor_column or "", weights_column or "",
+                   split_names(covariates or None), time_column or "")
+
+
+@dataclass
+class Columns:
+    """Validated numeric columns picked from a table by a ColumnSpec."""
+
+    response: str
+    x: np.ndarray
+    event: np.ndarray | None
+    weight: np.ndarray | None
+    order: np.ndarray | None
+    X: np.ndarray | None
+    features: tuple[str, ...]
+
+
+def select_columns(table: dict, spec: ColumnSpec) -> Columns:
+    """The response defaults to the only column no other role claims."""
+    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates}
+    column = spec.column
+    if not column:
+        left = [c for c in table if c not in claimed - {""}]
+        if len(left) != 1:
+            raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")
+        column = left[0]
+    pick = lambda name, what: get_column(table, name, what) if name else None  # noqa: E731
+    X, features = design_matrix(table, spec.covariates) if spec.covariates else (None, ())
+    return Columns(column, get_column(table, column), pick(spec.censor_column, "censor column"),
+                   pick(spec.weights_column, "weights column"),
+                   pick(spec.time_column, "time column"), X, tuple(features))
+
+
 def fit_table(path: str, family: str, *, column: str | None = None,
               censor_column: str | None = None, covariates=None, threshold=None,
               weights_column: str | None = None, k: int | None = None,
               method: str = "auto") -> FitResult:
     """Read ``path`` and fit; the response column defaults to the only unclaimed one."""
-    table = read_table(path)
-    covs = split_names(covariates)
-    claimed = {censor_column, weights_column, *covs} - {None}
-    if column is None:
-        left = [c for c in table if c not in claimed]
-        if len(left) != 1:
-            raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")
-        column = left[0]
-    x = get_column(table, column)
-    event = get_column(table, censor_column, "censor column") if censor_column else None
-    w = get_column(table, weights_column, "weights column") if weights_column else None
-    X = features = None
-    if covs:
-        X, features = design_matrix(table, covs)
-    return fit(x, family, event=event, weights=w, X=X, features=features,
-               threshold=threshold, k=k, method=method)
+    c = select_columns(read_table(path), ColumnSpec.from_params(
+        column, censor_column, weights_column, covariates))
+    return fit(c.x, family, event=c.event, weights=c.weight, X=c.X,
+               features=c.features or None, threshold=threshold, k=k, method=method)

@@ -17,26 +17,10 @@ import numpy as np
 from ..data import make_data
 from ..errors import DataError
 from ..fit.api import resolve_family
-from ..fit.request import design_matrix, split_names
-from ..io import column as get_column
+from ..fit.request import ColumnSpec, select_columns
 from ..io import read_table
 
-
-@dataclass
-class ColumnSpec:
-    """How the user's table maps onto the model: response, censoring, weights, covariates."""
-
-    column: str = ""
-    censor_column: str = ""
-    weights_column: str = ""
-    covariates: list[str] = field(default_factory=list)
-    time_column: str = ""  # orders rows for a time-ordered split
-
-    @classmethod
-    def from_params(cls, column="", censor_column="", weights_column="", covariates="",
-                    time_column="") -> ColumnSpec:
-        return cls(column or "", censor_column or "", weights_column or "",
-                   split_names(covariates or None), time_column or "")
+__all__ = ["ColumnSpec", "Table", "load_source", "read_dataset", "split_indices", "write_table"]
 
 
 @dataclass
@@ -81,25 +65,14 @@ def load_source(uri: str, spec: ColumnSpec, family: str, *, threshold: float | N
                 k: int | None = None) -> Table:
     """Read and validate a user file for ``family``; DataError names any problem."""
     path = _resolve_uri(uri)
-    table = read_table(path)
-    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates} - {""}
-    column = spec.column
-    if not column:
-        left = [c for c in table if c not in claimed]
-        if len(left) != 1:
-            raise DataError(f"choose the response column; candidates: {', '.join(left)}")
-        column = left[0]
-    x = get_column(table, column)
-    event = get_column(table, spec.censor_column, "censor column") if spec.censor_column else None
-    weight = get_column(table, spec.weights_column, "weights column") if spec.weights_column else None
-    order = get_column(table, spec.time_column, "time column") if spec.time_column else None
-    X, features = (design_matrix(table, spec.covariates) if spec.covariates else (None, ()))
+    c = select_columns(read_table(path), spec)
+    x, event, weight, X, features = c.x, c.event, c.weight, c.X, c.features
     fam = resolve_family(family, threshold=threshold, k=k, features=features or None)
     if fam.name != "genpareto":  # exceedance filtering happens in fit
         make_data(fam, x, weights=weight, event=event, X=X)  # the same checks as fit()
-    meta = {"source": os.path.abspath(path), "data_hash": file_hash(path), "response": column,
+    meta = {"source": os.path.abspath(path), "data_hash": file_hash(path), "response": c.response,
             "spec": asdict(spec), "n_rows": int(x.shape[0])}
-    return Table(x, event, weight, X, tuple(features), order, meta)
+    return Table(x, event, weight, X, features, c.order, meta)
 
 
 def write_table(t: Table, path: str) -> None:

@@ -51,15 +51,13 @@ def ingest(data_uri: str, out_path: str, *, family: str, spec: ColumnSpec,
 
 def split(dataset_path: str, train_path: str, heldout_path: str, *, seed: int,
           holdout_fraction: float, time_ordered: bool, validation_uri: str = "",
-          validation_hash: str = "", family: str = "", spec: ColumnSpec | None = None,
-          threshold=None, k=None) -> dict:
+          validation_hash: str = "", family: str = "", threshold=None, k=None) -> dict:
     """Held-out rows: the validation data when given (independent of how training data were
     collected), else a deterministic split (seeded, or the latest rows for time series)."""
     t = read_dataset(dataset_path)
     if validation_uri:
-        spec = spec or ColumnSpec(**{k_: v for k_, v in t.meta["spec"].items()})
-        spec = ColumnSpec(t.meta["response"], spec.censor_column, spec.weights_column,
-                          spec.covariates, spec.time_column)
+        # Validation rows use the training data's column mapping (its resolved response).
+        spec = ColumnSpec(**{**t.meta["spec"], "column": t.meta["response"]})
         held = load_source(validation_uri, spec, family, **family_options(family, threshold, k))
         _check_hash(held, validation_hash, f"validation data at {validation_uri}")
         train = t
