@@ -80,6 +80,7 @@ def test_metrics_move_with_requests(server):
     before_rows = metric(server, "mleops_rows_total")
     before_req = metric(server, "mleops_requests_total")
     before_sum = metric(server, "mleops_loglik_sum")
+    before_sq = metric(server, "mleops_loglik_sq_sum")
     x = [[1.0], [2.0], [3.0], [4.0]]
     status, body = predict(server.url, {"data": {"ndarray": x}})
     assert status == 200
@@ -87,6 +88,8 @@ def test_metrics_move_with_requests(server):
     assert metric(server, "mleops_requests_total") == before_req + 1
     np.testing.assert_allclose(metric(server, "mleops_loglik_sum") - before_sum,
                                rows(body).sum(), rtol=1e-9)
+    np.testing.assert_allclose(metric(server, "mleops_loglik_sq_sum") - before_sq,
+                               np.square(rows(body)).sum(), rtol=1e-9)
 
 
 BAD = [

@@ -6,8 +6,10 @@ and only here. Request options travel in ``meta.tags`` (Seldon propagates tags):
 Responses carry the model name and version in ``meta.tags``. Custom metrics (Seldon's
 ``metrics()`` hook, exported on its Prometheus endpoint, labelled by model version):
 ``mleops_requests`` / ``mleops_rows`` / ``mleops_rows_outside_support`` counters and the
-``mleops_loglik_sum`` gauge (cumulative since start), so the live average log-likelihood per
-version over a window is ``delta(mleops_loglik_sum[w]) / increase(mleops_rows[w])``.
+``mleops_loglik_sum`` and ``mleops_loglik_sq_sum`` gauges (cumulative since start), so the
+live average log-likelihood per version over a window is
+``delta(mleops_loglik_sum[w]) / increase(mleops_rows[w])`` and a canary controller can also
+estimate its variance from the sum of squares.
 Rejected requests never reach Seldon's ``metrics()`` call; their outside-support rows are
 exported with the next successful request or health check (Kubernetes readiness/liveness
 probes hit ``/health/status`` every few seconds, so a server rejecting everything still
@@ -117,9 +119,11 @@ class MleopsModel:
                  "value": t.outside_support - r.outside_support, "tags": labels},
                 {"type": "GAUGE", "key": "mleops_loglik_sum", "value": float(t.loglik_sum),
                  "tags": labels},
+                {"type": "GAUGE", "key": "mleops_loglik_sq_sum",
+                 "value": float(t.loglik_sq_sum), "tags": labels},
             ]
             self._reported = Totals(t.requests, t.rows, t.loglik_sum, t.outside_support,
-                                    t.rejected)
+                                    t.rejected, t.loglik_sq_sum)
         return out
 
 

@@ -38,6 +38,7 @@ class Totals:
     loglik_sum: float = 0.0
     outside_support: int = 0
     rejected: int = 0
+    loglik_sq_sum: float = 0.0  # with rows and loglik_sum: the live variance, for tests
 
 
 class LikelihoodService:
@@ -165,6 +166,7 @@ class LikelihoodService:
             self.totals.requests += 1
             self.totals.rows += int(ll.size)
             self.totals.loglik_sum += float(ll.sum())
+            self.totals.loglik_sq_sum += float(np.square(ll).sum())
 
     def labels(self) -> dict[str, str]:
         return {"model_name": self.model_name, "model_version": self.model_version}
