@@ -408,6 +408,14 @@ class Registry:
         return {"name": name, "alias": CHAMPION, "version": target, "previous": current,
                 "history": history[:-1]}
 
+    def tag_version(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
+        """Set tags on one version (non-strings as JSON): how a rollout records its outcome."""
+        with self._errors(f"tagging model {name!r} version {version}"):
+            self._version(name, str(version), ready=True)
+            for key, value in tags.items():
+                self._call(self.client.set_model_version_tag, name, str(version), key,
+                           value if isinstance(value, str) else json.dumps(value))
+
     def list_versions(self, name: str) -> list[dict[str, Any]]:
         """Every live version of ``name`` with its aliases, sorted by version number."""
         with self._errors(f"listing versions of model {name!r}"):

@@ -74,12 +74,16 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
 def _register_subcommands() -> None:
     from .deploy import deploy
     from .models import models
+    from .monitor import monitor_cmd
     from .pipeline import pipeline
+    from .rollout import rollout
     from .serve import predict_cmd, serve_cmd
 
     main.add_command(deploy)
     main.add_command(pipeline)
     main.add_command(models)
+    main.add_command(monitor_cmd)
+    main.add_command(rollout)
     main.add_command(serve_cmd)
     main.add_command(predict_cmd)
 

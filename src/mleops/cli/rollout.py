@@ -1,0 +1,270 @@
+"""``mleops rollout``: canary rollouts driven by live log-likelihood.
+
+Exit codes of ``start``/``resume``: 0 promoted (or waiting for confirmation), 3 rolled back,
+1 refused/failed or still running at ``--timeout``, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+
+import click
+
+EXIT_ROLLED_BACK = 3
+
+
+def _store(kubernetes: bool, namespace: str, state_dir: str):
+    from ..rollout import AnnotationStateStore, FileStateStore
+
+    return AnnotationStateStore(namespace) if kubernetes else FileStateStore(state_dir)
+
+
+def _state_dir_option(f):
+    return click.option("--state-dir", default=lambda: os.environ.get(
+        "MLEOPS_ROLLOUT_DIR", os.path.join(".mleops", "rollouts")), show_default=".mleops/"
+        "rollouts ($MLEOPS_ROLLOUT_DIR)", help="Where local rollout states are kept.")(f)
+
+
+def _cluster_options(f):
+    for opt in reversed([
+            click.option("--kubernetes", is_flag=True,
+                         help="Drive a SeldonDeployment (state in its annotations)."),
+            click.option("--namespace", default="models", show_default=True),
+            click.option("--prometheus", default="http://prometheus-operated.monitoring:9090",
+                         show_default=True, help="Prometheus HTTP API (with --kubernetes)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _print(state, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(state.to_dict(), indent=2))
+        return
+    v = state.verdict or {}
+    click.echo(f"rollout {state.name}: {state.phase}  candidate v{state.candidate_version} vs "
+               f"champion v{state.champion_version}  mode={state.mode}  "
+               f"canary weight {state.weight}% (step {state.step_index + 1}/{len(state.steps)})")
+    if v:
+        num = lambda k: "n/a" if v.get(k) is None else f"{v[k]:+.4f}"
+        click.echo(f"  canary rows {v.get('rows_canary')}, champion rows "
+                   f"{v.get('rows_champion')}, mean difference {num('mean_diff')} nats/row "
+                   f"[{num('ci_low')}, {num('ci_high')}]")
+    if state.reason:
+        click.echo(f"  {state.reason}")
+
+
+def _exit_code(state) -> int:
+    from ..rollout import PROMOTED, ROLLED_BACK, WAITING
+
+    return {PROMOTED: 0, WAITING: 0, ROLLED_BACK: EXIT_ROLLED_BACK}.get(state.phase, 1)
+
+
+def _drive(controller, name, *, replay, rate, batch, columns, router_url, interval, timeout,
+           as_json) -> None:
+    """Run the controller (with an optional replayer feeding the router) to the end."""
+    from ..rollout.replay import Replayer, load_rows
+
+    sender = None
+    if replay:
+        rows, names = load_rows(replay, columns.split(",") if columns else None)
+        sender = Replayer(router_url, rows, names, rate=rate, batch=batch).start()
+    last = [None]
+
+    def narrate(state):
+        key = (state.phase, state.weight, state.reason[:40])
+        if key != last[0] and not as_json:
+            _print(state, False)
+        last[0] = key
+    try:
+        state = controller.run(name, interval=interval, timeout=timeout, on_tick=narrate)
+    finally:
+        if sender is not None:
+            sender.stop()
+    if sender is not None:
+        click.echo(f"replay: {sender.sent} requests sent, {sender.failed} failed", err=True)
+    if as_json:
+        _print(state, True)
+    sys.exit(_exit_code(state))
+
+
+@click.group("rollout")
+def rollout() -> None:
+    """Canary rollouts: promote or roll back on live log-likelihood."""
+
+
+@rollout.command("start")
+@click.argument("name")
+@click.option("--candidate-version", required=True, help="Registered version to canary.")
+@click.option("--steps", default="10,25,50,100", show_default=True,
+              help="Canary traffic (or mirrored share) per step, percent.")
+@click.option("--mode", type=click.Choice(["split", "shadow"]), default="split",
+              show_default=True, help="split: the canary answers its share; shadow: it scores "
+              "mirrored rows, the champion answers all (paired test, more powerful).")
+@click.option("--confirm-before-promote", is_flag=True,
+              help="Wait in waiting_confirmation for `mleops rollout confirm`.")
+@click.option("--min-drop", type=float, default=None,
+              help="Smallest drop in nats/row worth catching (the test's tolerance).")
+@click.option("--alpha", type=float, default=None, help="False-rollback probability.")
+@click.option("--step-min-rows", type=int, default=None, help="Canary rows per step.")
+@click.option("--metrics-timeout", type=float, default=None,
+              help="Seconds without canary metrics before rolling back.")
+@click.option("--router", "router_url", default="",
+              help="URL of a running `mleops rollout serve` (default: start one here).")
+@_cluster_options
+@click.option("--tracking-uri", default="", help="MLflow tracking URI ($MLFLOW_TRACKING_URI).")
+@_state_dir_option
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True),
+              help="Replay this file's rows through the router while the rollout runs.")
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Replay requests/s.")
+@click.option("--batch", type=int, default=20, show_default=True, help="Rows per request.")
+@click.option("--columns", default="", help="Columns to replay (default: all numeric).")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Seconds between controller ticks.")
+@click.option("--timeout", type=float, default=None, help="Stop driving after this long.")
+@click.option("--detach", is_flag=True, help="Start and return (drive with `resume`).")
+@click.option("--json", "as_json", is_flag=True)
+def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_drop, alpha,
+              step_min_rows, metrics_timeout, router_url, kubernetes, namespace, prometheus,
+              tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
+              as_json) -> None:
+    """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
+    import dataclasses
+
+    from ..registry import Registry
+    from ..rollout import Controller, Guardrails, TestConfig
+
+    test = TestConfig(mode="paired" if mode == "shadow" else "unpaired")
+    test = dataclasses.replace(test, **{k: v for k, v in
+                                        (("min_drop", min_drop), ("alpha", alpha)) if v})
+    g = dataclasses.replace(Guardrails(), **{k: v for k, v in (
+        ("step_min_rows", step_min_rows), ("metrics_timeout_s", metrics_timeout)) if v})
+    registry = Registry(tracking_uri or None)
+    with contextlib.ExitStack() as stack:
+        if kubernetes:
+            from ..rollout.kubernetes import KubernetesBackend
+
+            backend = KubernetesBackend(name, namespace, prometheus, registry=registry)
+        else:
+            from ..rollout.local import LocalBackend, LocalDataPlane
+
+            if not router_url:
+                if detach:
+                    raise click.UsageError("--detach needs --router (a plane that outlives "
+                                           "this command)")
+                plane = stack.enter_context(LocalDataPlane(name, tracking_uri=registry.uri))
+                router_url = plane.url
+            backend = LocalBackend(router_url)
+        controller = Controller(_store(kubernetes, namespace, state_dir), backend, registry)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwinds: servers stopped
+        state = controller.start(name, candidate_version, steps=steps, mode=mode, test=test,
+                                 guardrails=g, confirm_before_promote=confirm_before_promote)
+        if detach:
+            _print(state, as_json)
+            return
+        _drive(controller, name, replay=replay, rate=rate, batch=batch, columns=columns,
+               router_url=router_url, interval=interval, timeout=timeout, as_json=as_json)
+
+
+@rollout.command("resume")
+@click.argument("name")
+@_cluster_options
+@click.option("--tracking-uri", default="")
+@_state_dir_option
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True))
+@click.option("--rate", type=float, default=20.0, show_default=True)
+@click.option("--batch", type=int, default=20, show_default=True)
+@click.option("--columns", default="")
+@click.option("--interval", type=float, default=1.0, show_default=True)
+@click.option("--timeout", type=float, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir, replay, rate,
+               batch, columns, interval, timeout, as_json) -> None:
+    """Drive an existing rollout from its persisted state (e.g. after a controller restart)."""
+    from ..registry import Registry
+    from ..rollout import Controller, backend_from
+
+    store = _store(kubernetes, namespace, state_dir)
+    state = Controller(store, None, None).status(name)
+    backend = backend_from(state.backend)
+    controller = Controller(store, backend, Registry(tracking_uri or None))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    _drive(controller, name, replay=replay, rate=rate, batch=batch, columns=columns,
+           router_url=state.backend.get("router", ""), interval=interval, timeout=timeout,
+           as_json=as_json)
+
+
+@rollout.command("status")
+@click.argument("name")
+@_cluster_options
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(name, kubernetes, namespace, prometheus, state_dir, as_json) -> None:
+    """Phase, traffic, the test's numbers and the last reason."""
+    from ..rollout import Controller
+
+    _print(Controller(_store(kubernetes, namespace, state_dir), None, None).status(name),
+           as_json)
+
+
+@rollout.command("abort")
+@click.argument("name")
+@click.option("--reason", default="aborted by user", show_default=True)
+@_cluster_options
+@click.option("--tracking-uri", default="")
+@_state_dir_option
+def abort_cmd(name, reason, kubernetes, namespace, prometheus, tracking_uri, state_dir) -> None:
+    """Roll back now: canary traffic to 0, champion kept, the version tagged with why."""
+    from ..registry import Registry
+    from ..rollout import Controller, RolloutError, backend_from
+
+    store = _store(kubernetes, namespace, state_dir)
+    state = Controller(store, None, None).status(name)
+    controller = Controller(store, backend_from(state.backend), Registry(tracking_uri or None))
+    try:
+        state = controller.abort(name, reason)
+    except RolloutError as e:  # backend unreachable: the running controller will do it
+        with store.locked(name):
+            state = store.load(name)
+            state.abort_requested = reason
+            store.save(state)
+        click.echo(f"warning: {e}; abort recorded for the controller's next tick", err=True)
+    _print(state, False)
+
+
+@rollout.command("confirm")
+@click.argument("name")
+@_cluster_options
+@_state_dir_option
+def confirm_cmd(name, kubernetes, namespace, prometheus, state_dir) -> None:
+    """Let a rollout waiting for confirmation promote at its next tick."""
+    from ..rollout import Controller
+
+    _print(Controller(_store(kubernetes, namespace, state_dir), None, None).confirm(name),
+           False)
+
+
+@rollout.command("serve")
+@click.argument("name")
+@click.option("--port", type=int, default=8080, show_default=True, help="Router port.")
+@click.option("--tracking-uri", default="")
+@click.option("--log-dir", default="", help="Model server logs go here.")
+def serve_cmd(name, port, tracking_uri, log_dir) -> None:
+    """Local data plane: NAME's champion server behind a router on 127.0.0.1:PORT."""
+    import threading
+
+    from ..registry import Registry
+    from ..rollout.local import LocalDataPlane
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    with LocalDataPlane(name, tracking_uri=Registry(tracking_uri or None).uri, port=port,
+                        log_dir=log_dir or None) as plane:
+        click.echo(json.dumps({"router": plane.url, **plane.router.routes()}))
+        sys.stdout.flush()
+        done.wait()

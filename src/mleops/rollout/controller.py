@@ -1,0 +1,348 @@
+"""The canary controller: one persisted state machine per rollout, one step per tick.
+
+``progressing -> promoted | rolled_back`` (``waiting_confirmation`` in between when promotion
+needs a person; ``failed`` when the candidate is refused before any traffic moves). Every tick
+re-reads the state, reads what the backend observed since the state's cursor, updates the
+sequential test (:mod:`mleops.rollout.statistics`), checks the guardrails and takes at most
+one step, then writes the state back (Flagger's pattern): a killed controller resumes where
+it was. Rollback is reachable from every non-terminal state, by the test, a guardrail, a
+metrics timeout or an abort request. Promotion needs evidence: every step's minimum rows and
+the test's ``not_worse`` decision; if metrics stop arriving, the rollout holds, then rolls
+back after ``metrics_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import DataError, MleopsError
+from .state import (
+    FAILED,
+    PROGRESSING,
+    PROMOTED,
+    ROLLED_BACK,
+    WAITING,
+    RolloutState,
+    StateStore,
+    check_name,
+)
+from .statistics import SequentialTest, Summary, TestConfig
+
+MODES = ("split", "shadow")
+
+
+class RolloutError(MleopsError, RuntimeError):
+    """A rollout could not start or a backend refused a step; the message says which."""
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """Limits besides likelihood; any breach rolls back at once."""
+
+    max_error_rate: float = 0.05  # canary failures / canary requests
+    min_requests: int = 10  # canary requests before the error/latency rates count
+    max_outside_support_rate: float = 0.02  # excess over the champion's, per request
+    max_p99_ms: float = 1000.0
+    step_min_rows: int = 200  # canary rows at each step before it may advance
+    max_rows: int = 50_000  # canary rows without a decision: inconclusive -> rollback
+    hold_after_s: float = 20.0  # no new canary rows for this long: hold (say so)
+    metrics_timeout_s: float = 120.0  # ... and for this long: roll back
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0 \
+                    or not math.isfinite(v):
+                raise DataError(f"guardrail {f.name} must be a positive number, got {v!r}")
+        if not self.max_error_rate < 1 or not self.max_outside_support_rate < 1:
+            raise DataError("guardrail rates must be below 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Guardrails:
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in
+                                                          dataclasses.fields(cls)}})
+
+
+@dataclass
+class Observation:
+    """What a backend saw since the state's cursor (the cursor is advanced in place)."""
+
+    canary_rows: np.ndarray  # per-row log-likelihoods (paired: aligned with champion_rows)
+    champion_rows: np.ndarray
+    canary_sums: Summary | None = None  # sums-only sources (Prometheus)
+    champion_sums: Summary | None = None
+    # guardrail inputs per arm ("canary"/"champion"): requests, errors, outside_support_rate,
+    # p99_ms (canary counts since the canary was deployed)
+    arms: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def canary_count(self) -> int:
+        return int(self.canary_rows.size + (self.canary_sums.n if self.canary_sums else 0))
+
+
+class Backend(Protocol):
+    """Moves traffic and reports what the model servers saw (local router or Kubernetes)."""
+
+    def describe(self) -> dict[str, Any]: ...
+    def deploy_canary(self, state: RolloutState) -> None: ...
+    def set_weight(self, state: RolloutState) -> None: ...
+    def read(self, state: RolloutState) -> Observation: ...
+    def promote(self, state: RolloutState) -> None: ...
+    def rollback(self, state: RolloutState) -> None: ...
+
+
+def parse_steps(steps: str | list[int]) -> list[int]:
+    """``"10,25,50,100"`` -> [10, 25, 50, 100]: strictly increasing percentages in 1..100."""
+    try:
+        out = [int(s) for s in (steps.split(",") if isinstance(steps, str) else steps)]
+    except (TypeError, ValueError):
+        raise DataError(f"steps must be comma-separated integers, got {steps!r}") from None
+    if not out or any(not 0 < s <= 100 for s in out) or any(a >= b for a, b in
+                                                              zip(out, out[1:])):
+        raise DataError(f"steps must be strictly increasing percentages in 1..100, got {out}")
+    return out
+
+
+class Controller:
+    """Drives rollouts kept in ``store`` through ``backend``; ``registry`` is a
+    :class:`mleops.registry.Registry` (or anything with load_alias/load_version/promote/
+    tag_version)."""
+
+    def __init__(self, store: StateStore, backend: Backend, registry, *,
+                 clock: Callable[[], float] = time.time):
+        self.store, self.backend, self.registry, self.clock = store, backend, registry, clock
+        self._reconciled: set[str] = set()
+
+    # --- commands ------------------------------------------------------------------------
+    def start(self, name: str, candidate_version: str | int, *, steps="10,25,50,100",
+              mode: str = "split", test: TestConfig | None = None,
+              guardrails: Guardrails | None = None,
+              confirm_before_promote: bool = False) -> RolloutState:
+        """Begin (or resume) a rollout; refuses a candidate that does not exist or does not
+        load before any traffic moves. A different candidate than the running rollout's
+        restarts the analysis from zero traffic."""
+        check_name(name)
+        candidate, steps = str(candidate_version), parse_steps(steps)
+        if mode not in MODES:
+            raise DataError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        test = test or TestConfig(mode="paired" if mode == "shadow" else "unpaired")
+        if (mode == "shadow") != (test.mode == "paired"):
+            test = dataclasses.replace(test, mode="paired" if mode == "shadow" else "unpaired")
+        guardrails = guardrails or Guardrails()
+        with self.store.locked(name):
+            current = self.store.load(name)
+            if current is not None and not current.terminal:
+                if current.candidate_version == candidate:
+                    return current  # already running: resume, change nothing
+                self._retreat(current, f"candidate changed from {current.candidate_version} "
+                                       f"to {candidate}: analysis restarts at zero traffic")
+                current.phase = ROLLED_BACK
+                current.event("candidate_changed", frm=current.candidate_version, to=candidate)
+                self.store.save(current)
+            found = self.registry.champion(name)
+            if found is None:
+                raise DataError(f"model {name!r} has no champion to compare a canary with")
+            champion = str(found[0])
+            if champion == candidate:
+                raise DataError(f"version {candidate} is already the champion of {name!r}")
+            load_error: MleopsError | None = None
+            try:  # the artifact must load here too: a model the servers cannot read is refused
+                found = self.registry.load_version(name, candidate)
+            except MleopsError as e:
+                found, load_error = (candidate, None), e
+            if found is None:
+                raise DataError(f"model {name!r} has no version {candidate}: refused, no "
+                                "traffic moved")
+            state = RolloutState(name=name, candidate_version=candidate,
+                                 champion_version=champion, mode=mode, steps=steps,
+                                 confirm_before_promote=confirm_before_promote,
+                                 test_config=test.to_dict(), guardrails=guardrails.to_dict(),
+                                 started_at=self.clock(), last_data_at=self.clock())
+            state.backend = self.backend.describe()
+            if current is not None and current.phase == ROLLED_BACK and \
+                    current.history[-1:] and current.history[-1]["event"] == "candidate_changed":
+                state.history = current.history[-50:]
+            state.test = SequentialTest(test).to_dict()
+            try:
+                if load_error is not None:
+                    raise load_error
+                self.backend.deploy_canary(state)
+            except Exception as e:
+                state.phase, state.reason = FAILED, (f"candidate version {candidate} refused "
+                                                     f"before any traffic moved: {e}")
+                state.event("refused", error=str(e))
+                self.store.save(state)
+                raise RolloutError(state.reason) from e
+            state.weight = steps[0]
+            state.event("started", candidate=candidate, champion=champion, mode=mode)
+            self.store.save(state)
+            self.backend.set_weight(state)
+            self._reconciled.add(name)
+            return state
+
+    def abort(self, name: str, reason: str = "aborted by user") -> RolloutState:
+        """Roll back now, from any non-terminal state (a running controller sees it)."""
+        with self.store.locked(name):
+            state = self._load(name)
+            if not state.terminal:
+                self._rollback(state, reason)
+                self.store.save(state)
+            return state
+
+    def confirm(self, name: str) -> RolloutState:
+        """Allow a rollout waiting for confirmation to promote (at its next tick)."""
+        with self.store.locked(name):
+            state = self._load(name)
+            if state.terminal:
+                raise DataError(f"rollout {name!r} already ended: {state.phase}")
+            state.confirmed = True
+            state.event("confirmed")
+            self.store.save(state)
+            return state
+
+    def status(self, name: str) -> RolloutState:
+        return self._load(name)
+
+    # --- the loop --------------------------------------------------------------------------
+    def tick(self, name: str) -> RolloutState:
+        """Observe, decide, take at most one step, persist."""
+        with self.store.locked(name):
+            state = self._load(name)
+            if state.terminal:
+                return state
+            if name not in self._reconciled:  # a restarted controller re-asserts the traffic
+                self.backend.set_weight(state)
+                self._reconciled.add(name)
+            self._step(state)
+            self.store.save(state)
+            return state
+
+    def run(self, name: str, *, interval: float = 1.0, timeout: float | None = None,
+            on_tick: Callable[[RolloutState], None] | None = None) -> RolloutState:
+        """Tick until the rollout ends (or ``timeout`` seconds pass); the final state."""
+        deadline = None if timeout is None else self.clock() + timeout
+        while True:
+            state = self.tick(name)
+            if on_tick:
+                on_tick(state)
+            if state.terminal or (deadline is not None and self.clock() >= deadline):
+                return state
+            time.sleep(interval)
+
+    # --- one step --------------------------------------------------------------------------
+    def _step(self, state: RolloutState) -> None:
+        g = Guardrails.from_dict(state.guardrails)
+        if state.abort_requested:
+            return self._rollback(state, state.abort_requested)
+        obs = self.backend.read(state)
+        test = SequentialTest(TestConfig.from_dict(state.test_config), state.test)
+        test.update_rows(obs.canary_rows, obs.champion_rows)
+        if obs.canary_sums is not None or obs.champion_sums is not None:
+            test.update_sums(obs.canary_sums or Summary(), obs.champion_sums or Summary())
+        verdict = test.verdict()
+        state.test, state.verdict = test.to_dict(), verdict.to_dict()
+        state.guardrail_stats = obs.arms
+        now = self.clock()
+        if obs.canary_count:
+            state.last_data_at = now
+            state.step_rows += obs.canary_count
+        if breach := self._breach(obs.arms, g):
+            return self._rollback(state, breach)
+        if verdict.decision == "rollback":
+            return self._rollback(state, f"live log-likelihood dropped: {verdict.reason}")
+        if state.phase == WAITING:
+            return self._promote(state) if state.confirmed else None
+        silent = now - state.last_data_at
+        if silent >= g.metrics_timeout_s:
+            return self._rollback(state, f"no canary metrics for {silent:.0f} s: no promotion "
+                                         "without evidence")
+        if silent >= g.hold_after_s:
+            state.reason = f"holding: no canary metrics for {silent:.0f} s"
+            return None
+        state.reason = verdict.reason
+        if state.step_rows < g.step_min_rows:
+            return None
+        if state.step_index < len(state.steps) - 1:
+            state.step_index += 1
+            state.weight, state.step_rows = state.steps[state.step_index], 0
+            state.event("step", verdict=verdict.to_dict())
+            self.backend.set_weight(state)
+        elif verdict.decision == "not_worse":
+            if state.confirm_before_promote and not state.confirmed:
+                state.phase, state.reason = WAITING, ("evidence says not worse: waiting for "
+                                                      "`mleops rollout confirm`")
+                state.event("waiting_confirmation", verdict=verdict.to_dict())
+            else:
+                self._promote(state)
+        elif verdict.rows_canary >= g.max_rows:
+            self._rollback(state, f"inconclusive after {verdict.rows_canary} canary rows: "
+                                  "no promotion without evidence")
+        return None
+
+    @staticmethod
+    def _breach(arms: dict[str, dict[str, Any]], g: Guardrails) -> str:
+        c, p = arms.get("canary") or {}, arms.get("champion") or {}
+        n = c.get("requests", 0)
+        if n < g.min_requests:
+            return ""
+        if (rate := c.get("errors", 0) / n) > g.max_error_rate:
+            return f"canary error rate {rate:.1%} > {g.max_error_rate:.1%} ({n} requests)"
+        excess = c.get("outside_support_rate", 0.0) - p.get("outside_support_rate", 0.0)
+        if excess > g.max_outside_support_rate:
+            return (f"canary refuses {excess:.1%} more requests as outside its support than "
+                    f"the champion (limit {g.max_outside_support_rate:.1%})")
+        if (p99 := c.get("p99_ms")) is not None and p99 > g.max_p99_ms:
+            return f"canary p99 latency {p99:.0f} ms > {g.max_p99_ms:.0f} ms"
+        return ""
+
+    def _retreat(self, state: RolloutState, reason: str) -> None:
+        """Traffic back to the champion, canary removed; tolerant of a dead canary."""
+        state.weight = 0
+        self.backend.rollback(state)
+        state.reason = reason
+
+    def _rollback(self, state: RolloutState, reason: str) -> None:
+        self._retreat(state, f"rolled back: {reason}")
+        state.phase = ROLLED_BACK
+        state.event("rolled_back", reason=reason, verdict=state.verdict)
+        self._tag(state, "rolled_back", reason)
+
+    def _promote(self, state: RolloutState) -> None:
+        self.registry.promote(state.name, state.candidate_version)
+        state.weight = 100
+        self.backend.promote(state)
+        state.phase = PROMOTED
+        state.reason = (f"promoted: version {state.candidate_version} is champion "
+                        f"({state.verdict.get('reason', '')})")
+        state.event("promoted", verdict=state.verdict)
+        self._tag(state, "promoted", state.reason)
+
+    def _tag(self, state: RolloutState, outcome: str, reason: str) -> None:
+        try:
+            self.registry.tag_version(state.name, state.candidate_version, {
+                "mleops.rollout": outcome, "mleops.rollout_reason": reason[:4000],
+                "mleops.rollout_stats": {"verdict": state.verdict,
+                                         "guardrails": state.guardrail_stats,
+                                         "mode": state.mode, "steps": state.steps}})
+        except MleopsError as e:  # traffic is already safe; say the audit tag is missing
+            state.event("tag_failed", error=str(e))
+
+    def _load(self, name: str) -> RolloutState:
+        state = self.store.load(name)
+        if state is None:
+            raise DataError(f"no rollout named {name!r}")
+        return state
+
+
+__all__ = ["Backend", "Controller", "Guardrails", "Observation", "RolloutError",
+           "parse_steps", "PROGRESSING"]

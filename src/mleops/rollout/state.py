@@ -1,0 +1,192 @@
+"""The persisted state of a rollout, and where it is kept.
+
+Like Flagger's canary status, nothing important lives only in a controller's memory: every
+tick re-reads the state, takes one step and writes it back, so a controller that is killed
+and restarted resumes where it was and reaches the same decision. Locally the state is a JSON
+file (atomic replace, guarded by an advisory lock so ``mleops rollout abort`` cannot race a
+running controller); on a cluster it is an annotation on the SeldonDeployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import DataError
+
+PROGRESSING, WAITING = "progressing", "waiting_confirmation"
+PROMOTED, ROLLED_BACK, FAILED = "promoted", "rolled_back", "failed"
+PHASES = (PROGRESSING, WAITING, PROMOTED, ROLLED_BACK, FAILED)
+TERMINAL = (PROMOTED, ROLLED_BACK, FAILED)
+ANNOTATION = "mleops.io/rollout-state"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class RolloutState:
+    """Everything a controller needs to take the next step (JSON-serialisable)."""
+
+    name: str
+    candidate_version: str
+    champion_version: str
+    mode: str = "split"  # split (canary answers its share) | shadow (champion answers all)
+    steps: list[int] = field(default_factory=lambda: [10, 25, 50, 100])
+    step_index: int = 0
+    weight: int = 0  # the canary's current share (mirrored share in shadow mode)
+    phase: str = PROGRESSING
+    reason: str = ""
+    confirm_before_promote: bool = False
+    confirmed: bool = False
+    abort_requested: str = ""  # a reason, set by `mleops rollout abort`
+    test: dict[str, Any] = field(default_factory=dict)  # SequentialTest.to_dict()
+    test_config: dict[str, Any] = field(default_factory=dict)
+    guardrails: dict[str, Any] = field(default_factory=dict)
+    cursor: dict[str, Any] = field(default_factory=dict)  # backend's read position
+    backend: dict[str, Any] = field(default_factory=dict)  # Backend.describe(): where it runs
+    step_rows: int = 0  # canary rows observed at the current step
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    last_data_at: float = field(default_factory=time.time)
+    verdict: dict[str, Any] = field(default_factory=dict)
+    guardrail_stats: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+    def event(self, what: str, **details: Any) -> None:
+        """Append to the audit trail (also what the demo narrates and plots)."""
+        self.history.append({"time": round(time.time(), 3), "event": what,
+                             "weight": self.weight, **details})
+        self.history = self.history[-500:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RolloutState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class StateStore(Protocol):
+    """Where rollout states live; ``locked`` serialises read-modify-write cycles."""
+
+    def load(self, name: str) -> RolloutState | None: ...
+    def save(self, state: RolloutState) -> None: ...
+    def locked(self, name: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DataError(f"invalid rollout name {name!r}: letters, digits, '.', '_' and '-' "
+                        "(at most 128)")
+    return name
+
+
+class FileStateStore:
+    """One ``<dir>/<name>.json`` per rollout, replaced atomically; ``<name>.lock`` for flock."""
+
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, f"{check_name(name)}.json")
+
+    def load(self, name: str) -> RolloutState | None:
+        try:
+            with open(self.path(name)) as f:
+                return RolloutState.from_dict(json.load(f))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, TypeError) as e:
+            raise DataError(f"rollout state {self.path(name)} is unreadable: {e}") from e
+
+    def save(self, state: RolloutState) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        state.updated_at = time.time()
+        path = self.path(state.name)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(state.to_dict(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        os.makedirs(self.directory, exist_ok=True)
+        with open(os.path.join(self.directory, f"{check_name(name)}.lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class AnnotationStateStore:
+    """The state as a JSON annotation on the SeldonDeployment ``name`` in ``namespace``.
+
+    Writes are merge patches guarded by ``resourceVersion`` (a concurrent writer makes the
+    patch fail with 409 rather than being overwritten); ``locked`` is a no-op because the
+    API server provides that optimistic concurrency.
+    """
+
+    def __init__(self, namespace: str, *, api=None):
+        self.namespace, self.api = namespace, api
+        self._versions: dict[str, str] = {}
+
+    def _api(self):
+        from ..deploy.apply import custom_objects_api
+
+        self.api = self.api or custom_objects_api()
+        return self.api
+
+    def _ref(self, name: str) -> dict:
+        from ..deploy.manifest import API_VERSION, GROUP, PLURAL
+
+        return dict(group=GROUP, version=API_VERSION, namespace=self.namespace, plural=PLURAL,
+                    name=name)
+
+    def load(self, name: str) -> RolloutState | None:
+        from ..deploy.apply import _get
+
+        obj = _get(self._api(), self.namespace, check_name(name))
+        if obj is None:
+            return None
+        meta = obj.get("metadata") or {}
+        self._versions[name] = meta.get("resourceVersion", "")
+        raw = (meta.get("annotations") or {}).get(ANNOTATION)
+        return RolloutState.from_dict(json.loads(raw)) if raw else None
+
+    def save(self, state: RolloutState) -> None:
+        from ..deploy.apply import _request
+
+        state.updated_at = time.time()
+        meta: dict[str, Any] = {"annotations": {ANNOTATION: json.dumps(state.to_dict(),
+                                                                       sort_keys=True)}}
+        if rv := self._versions.get(state.name):
+            meta["resourceVersion"] = rv
+        out = _request(f"saving rollout state on {self.namespace}/{state.name}",
+                       self._api().patch_namespaced_custom_object, body={"metadata": meta},
+                       **self._ref(state.name))
+        self._versions[state.name] = ((out or {}).get("metadata") or {}).get(
+            "resourceVersion", "")
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        yield
+
+
+__all__ = ["AnnotationStateStore", "FileStateStore", "RolloutState", "StateStore",
+           "PHASES", "TERMINAL", "PROGRESSING", "WAITING", "PROMOTED", "ROLLED_BACK", "FAILED",
+           "check_name"]

@@ -1,0 +1,454 @@
+"""Decision statistics of a canary rollout: anytime-valid e-processes on live log-likelihood.
+
+A controller looks at the data after every tick, so a fixed-sample test would be peeked at
+hundreds of times. Here the evidence is a mixture likelihood ratio on the Brownian-motion view
+of the mean difference (estimate ``mean``, information ``I = 1/Var(mean)``, score ``S = mean*I``;
+each drift ``theta`` gives ``exp(theta*S - theta**2*I/2)``), which is a (plug-in, asymptotic)
+martingale under the null, so Ville's inequality bounds the chance of *ever* crossing ``1/alpha``
+however often we look (Waudby-Smith et al., "Time-uniform central limit theory").
+
+* rollback: H0 "canary not worse" (diff >= 0), mixture over drops ``min_drop * _RATIOS``;
+* not_worse: H0 "canary worse by >= min_drop" (diff <= -min_drop), the mirror mixture.
+
+The mixture puts most weight at ``0.8 * min_drop``: for a drop of exactly ``min_drop`` that
+drift minimises the 90th percentile of the rows needed (a smaller drift gains too slowly, a
+larger one is too noisy); the rest of the grid catches larger drops quickly and smaller ones
+eventually. Rows are clipped around a robust centre so a few absurd rows cannot force a
+decision: levels come from a reference block (the first ``_REF_ROWS`` rows, pooled over arms
+so A/A stays exchangeable), are frozen once it is full, and every later row is clipped with
+levels fixed before it arrived. Only the reference block (bounded in size, needed before any
+decision anyway) is clipped with levels that include its own rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+MODES = ("paired", "unpaired")
+DECISIONS = ("continue", "rollback", "not_worse")  # codes 0, 1, 2 in Path.decision
+_RATIOS = np.array([0.8, 1.6, 3.2, 6.4, 0.4, 0.2, 0.1])  # drifts, in units of min_drop
+_LOG_W = np.log(np.array([0.75, 0.09, 0.05, 0.03, 0.04, 0.025, 0.015]))
+_REF_ROWS = 256  # reference block for the clipping levels (pooled over arms)
+_MAD_SD = 1.4826  # MAD -> sd for a normal sample
+_MEAN_AD_SD = 1.2533  # mean absolute deviation -> sd (fallback when over half the rows tie)
+_WIDE = 4.0  # variance sums clip at this many times the mean's clip (see _part_sums)
+_VAR_FLOOR = 1e-6  # per-row variance floor, in units of min_drop**2 (identical rows)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Sufficient statistics of a stream (count, sum, sum of squares): all a test needs."""
+
+    n: float = 0.0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    @classmethod
+    def of(cls, values: Any) -> Summary:
+        x = np.asarray(values, dtype=float).ravel()
+        return cls(float(x.size), float(x.sum()), float((x * x).sum()))
+
+    def __add__(self, other: Summary) -> Summary:
+        return Summary(self.n + other.n, self.total + other.total,
+                       self.total_sq + other.total_sq)
+
+    def __sub__(self, other: Summary) -> Summary:
+        """Increment between two readings of cumulative counters (Prometheus)."""
+        return Summary(self.n - other.n, self.total - other.total,
+                       self.total_sq - other.total_sq)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n > 0 else math.nan
+
+    @property
+    def var(self) -> float:
+        """Unbiased sample variance (0 with fewer than two values)."""
+        return float(_var(self.n, self.total, self.total_sq)) if self.n >= 2 else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Summary:
+        try:
+            return cls(float(d["n"]), float(d["total"]), float(d["total_sq"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"bad Summary {d!r}: needs numbers n, total, total_sq") from e
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """What the rollout promises: error rates, the tolerance, and the robustness knobs."""
+
+    __test__ = False  # not a pytest class
+
+    mode: str = "unpaired"  # "paired" (shadow: same rows) | "unpaired" (split traffic)
+    min_drop: float = 0.05  # nats/row: the smallest drop worth catching (the tolerance)
+    alpha: float = 0.01  # false-rollback probability on A/A, over the whole rollout
+    beta: float = 0.05  # chance of "not_worse" when the canary is worse by >= min_drop
+    min_rows: int = 100  # per arm, before any decision
+    clip: float = 8.0  # per-row clipping, in robust-scale units (0 = off)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
+            (_finite(self.min_drop) and self.min_drop > 0, "min_drop must be > 0 (nats/row)"),
+            (_finite(self.alpha) and 0 < self.alpha < 1, "alpha must be in (0, 1)"),
+            (_finite(self.beta) and 0 < self.beta < 1, "beta must be in (0, 1)"),
+            (isinstance(self.min_rows, int | np.integer) and not isinstance(
+                self.min_rows, bool) and self.min_rows >= 2, "min_rows must be an integer >= 2"),
+            (_finite(self.clip) and self.clip >= 0, "clip must be >= 0 (0 turns it off)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DataError(f"bad rollout test config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TestConfig:
+        names = {f.name for f in fields(cls)}
+        if unknown := sorted(set(d) - names):
+            raise DataError(f"bad rollout test config: unknown keys {unknown}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One look at the evidence: the decision, the numbers behind it, and a line for humans."""
+
+    decision: str  # "rollback" | "not_worse" | "continue"
+    rows_canary: int
+    rows_champion: int
+    mean_diff: float  # canary minus champion, nats/row, after clipping (nan before any data)
+    ci_low: float  # always-valid (1 - alpha) confidence sequence on the mean difference
+    ci_high: float
+    log_e_drop: float  # against "canary not worse": rollback when >= log(1/alpha)
+    log_e_safe: float  # against "canary worse by >= min_drop": not_worse when >= log(1/beta)
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (non-finite numbers become None)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Path:
+    """Many streams at every look (what a benchmark needs); arrays are (streams, looks)."""
+
+    rows_canary: np.ndarray  # (looks,)
+    rows_champion: np.ndarray  # (looks,)
+    mean_diff: np.ndarray
+    log_e_drop: np.ndarray
+    log_e_safe: np.ndarray
+    decision: np.ndarray  # int8 index into DECISIONS
+
+
+class SequentialTest:
+    """The always-valid test the controller runs every tick; ``to_dict`` resumes it exactly."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, config: TestConfig, state: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self._sums = np.zeros((3, 5))  # (diff, canary, champion) x _part_sums columns
+        self._ref: tuple[list[float], list[float]] = ([], [])  # raw rows of the reference
+        self._levels: tuple[float, float] | None = None  # (centre, half), frozen once full
+        if state:
+            self._load(state)
+
+    def update_rows(self, canary: Any, champion: Any) -> None:
+        """Add per-row log-likelihoods (paired mode: the same rows, in the same order)."""
+        c, p = _rows(canary, "canary"), _rows(champion, "champion")
+        paired = self.config.mode == "paired"
+        if paired and c.size != p.size:
+            raise DataError(f"paired rollout needs as many canary rows as champion rows "
+                            f"(the same rows scored twice), got {c.size} and {p.size}")
+        if self.config.clip > 0 and self._levels is None:
+            ref_c, ref_p = self._ref
+            tc, tp = _ref_take(len(ref_c) + len(ref_p) * (not paired), c.size, p.size * (
+                not paired))
+            tp = tc if paired else tp
+            ref_c.extend(c[:tc].tolist())
+            ref_p.extend(p[:tp].tolist())
+            c, p = c[tc:], p[tp:]
+            if len(ref_c) + len(ref_p) * (not paired) >= _REF_ROWS:  # freeze and fold
+                centre, half = _ref_levels(self.config, np.array(ref_c), np.array(ref_p))
+                self._levels = (float(centre), float(half))
+                self._sums = self._sums + self._ref_sums()
+                self._ref = ([], [])
+        if c.size or p.size:
+            levels = self._levels or (0.0, np.inf)
+            self._sums = self._sums + _part_sums(self.config, c, p, *levels)
+
+    def update_sums(self, canary: Summary, champion: Summary) -> None:
+        """Add increments from a sums-only source (no clipping is possible).
+
+        In paired mode they are analysed as two independent arms and combined with the paired
+        rows by information; treating the same rows as unpaired only loses power (conservative).
+        """
+        for name, s in (("canary", canary), ("champion", champion)):
+            if not (_finite(s.n) and _finite(s.total) and _finite(s.total_sq)) or s.n < 0 \
+                    or s.total_sq < -1e-9 * max(1.0, abs(s.total_sq)):
+                raise DataError(f"bad {name} sums {s}: counts must be >= 0 and finite "
+                                "(did a counter reset?)")
+        self._sums = self._sums + [[0.0] * 5] + [
+            [s.n, s.total, s.total_sq, s.total, s.total_sq] for s in (canary, champion)]
+
+    def _ref_sums(self) -> np.ndarray:
+        """The reference rows clipped with the levels they define (or the frozen ones)."""
+        ref_c, ref_p = (np.array(r, dtype=float) for r in self._ref)
+        if not ref_c.size + ref_p.size:
+            return np.zeros((3, 5))
+        levels = self._levels or _ref_levels(self.config, ref_c, ref_p)
+        return _part_sums(self.config, ref_c, ref_p, *levels)
+
+    def verdict(self) -> Verdict:
+        cfg, sums = self.config, self._sums + self._ref_sums()
+        mean, info = _evidence(cfg, sums)
+        log_drop, log_safe = _log_e(cfg, mean * info, info)
+        n_c, n_p = (int(round(sums[0, 0] + sums[k, 0])) for k in (1, 2))
+        code = int(_decide(cfg, log_drop, log_safe, n_c, n_p))
+        mean, info, log_drop, log_safe = map(float, (mean, info, log_drop, log_safe))
+        if info <= 0 and (sums[0, 0] or (sums[1, 0] and sums[2, 0])):  # too few for a variance
+            mean = (sums[0, 1] / sums[0, 0] if sums[0, 0] else
+                    sums[1, 1] / sums[1, 0] - sums[2, 1] / sums[2, 0])
+        half = _half_width(cfg, info)
+        lo, hi = mean - half, mean + half
+        return Verdict(DECISIONS[code], n_c, n_p, mean, lo, hi, log_drop, log_safe,
+                       _reason(cfg, code, n_c, n_p, mean, lo, hi, log_drop, log_safe))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state (floats round-trip exactly through JSON)."""
+        levels = None if self._levels is None else [self._levels[0], _json_num(self._levels[1])]
+        return {"version": 1, "config": self.config.to_dict(), "sums": self._sums.tolist(),
+                "ref_canary": list(self._ref[0]), "ref_champion": list(self._ref[1]),
+                "levels": levels}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        try:
+            if state.get("version") != 1:
+                raise DataError(f"unknown rollout test state version {state.get('version')!r}")
+            if (recorded := TestConfig.from_dict(state["config"])) != self.config:
+                raise DataError(f"rollout test state was recorded under {recorded}, not "
+                                f"{self.config}: start a new test to change the config")
+            self._sums = np.array(state["sums"], dtype=float).reshape(3, 5)
+            self._ref = ([float(v) for v in state["ref_canary"]],
+                         [float(v) for v in state["ref_champion"]])
+            lv = state["levels"]
+            self._levels = None if lv is None else (float(lv[0]), np.inf if lv[1] is None
+                                                    else float(lv[1]))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise DataError(f"bad rollout test state: {e!r}") from e
+
+
+def run_path(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_canary: int,
+             look_champion: int | None = None) -> Path:
+    """Every look of ``SequentialTest`` on many streams at once, without the Python loop.
+
+    Row ``s`` of ``canary``/``champion`` is one stream; look ``j`` is what ``verdict()`` says
+    after ``update_rows`` got batches ``j*look`` to ``(j+1)*look`` of each arm (paired mode:
+    the same rows). Same clipping rule, same sums added in the same order, same evidence
+    code; the tests check it against the loop.
+    """
+    cfg, paired = config, config.mode == "paired"
+    c, p = np.asarray(canary, dtype=float), np.asarray(champion, dtype=float)
+    if not (np.isfinite(c).all() and np.isfinite(p).all()):
+        raise DataError("run_path needs finite log-likelihoods")
+    kc = int(look_canary)
+    kp = kc if paired else int(look_champion or kc)
+    looks = min(c.shape[1] // kc, p.shape[1] // kp)
+    reps, start = c.shape[0], 0  # start: the first look the vectorised tail handles
+    sums = np.zeros((3, 5, reps, looks))
+    post, centre, half = np.zeros((3, 5, reps)), np.zeros(reps), np.full(reps, np.inf)
+    while cfg.clip > 0 and start < looks:  # reference block: batches before it fills, whole
+        tc, tp = _ref_take(start * (kc + kp * (not paired)), kc, kp * (not paired))
+        tp = tc if paired else tp
+        ref_c, ref_p = c[:, :start * kc + tc], p[:, :start * kp + tp]
+        centre, half = _ref_levels(cfg, ref_c, ref_p)
+        post = _part_sums(cfg, ref_c, ref_p, centre, half)
+        full = ref_c.shape[1] + ref_p.shape[1] * (not paired) >= _REF_ROWS
+        if full:  # frozen: the rest of this batch is clipped and added
+            post = post + _part_sums(cfg, c[:, start * kc + tc:(start + 1) * kc],
+                                     p[:, start * kp + tp:(start + 1) * kp], centre, half)
+        sums[..., start] = post
+        start += 1
+        if full:
+            break
+    if start < looks:
+        tail = [x[:, start * k:looks * k].reshape(reps, looks - start, k)
+                for x, k in ((c, kc), (p, kp))]
+        batches = _part_sums(cfg, *tail, centre[:, None], half[:, None])
+        sums[..., start:] = np.cumsum(np.concatenate([post[..., None], batches], axis=-1),
+                                      axis=-1)[..., 1:]
+    mean, info = _evidence(cfg, sums)
+    log_drop, log_safe = _log_e(cfg, mean * info, info)
+    n_c = kc * np.arange(1, looks + 1)
+    n_p = kc * np.arange(1, looks + 1) if paired else kp * np.arange(1, looks + 1)
+    decision = _decide(cfg, log_drop, log_safe, n_c, n_p).astype(np.int8)
+    return Path(n_c, n_p, mean, log_drop, log_safe, decision)
+
+
+# --- the pieces both paths share ------------------------------------------------------------
+def _part_sums(cfg: TestConfig, c: np.ndarray, p: np.ndarray, centre: Any, half: Any
+               ) -> np.ndarray:
+    """Sums of clipped rows along the last axis, shape (3 parts, 5, ...).
+
+    Parts: paired differences, canary rows, champion rows. Columns: n, sum and sum of squares
+    of the rows clipped at ``centre +- half`` (the mean), then of the rows clipped at
+    ``_WIDE`` times that (the variance): a clipped outlier still moves the mean by up to
+    ``half``, so it must widen the uncertainty by more than its clipped value says, or three
+    absurd rows would add up to a push no A/A noise makes.
+    """
+    centre, half = np.asarray(centre)[..., None], np.asarray(half)[..., None]
+    out = np.zeros((3, 5) + c.shape[:-1])
+    for k, x in ((0, c - p), (1, c[..., :0]), (2, p[..., :0])) if cfg.mode == "paired" else (
+            (1, c), (2, p)):
+        narrow = np.clip(x, centre - half, centre + half)
+        wide = np.clip(x, centre - _WIDE * half, centre + _WIDE * half)
+        out[k] = [np.full(x.shape[:-1], float(x.shape[-1])), narrow.sum(-1),
+                  (narrow * narrow).sum(-1), wide.sum(-1), (wide * wide).sum(-1)]
+    return out
+
+
+def _var(n: Any, total: Any, total_sq: Any) -> Any:
+    n = np.maximum(n, 2.0)
+    return np.maximum((total_sq - total * total / n) / (n - 1.0), 0.0)
+
+
+def _evidence(cfg: TestConfig, sums: np.ndarray) -> tuple[Any, Any]:
+    """(mean difference, information) from ``_part_sums``-shaped sums.
+
+    Scores and informations add over independent pieces, so rows scored twice (paired) and
+    sums-only increments (unpaired) combine by inverse-variance weighting.
+    """
+    floor = _VAR_FLOOR * cfg.min_drop ** 2
+    n, mean, var = [], [], []
+    for s in sums:
+        n.append(np.maximum(s[0], 1.0))
+        mean.append(s[1] / n[-1])
+        var.append(np.maximum(np.maximum(_var(*s[:3]), _var(s[0], s[3], s[4])), floor) / n[-1])
+    ok_d, ok_u = sums[0, 0] >= 2, (sums[1, 0] >= 2) & (sums[2, 0] >= 2)
+    info_d, info_u = np.where(ok_d, 1 / var[0], 0.0), np.where(ok_u, 1 / (var[1] + var[2]), 0.0)
+    info = info_d + info_u
+    score = info_d * mean[0] + info_u * (mean[1] - mean[2])
+    return np.where(info > 0, score / np.where(info > 0, info, 1.0), np.nan), info
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(axis=-1)
+    return top + np.log(np.exp(x - top[..., None]).sum(axis=-1))
+
+
+def _log_e(cfg: TestConfig, score: Any, info: Any) -> tuple[Any, Any]:
+    """Log mixture likelihood ratios against "not worse" and against "worse by min_drop"."""
+    theta = cfg.min_drop * _RATIOS
+    s, i = np.asarray(score, dtype=float)[..., None], np.asarray(info, dtype=float)[..., None]
+    s = np.where(np.isfinite(s), s, 0.0)
+    quad = theta * theta * i / 2
+    log_drop = _logsumexp(_LOG_W - theta * s - quad)
+    log_safe = _logsumexp(_LOG_W + theta * (s + cfg.min_drop * i) - quad)
+    return log_drop, log_safe
+
+
+def _decide(cfg: TestConfig, log_drop: Any, log_safe: Any, n_c: Any, n_p: Any) -> np.ndarray:
+    """Rollback beats not_worse when both cross (safety first); nothing before min_rows."""
+    ready = (np.asarray(n_c) >= cfg.min_rows) & (np.asarray(n_p) >= cfg.min_rows)
+    drop = ready & (log_drop >= math.log(1 / cfg.alpha))
+    safe = ready & (log_safe >= math.log(1 / cfg.beta))
+    return np.where(drop, 1, np.where(safe, 2, 0))
+
+
+def _half_width(cfg: TestConfig, info: float) -> float:
+    """Half-width of the two-sided (alpha/2 per side) confidence sequence from the mixture."""
+    if info <= 0:
+        return math.inf
+    theta, level = cfg.min_drop * _RATIOS, math.log(2 / cfg.alpha)
+    f = lambda x: _logsumexp(_LOG_W + theta * x * info - theta * theta * info / 2) - level
+    lo, hi = 0.0, float(np.min((level - _LOG_W) / (theta * info) + theta / 2))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return hi
+
+
+def _scale(x: np.ndarray) -> Any:
+    """Robust sd along the last axis: MAD-based, mean-deviation-based when over half tie."""
+    dev = np.abs(x - np.median(x, axis=-1, keepdims=True))
+    mad = _MAD_SD * np.median(dev, axis=-1)
+    return np.where(mad > 0, mad, _MEAN_AD_SD * dev.mean(axis=-1))
+
+
+def _ref_levels(cfg: TestConfig, ref_c: np.ndarray, ref_p: np.ndarray) -> tuple[Any, Any]:
+    """Clip centre and half-width from the reference rows (along the last axis).
+
+    Unpaired: median +- clip * robust sd of the pooled log-likelihoods (both arms alike, so A/A
+    stays exchangeable). Paired: around the median difference, but never narrower than clip *
+    the robust sd of the log-likelihoods themselves: when the models agree on most rows the
+    differences' own scale is tiny, and clipping at it would hide a canary that fails badly
+    on a few percent of rows; a glitch row is one absurd on the log-likelihood scale.
+    """
+    pooled = np.concatenate([ref_c, ref_p], axis=-1)
+    x = ref_c - ref_p if cfg.mode == "paired" else pooled
+    scale = _scale(pooled) if cfg.mode == "unpaired" else np.maximum(_scale(x), _scale(pooled))
+    return np.median(x, axis=-1), np.where(scale > 0, cfg.clip * scale, np.inf)
+
+
+def _ref_take(have: int, n_c: int, n_p: int) -> tuple[int, int]:
+    """How many of a batch's rows (per arm) still go into the reference block."""
+    room = max(_REF_ROWS - have, 0)
+    if n_c + n_p <= room:
+        return n_c, n_p
+    take_c = room * n_c // (n_c + n_p)
+    return take_c, room - take_c
+
+
+def _rows(values: Any, name: str) -> np.ndarray:
+    try:
+        x = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{name} log-likelihoods must be numbers: {e}") from e
+    if x.ndim != 1:
+        raise DataError(f"{name} log-likelihoods must be a 1-D array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise DataError(f"{name} log-likelihood row {bad} is {x[bad]} (NaN/inf): a scoring "
+                        "bug or a row outside the model's support")
+    return x
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and math.isfinite(v)
+
+
+def _json_num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _reason(cfg: TestConfig, code: int, n_c: int, n_p: int, mean: float, lo: float, hi: float,
+            log_drop: float, log_safe: float) -> str:
+    rows = f"{n_c:,} canary / {n_p:,} champion rows"
+    if n_c == 0 or n_p == 0 or not math.isfinite(mean):
+        return f"continue: waiting for rows ({rows})"
+    cs = f"{1 - cfg.alpha:.0%} CS [{lo:+.4f}, {hi:+.4f}]"
+    e = lambda x: f"{math.exp(min(x, 700.0)):.3g}"
+    if code == 1:
+        return (f"rollback: canary worse by {-mean:.4f} nats/row ({cs}); e-value {e(log_drop)} "
+                f">= 1/alpha = {1 / cfg.alpha:g} after {rows}")
+    if code == 2:
+        return (f"not_worse: canary within {cfg.min_drop:g} nats/row of the champion (diff "
+                f"{mean:+.4f}, {cs}); e-value {e(log_safe)} >= 1/beta = {1 / cfg.beta:g} after "
+                f"{rows}")
+    if min(n_c, n_p) < cfg.min_rows:
+        return f"continue: diff {mean:+.4f} nats/row; {rows}, need {cfg.min_rows} per arm"
+    return (f"continue: diff {mean:+.4f} nats/row ({cs}); rollback e-value {e(log_drop)} of "
+            f"{1 / cfg.alpha:g}, not-worse e-value {e(log_safe)} of {1 / cfg.beta:g}; {rows}")
