@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import numpy as np
@@ -90,6 +91,20 @@ def test_metrics_move_with_requests(server):
                                rows(body).sum(), rtol=1e-9)
     np.testing.assert_allclose(metric(server, "mleops_loglik_sq_sum") - before_sq,
                                np.square(rows(body)).sum(), rtol=1e-9)
+
+
+def test_gauges_have_one_series_whatever_path_flushes(server):
+    """Seldon labels each flush with the calling method: a cumulative gauge flushed from the
+    health path as well would exist twice and every sum() over it would double."""
+    assert predict(server.url, {"data": {"ndarray": [[1.0], [2.0]]}})[0] == 200
+    for _ in range(3):
+        time.sleep(0.3)  # past the flush interval, so the health path may flush
+        urllib.request.urlopen(f"{server.url}/health/status", timeout=5).read()
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    for name in ("mleops_loglik_sum", "mleops_loglik_sq_sum"):
+        series = [line for line in text.splitlines()
+                  if line.startswith(name + "{") and 'registered_version="7"' in line]
+        assert len(series) == 1 and 'method="predict"' in series[0], series
 
 
 BAD = [

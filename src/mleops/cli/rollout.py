@@ -116,6 +116,11 @@ def rollout() -> None:
 @click.option("--router", "router_url", default="",
               help="URL of a running `mleops rollout serve` (default: start one here).")
 @_cluster_options
+@click.option("--artifacts-destination", envvar="MLEOPS_ARTIFACTS_DESTINATION", default="",
+              help="With --kubernetes: the tracking server's artifact store (s3://...), for "
+              "versions stored behind its mlflow-artifacts proxy.")
+@click.option("--env-secret", default="", help="With --kubernetes: Secret with the storage "
+              "initializer's credentials.")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI ($MLFLOW_TRACKING_URI).")
 @_state_dir_option
 @click.option("--replay", type=click.Path(dir_okay=False, exists=True),
@@ -130,7 +135,7 @@ def rollout() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_drop, alpha,
               step_min_rows, metrics_timeout, router_url, kubernetes, namespace, prometheus,
-              tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
+              artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
               as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
     import dataclasses
@@ -148,7 +153,10 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
         if kubernetes:
             from ..rollout.kubernetes import KubernetesBackend
 
-            backend = KubernetesBackend(name, namespace, prometheus, registry=registry)
+            backend = KubernetesBackend(
+                name, namespace, prometheus, registry=registry,
+                artifacts_destination=artifacts_destination,
+                render_options={"env_secret_ref_name": env_secret} if env_secret else None)
         else:
             from ..rollout.local import LocalBackend, LocalDataPlane
 

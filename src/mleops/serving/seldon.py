@@ -13,11 +13,13 @@ estimate its variance from the sum of squares.
 Rejected requests never reach Seldon's ``metrics()`` call; their outside-support rows are
 exported with the next successful request or health check (Kubernetes readiness/liveness
 probes hit ``/health/status`` every few seconds, so a server rejecting everything still
-reports it; dashboards sum over the ``method`` label).
+reports it). Gauges and the rows/requests counters are flushed from the predict path only,
+so each has a single ``method`` series and sums over pods/workers are exact.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from .service import LikelihoodService, ServingError, Totals
@@ -85,6 +87,7 @@ class MleopsModel:
             raise _seldon_error(e) from None
         self._local.names = names
         self._local.output = output
+        self._local.predicted = True  # the metrics() call Seldon makes next is predict's
         return out if out.ndim == 2 else out[:, None]
 
     def class_names(self):
@@ -94,14 +97,22 @@ class MleopsModel:
         return {**self.service.labels(), "output": getattr(self._local, "output", "loglik")}
 
     def metrics(self):
-        """Increments since the last flush (counters) and the cumulative loglik sum (gauge).
+        """Increments since the last flush (counters) and the cumulative sums (gauges).
 
-        Flushed at most every ``metrics_interval`` seconds: each flush is several round trips
-        to Seldon's shared metrics store, which would otherwise dominate the latency tail at a
-        few hundred requests/s. Counters are cumulative, so nothing is lost, only delayed.
+        Seldon calls this after every predict and every health check and labels the result
+        with the calling ``method``. A gauge set from both paths would exist twice (one series
+        per method, both holding the whole total) and any ``sum()`` over it would double: so
+        the cumulative gauges, and the rows/requests counters they are read against, are
+        flushed from the predict path only; the health path flushes refusals only (their rows
+        never reach a successful predict). Flushed at most every ``metrics_interval`` seconds:
+        each flush is several round trips to Seldon's shared metrics store, which would
+        otherwise dominate the latency tail at a few hundred requests/s. Counters are
+        cumulative, so nothing is lost, only delayed.
         """
         import time
 
+        from_predict = getattr(self._local, "predicted", False)
+        self._local.predicted = False
         with self._lock:
             now = time.monotonic()
             if now - self._last_flush < self._metrics_interval:
@@ -110,20 +121,22 @@ class MleopsModel:
             t, r = self.service.totals, self._reported
             labels = {"registered_model": self.service.model_name,
                       "registered_version": self.service.model_version}
-            out = [
+            out = [{"type": "COUNTER", "key": "mleops_rows_outside_support",
+                    "value": t.outside_support - r.outside_support, "tags": labels}]
+            if not from_predict:
+                self._reported = dataclasses.replace(r, outside_support=t.outside_support)
+                return out
+            out += [
                 {"type": "COUNTER", "key": "mleops_requests", "value": t.requests - r.requests,
                  "tags": labels},
                 {"type": "COUNTER", "key": "mleops_rows", "value": t.rows - r.rows,
                  "tags": labels},
-                {"type": "COUNTER", "key": "mleops_rows_outside_support",
-                 "value": t.outside_support - r.outside_support, "tags": labels},
                 {"type": "GAUGE", "key": "mleops_loglik_sum", "value": float(t.loglik_sum),
                  "tags": labels},
                 {"type": "GAUGE", "key": "mleops_loglik_sq_sum",
                  "value": float(t.loglik_sq_sum), "tags": labels},
             ]
-            self._reported = Totals(t.requests, t.rows, t.loglik_sum, t.outside_support,
-                                    t.rejected, t.loglik_sq_sum)
+            self._reported = dataclasses.replace(t)
         return out
 
 
