@@ -27,7 +27,7 @@ $(SERVING_STAMP): serving/requirements.txt pyproject.toml
 
 serving-venv: $(SERVING_STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(SERVING_STAMP)
 	$(PY) -m mleops.demo
 
 test: $(STAMP) $(SERVING_STAMP)

@@ -129,7 +129,9 @@ def summary_metrics(ll_rows, calib: dict | None) -> dict[str, float]:
     ll = np.asarray(ll_rows, dtype=np.float64).ravel()
     out = {"heldout_n": float(ll.size),
            "heldout_avg_loglik": float(ll.mean()) if ll.size else float("nan"),
-           "heldout_sum_loglik": float(ll.sum())}
+           "heldout_sum_loglik": float(ll.sum()),
+           # the drift monitor's baseline: how far a window mean may stray without drift
+           "heldout_sd_loglik": float(ll.std(ddof=1)) if ll.size > 1 else float("nan")}
     for k, v in (calib or {}).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue

@@ -5,6 +5,7 @@ imported only by the functions that need them.
 """
 
 from .apply import DeployError, apply_manifest, custom_objects_api, get_traffic, set_traffic
+from .jaxjob import render_jaxjob, validate_jaxjob
 from .manifest import (
     CANARY,
     MAIN,
@@ -19,4 +20,5 @@ from .manifest import (
 
 __all__ = ["CANARY", "MAIN", "SERVER_IMAGE", "DeployError", "apply_manifest", "crd_schema",
            "custom_objects_api", "default_crd_path", "get_traffic", "model_artifact_uri",
-           "render_seldon_deployment", "set_traffic", "to_yaml", "validate_manifest"]
+           "render_jaxjob", "render_seldon_deployment", "set_traffic", "to_yaml",
+           "validate_jaxjob", "validate_manifest"]

@@ -188,7 +188,7 @@ class Router:
 
     def _record(self, **arms: Any) -> None:
         with self._lock:
-            self.records.append({"seq": self.next_seq, **arms})
+            self.records.append({"seq": self.next_seq, "t": round(time.time(), 3), **arms})
             self.next_seq += 1
 
     def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:

@@ -201,8 +201,8 @@ class SequentialTest:
                     or s.total_sq < -1e-9 * max(1.0, abs(s.total_sq)):
                 raise DataError(f"bad {name} sums {s}: counts must be >= 0 and finite "
                                 "(did a counter reset?)")
-        self._sums = self._sums + [[0.0] * 5] + [
-            [s.n, s.total, s.total_sq, s.total, s.total_sq] for s in (canary, champion)]
+        self._sums = self._sums + np.array([[0.0] * 5] + [
+            [s.n, s.total, s.total_sq, s.total, s.total_sq] for s in (canary, champion)])
 
     def _ref_sums(self) -> np.ndarray:
         """The reference rows clipped with the levels they define (or the frozen ones)."""

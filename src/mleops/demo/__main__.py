@@ -1,0 +1,7 @@
+"""``python -m mleops.demo``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
