@@ -13,7 +13,7 @@ from mleops.rollout.statistics import (
     SequentialTest,
     Summary,
     TestConfig,
-    run_path,
+    trace,
 )
 
 SPLIT = 9  # champion rows per canary row in split (unpaired) mode
@@ -125,11 +125,11 @@ def test_state_round_trip_resumes_identically(rng, mode, cut):
 
 @pytest.mark.parametrize("mode", ["paired", "unpaired"])
 @pytest.mark.parametrize("clip", [8.0, 0.0])
-def test_run_path_is_the_batch_loop(rng, mode, clip):
+def test_trace_is_the_batch_loop(rng, mode, clip):
     c, p = streams(rng, mode, 3, 600, drop=0.05, outliers=2)
     kc, kp = look(mode)
     cfg = TestConfig(mode=mode, clip=clip)
-    path = run_path(cfg, c, p, kc, kp)
+    path = trace(cfg, c, p, kc, kp)
     for s in range(3):
         verdicts = feed(SequentialTest(cfg), c[s], p[s], kc, kp)
         assert [DECISIONS.index(v.decision) for v in verdicts] == path.decision[s].tolist()
@@ -169,14 +169,14 @@ def test_paired_rows_and_sums_combine(rng):
 @pytest.mark.parametrize("mode,reps,n", [("paired", 400, 5000), ("unpaired", 200, 3000)])
 def test_aa_false_rollbacks_are_rare(rng, mode, reps, n):
     c, p = streams(rng, mode, reps, n)
-    path = run_path(TestConfig(mode=mode), c, p, *look(mode))
+    path = trace(TestConfig(mode=mode), c, p, *look(mode))
     assert (path.decision == 1).any(axis=1).mean() <= 0.03
 
 
 @pytest.mark.parametrize("mode", ["paired", "unpaired"])
 def test_a_few_huge_outliers_do_not_force_a_rollback(rng, mode):
     c, p = streams(rng, mode, 200, 2000, outliers=3)
-    path = run_path(TestConfig(mode=mode), c, p, *look(mode))
+    path = trace(TestConfig(mode=mode), c, p, *look(mode))
     assert (path.decision == 1).any(axis=1).mean() <= 0.03
     t = SequentialTest(TestConfig(mode=mode))  # even when they come first
     c0 = c[0].copy()

@@ -26,13 +26,13 @@ from urllib.parse import urlparse
 
 import click
 
-from ..errors import DataError
 from .manifest import (
     _DNS1035,
     _DNS1123,
     _QUANTITY,
     STORAGE_INITIALIZER_IMAGE,
     _check,
+    check_object,
     crd_schema,
 )
 
@@ -246,24 +246,10 @@ def validate_jaxjob(manifest: dict, schema_path: str | os.PathLike | None = None
     DataError names the first failing field as a path
     (``spec.jaxReplicaSpecs.Worker.replicas: 'two' is not of type 'integer'``).
     """
-    import jsonschema
-
-    _check(isinstance(manifest, dict), f"manifest must be a mapping, got {type(manifest).__name__}")
-    _check(manifest.get("apiVersion") == f"{GROUP}/{API_VERSION}" and manifest.get("kind") == KIND,
-           f"manifest is {manifest.get('apiVersion')}/{manifest.get('kind')}, not "
-           f"{GROUP}/{API_VERSION}/{KIND}")
-    name = (manifest.get("metadata") or {}).get("name")
-    _check(isinstance(name, str) and _DNS1035.fullmatch(name) is not None and len(name) <= 63,
-           f"manifest invalid at metadata.name: {name!r} is not a DNS-1035 label")
     path = Path(schema_path) if schema_path is not None else default_crd_path()
     _check(path.is_file(), f"JAXJob CRD not found at {path} (set ${CRD_ENV})")
-    validator = jsonschema.Draft7Validator(crd_schema(path, version=API_VERSION, strict=strict))
-    if errors := list(validator.iter_errors(manifest)):
-        best = jsonschema.exceptions.best_match(errors)
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in best.absolute_path)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise DataError(f"manifest invalid at {where.lstrip('.') or '<root>'}: "
-                        f"{best.message}{more}")
+    check_object(manifest, f"{GROUP}/{API_VERSION}", KIND, _DNS1035, "DNS-1035",
+                 crd_schema(path, version=API_VERSION, strict=strict))
     _operator_rules(manifest)
     return manifest
 

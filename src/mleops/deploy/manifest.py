@@ -276,27 +276,35 @@ def _seldon_rules(manifest: dict) -> None:
         _check(node in containers, f"{at}[{i}].graph.name: no container named {node!r}")
 
 
+def check_object(manifest: dict, api_version: str, kind: str, name_pattern: re.Pattern,
+                 name_rule: str, schema: dict) -> None:
+    """Kind, name and the CRD's schema (shared by every manifest mleops renders); DataError
+    names the first failing field as a path."""
+    import jsonschema
+
+    _check(isinstance(manifest, dict), f"manifest must be a mapping, got {type(manifest).__name__}")
+    _check(manifest.get("apiVersion") == api_version and manifest.get("kind") == kind,
+           f"manifest is {manifest.get('apiVersion')}/{manifest.get('kind')}, not "
+           f"{api_version}/{kind}")
+    name = (manifest.get("metadata") or {}).get("name")
+    _check(isinstance(name, str) and name_pattern.fullmatch(name) is not None and len(name) <= 63,
+           f"manifest invalid at metadata.name: {name!r} is not a {name_rule} label")
+    validator = jsonschema.Draft7Validator(schema)
+    if errors := list(validator.iter_errors(manifest)):
+        best = jsonschema.exceptions.best_match(errors)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in best.absolute_path)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DataError(f"manifest invalid at {where.lstrip('.') or '<root>'}: "
+                        f"{best.message}{more}")
+
+
 def validate_manifest(manifest: dict, schema_path: str | os.PathLike | None = None, *,
                       strict: bool = True) -> dict:
     """Check ``manifest`` against the CRD schema and Seldon's webhook rules; returns it.
 
     DataError names the first failing field as a path (``spec.predictors[0].traffic``).
     """
-    import jsonschema
-
-    _check(isinstance(manifest, dict), f"manifest must be a mapping, got {type(manifest).__name__}")
-    _check(manifest.get("apiVersion") == f"{GROUP}/{API_VERSION}" and manifest.get("kind") == KIND,
-           f"manifest is {manifest.get('apiVersion')}/{manifest.get('kind')}, not "
-           f"{GROUP}/{API_VERSION}/{KIND}")
-    name = (manifest.get("metadata") or {}).get("name")
-    _check(isinstance(name, str) and _DNS1123.fullmatch(name) is not None and len(name) <= 63,
-           f"manifest invalid at metadata.name: {name!r} is not a DNS-1123 label")
-    validator = jsonschema.Draft7Validator(crd_schema(schema_path, strict=strict))
-    if errors := list(validator.iter_errors(manifest)):
-        best = jsonschema.exceptions.best_match(errors)
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in best.absolute_path)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        where = where.lstrip(".") or "<root>"
-        raise DataError(f"manifest invalid at {where}: {best.message}{more}")
+    check_object(manifest, f"{GROUP}/{API_VERSION}", KIND, _DNS1123, "DNS-1123",
+                 crd_schema(schema_path, strict=strict))
     _seldon_rules(manifest)
     return manifest

@@ -1,23 +1,24 @@
 """Decision statistics of a canary rollout: anytime-valid e-processes on live log-likelihood.
 
-A controller looks at the data after every tick, so a fixed-sample test would be peeked at
-hundreds of times. Here the evidence is a mixture likelihood ratio on the Brownian-motion view
-of the mean difference (estimate ``mean``, information ``I = 1/Var(mean)``, score ``S = mean*I``;
-each drift ``theta`` gives ``exp(theta*S - theta**2*I/2)``), which is a (plug-in, asymptotic)
-martingale under the null, so Ville's inequality bounds the chance of *ever* crossing ``1/alpha``
-however often we look (Waudby-Smith et al., "Time-uniform central limit theory").
+The controller looks after every tick, so a fixed-sample test would be peeked at hundreds of
+times. The evidence is a mixture likelihood ratio on the Brownian-motion view of the mean
+difference (estimate ``mean``, information ``I = 1/Var(mean)`` from plug-in variances, score
+``S = mean * I``; drift ``theta`` gives ``exp(theta*S - theta**2*I/2)``): an (asymptotic)
+martingale under the null, so Ville's inequality bounds the chance of *ever* crossing
+``1/alpha`` however often one looks (Waudby-Smith et al., "Time-uniform central limit theory").
 
 * rollback: H0 "canary not worse" (diff >= 0), mixture over drops ``min_drop * _RATIOS``;
 * not_worse: H0 "canary worse by >= min_drop" (diff <= -min_drop), the mirror mixture.
 
-The mixture puts most weight at ``0.8 * min_drop``: for a drop of exactly ``min_drop`` that
-drift minimises the 90th percentile of the rows needed (a smaller drift gains too slowly, a
-larger one is too noisy); the rest of the grid catches larger drops quickly and smaller ones
-eventually. Rows are clipped around a robust centre so a few absurd rows cannot force a
-decision: levels come from a reference block (the first ``_REF_ROWS`` rows, pooled over arms
-so A/A stays exchangeable), are frozen once it is full, and every later row is clipped with
-levels fixed before it arrived. Only the reference block (bounded in size, needed before any
-decision anyway) is clipped with levels that include its own rows.
+Most weight sits at ``0.8 * min_drop``: for a drop of exactly ``min_drop`` that drift needs the
+fewest rows at the 90th percentile (smaller gains too slowly, larger is too noisy); the rest
+catches larger drops quicker and smaller ones eventually. Rows are clipped around a robust
+centre so a few absurd rows cannot force a decision, and the variance is taken from rows
+clipped ``_WIDE`` times further out, so a clipped row widens the uncertainty more than it moves
+the mean. Levels come from a reference block (the first ``_REF_ROWS`` rows, pooled over arms
+so A/A stays exchangeable) and are frozen once it is full: every later row is clipped with
+levels fixed before it arrived; the block itself (bounded, before any decision can matter)
+uses its own. The test is then on the clipped (winsorised) mean difference.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from ..errors import DataError
 
 MODES = ("paired", "unpaired")
-DECISIONS = ("continue", "rollback", "not_worse")  # codes 0, 1, 2 in Path.decision
+DECISIONS = ("continue", "rollback", "not_worse")  # codes 0, 1, 2 in Trace.decision
 _RATIOS = np.array([0.8, 1.6, 3.2, 6.4, 0.4, 0.2, 0.1])  # drifts, in units of min_drop
 _LOG_W = np.log(np.array([0.75, 0.09, 0.05, 0.03, 0.04, 0.025, 0.015]))
 _REF_ROWS = 256  # reference block for the clipping levels (pooled over arms)
@@ -55,13 +56,11 @@ class Summary:
         return cls(float(x.size), float(x.sum()), float((x * x).sum()))
 
     def __add__(self, other: Summary) -> Summary:
-        return Summary(self.n + other.n, self.total + other.total,
-                       self.total_sq + other.total_sq)
+        return Summary(self.n + other.n, self.total + other.total, self.total_sq + other.total_sq)
 
     def __sub__(self, other: Summary) -> Summary:
         """Increment between two readings of cumulative counters (Prometheus)."""
-        return Summary(self.n - other.n, self.total - other.total,
-                       self.total_sq - other.total_sq)
+        return Summary(self.n - other.n, self.total - other.total, self.total_sq - other.total_sq)
 
     @property
     def mean(self) -> float:
@@ -142,7 +141,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Path:
+class Trace:
     """Many streams at every look (what a benchmark needs); arrays are (streams, looks)."""
 
     rows_canary: np.ndarray  # (looks,)
@@ -173,10 +172,10 @@ class SequentialTest:
         if paired and c.size != p.size:
             raise DataError(f"paired rollout needs as many canary rows as champion rows "
                             f"(the same rows scored twice), got {c.size} and {p.size}")
-        if self.config.clip > 0 and self._levels is None:
+        if self.config.clip > 0 and self._levels is None:  # paired: count pairs, not rows
             ref_c, ref_p = self._ref
-            tc, tp = _ref_take(len(ref_c) + len(ref_p) * (not paired), c.size, p.size * (
-                not paired))
+            tc, tp = _ref_take(len(ref_c) + len(ref_p) * (not paired), c.size,
+                               p.size * (not paired))
             tp = tc if paired else tp
             ref_c.extend(c[:tc].tolist())
             ref_p.extend(p[:tp].tolist())
@@ -197,8 +196,7 @@ class SequentialTest:
         rows by information; treating the same rows as unpaired only loses power (conservative).
         """
         for name, s in (("canary", canary), ("champion", champion)):
-            if not (_finite(s.n) and _finite(s.total) and _finite(s.total_sq)) or s.n < 0 \
-                    or s.total_sq < -1e-9 * max(1.0, abs(s.total_sq)):
+            if not all(map(_finite, (s.n, s.total, s.total_sq))) or min(s.n, s.total_sq) < 0:
                 raise DataError(f"bad {name} sums {s}: counts must be >= 0 and finite "
                                 "(did a counter reset?)")
         self._sums = self._sums + np.array([[0.0] * 5] + [
@@ -229,7 +227,8 @@ class SequentialTest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (floats round-trip exactly through JSON)."""
-        levels = None if self._levels is None else [self._levels[0], _json_num(self._levels[1])]
+        levels = None if self._levels is None else [
+            self._levels[0], self._levels[1] if math.isfinite(self._levels[1]) else None]
         return {"version": 1, "config": self.config.to_dict(), "sums": self._sums.tolist(),
                 "ref_canary": list(self._ref[0]), "ref_champion": list(self._ref[1]),
                 "levels": levels}
@@ -245,14 +244,14 @@ class SequentialTest:
             self._ref = ([float(v) for v in state["ref_canary"]],
                          [float(v) for v in state["ref_champion"]])
             lv = state["levels"]
-            self._levels = None if lv is None else (float(lv[0]), np.inf if lv[1] is None
-                                                    else float(lv[1]))
+            self._levels = None if lv is None else (
+                float(lv[0]), np.inf if lv[1] is None else float(lv[1]))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise DataError(f"bad rollout test state: {e!r}") from e
 
 
-def run_path(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_canary: int,
-             look_champion: int | None = None) -> Path:
+def trace(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_canary: int,
+          look_champion: int | None = None) -> Trace:
     """Every look of ``SequentialTest`` on many streams at once, without the Python loop.
 
     Row ``s`` of ``canary``/``champion`` is one stream; look ``j`` is what ``verdict()`` says
@@ -263,7 +262,7 @@ def run_path(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_
     cfg, paired = config, config.mode == "paired"
     c, p = np.asarray(canary, dtype=float), np.asarray(champion, dtype=float)
     if not (np.isfinite(c).all() and np.isfinite(p).all()):
-        raise DataError("run_path needs finite log-likelihoods")
+        raise DataError("trace needs finite log-likelihoods")
     kc = int(look_canary)
     kp = kc if paired else int(look_champion or kc)
     looks = min(c.shape[1] // kc, p.shape[1] // kp)
@@ -295,7 +294,7 @@ def run_path(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_
     n_c = kc * np.arange(1, looks + 1)
     n_p = kc * np.arange(1, looks + 1) if paired else kp * np.arange(1, looks + 1)
     decision = _decide(cfg, log_drop, log_safe, n_c, n_p).astype(np.int8)
-    return Path(n_c, n_p, mean, log_drop, log_safe, decision)
+    return Trace(n_c, n_p, mean, log_drop, log_safe, decision)
 
 
 # --- the pieces both paths share ------------------------------------------------------------
@@ -381,13 +380,6 @@ def _half_width(cfg: TestConfig, info: float) -> float:
     return hi
 
 
-def _scale(x: np.ndarray) -> Any:
-    """Robust sd along the last axis: MAD-based, mean-deviation-based when over half tie."""
-    dev = np.abs(x - np.median(x, axis=-1, keepdims=True))
-    mad = _MAD_SD * np.median(dev, axis=-1)
-    return np.where(mad > 0, mad, _MEAN_AD_SD * dev.mean(axis=-1))
-
-
 def _ref_levels(cfg: TestConfig, ref_c: np.ndarray, ref_p: np.ndarray) -> tuple[Any, Any]:
     """Clip centre and half-width from the reference rows (along the last axis).
 
@@ -397,10 +389,15 @@ def _ref_levels(cfg: TestConfig, ref_c: np.ndarray, ref_p: np.ndarray) -> tuple[
     differences' own scale is tiny, and clipping at it would hide a canary that fails badly
     on a few percent of rows; a glitch row is one absurd on the log-likelihood scale.
     """
+    def scale(x: np.ndarray) -> Any:  # MAD-based sd; mean-deviation-based when most rows tie
+        dev = np.abs(x - np.median(x, axis=-1, keepdims=True))
+        mad = _MAD_SD * np.median(dev, axis=-1)
+        return np.where(mad > 0, mad, _MEAN_AD_SD * dev.mean(axis=-1))
+
     pooled = np.concatenate([ref_c, ref_p], axis=-1)
     x = ref_c - ref_p if cfg.mode == "paired" else pooled
-    scale = _scale(pooled) if cfg.mode == "unpaired" else np.maximum(_scale(x), _scale(pooled))
-    return np.median(x, axis=-1), np.where(scale > 0, cfg.clip * scale, np.inf)
+    sd = scale(pooled) if cfg.mode == "unpaired" else np.maximum(scale(x), scale(pooled))
+    return np.median(x, axis=-1), np.where(sd > 0, cfg.clip * sd, np.inf)
 
 
 def _ref_take(have: int, n_c: int, n_p: int) -> tuple[int, int]:
@@ -428,10 +425,6 @@ def _rows(values: Any, name: str) -> np.ndarray:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and math.isfinite(v)
-
-
-def _json_num(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
 
 
 def _reason(cfg: TestConfig, code: int, n_c: int, n_p: int, mean: float, lo: float, hi: float,
