@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import urllib.error
@@ -33,6 +34,7 @@ class LocalDataPlane:
                  stage_root: str | None = None, log_dir: str | None = None,
                  server_threads: int = 4):
         self.name, self.tracking_uri = name, tracking_uri
+        self._own_stage = stage_root is None  # a directory we made is ours to remove
         self.stage_root = stage_root or tempfile.mkdtemp(prefix="mleops-plane-")
         self.log_dir, self.threads = log_dir, server_threads
         self.port = port
@@ -113,6 +115,8 @@ class LocalDataPlane:
         for server in self.servers.values():
             server.stop()
         self.servers.clear()
+        if self._own_stage:
+            shutil.rmtree(self.stage_root, ignore_errors=True)
 
     def __enter__(self) -> LocalDataPlane:
         return self.start()
