@@ -257,3 +257,38 @@ def test_bad_guardrails():
         Guardrails(max_error_rate=-1)
     with pytest.raises(DataError, match="below 1"):
         Guardrails(max_error_rate=1.5)
+
+
+def test_unreadable_metrics_hold_then_roll_back(tmp_path):
+    backend = Backend()
+    c, _, _, clock = _start(tmp_path, backend)
+
+    def down(state):
+        raise RolloutError("router at http://127.0.0.1:1 unreachable")
+    backend.read = down
+    state = c.tick("m")
+    assert state.phase == PROGRESSING and "cannot read metrics" in state.reason
+    clock.t += 25
+    state = c.tick("m")
+    assert state.phase == ROLLED_BACK and "unreachable" in state.reason
+
+
+def test_registry_failure_at_promotion_is_retried(tmp_path):
+    from mleops.registry import RegistryError
+
+    reg = Registry()
+    real = reg.promote
+    calls = []
+
+    def flaky(name, version):
+        calls.append(version)
+        if len(calls) == 1:
+            raise RegistryError("tracking server unreachable")
+        real(name, version)
+    reg.promote = flaky
+    backend = Backend()
+    c, _, _, clock = _start(tmp_path, backend, registry=reg)
+    state = _run(c, "m", clock)
+    assert state.phase == PROMOTED and calls == ["2", "2"]
+    assert any(e["event"] == "promotion_failed" for e in state.history)
+    assert ("promote", "2") in backend.calls

@@ -244,7 +244,14 @@ class Controller:
         g = Guardrails.from_dict(state.guardrails)
         if state.abort_requested:
             return self._rollback(state, state.abort_requested)
-        obs = self.backend.read(state)
+        try:
+            obs = self.backend.read(state)
+        except MleopsError as e:  # metrics source down: no evidence, so hold, then roll back
+            silent = self.clock() - state.last_data_at
+            if silent >= g.metrics_timeout_s:
+                return self._rollback(state, f"no canary metrics for {silent:.0f} s ({e})")
+            state.reason = f"holding: cannot read metrics: {e}"
+            return None
         test = SequentialTest(TestConfig.from_dict(state.test_config), state.test)
         test.update_rows(obs.canary_rows, obs.champion_rows)
         if obs.canary_sums is not None or obs.champion_sums is not None:
@@ -318,7 +325,12 @@ class Controller:
         self._tag(state, "rolled_back", reason)
 
     def _promote(self, state: RolloutState) -> None:
-        self.registry.promote(state.name, state.candidate_version)
+        try:  # registry first: it says what should serve; traffic follows
+            self.registry.promote(state.name, state.candidate_version)
+        except MleopsError as e:  # nothing moved: try again at the next tick
+            state.reason = f"promotion pending: {e}"
+            state.event("promotion_failed", error=str(e))
+            return
         state.weight = 100
         self.backend.promote(state)
         state.phase = PROMOTED
