@@ -25,7 +25,8 @@ threshold is the (k+1)-th largest value of the baseline's statistic over the A/A
 where k streams were falsely rolled back by mleops), and its window W is the best of a small
 grid on the drop streams themselves. "msprt 1/a" is the textbook rule (threshold 1/alpha),
 uncalibrated. The outlier scenarios reuse the thresholds (and best windows) of the clean
-Gaussian scenario: calibrating on them would hide what the outliers do.
+Gaussian scenario: calibrating on them would hide what the outliers do; so does "shadow
+better", a canary better on average (every rollback there is a wrong one).
 A false rollback is a rollback at any look up to 20,000 rows, even after a "not_worse"
 verdict; rows to rollback ignore "not_worse" too (monitoring continues, as in the controller
 before its last step); "miss" is how often mleops says not_worse before it rolls back.
@@ -77,6 +78,13 @@ def noise_streams(mode: str, noise: Callable, drop: float, outliers: int = 0) ->
             c[np.arange(reps), rng.integers(0, 2000, reps)] = -1000.0
         return c, p
     return gen
+
+
+def better_tail(rng, reps, aa):
+    """A canary better on average that loses on the typical row (a rank test's blind spot)."""
+    p = rng.normal(-1.0, 0.8, (reps, HORIZON))
+    gain = 3.0 * (rng.random((reps, HORIZON)) < 0.03)
+    return p - 0.01 + rng.normal(0.0, 0.01, (reps, HORIZON)) + gain, p
 
 
 gauss = lambda sd: lambda rng, shape: rng.normal(0.0, sd, shape)
@@ -154,6 +162,9 @@ def scenarios(rng) -> list[Scenario]:
                  "paired diff Student-t 3 df, sd 0.25"),
         Scenario("shadow outliers", p, 0.0, noise_streams(p, gauss(0.25), 0.0, outliers=3),
                  "A/A, sd 0.25, 3 canary rows at -1000 nats", "shadow gauss"),
+        Scenario("shadow better", p, 0.0, better_tail, "canary 0.01 nats worse on 97% of "
+                 "rows, 3 better on 3%: +0.08 on average, yet the typical row is worse",
+                 "shadow gauss"),
         Scenario("split gauss", u, 0.05, noise_streams(u, gauss(0.7), 0.05),
                  "per-row sd 0.7 both arms: drop 0.05"),
         Scenario("split t3", u, 0.05, noise_streams(u, student3(0.7), 0.05),
