@@ -46,7 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from mleops.rollout.statistics import TestConfig, trace
+from mleops.rollout.statistics import TestConfig
+from mleops.rollout.trace import trace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOOK, HORIZON, RATIO, ALPHA, FAILURES = 10, 20_000, 9, 0.01, 5

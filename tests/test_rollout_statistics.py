@@ -13,8 +13,8 @@ from mleops.rollout.statistics import (
     SequentialTest,
     Summary,
     TestConfig,
-    trace,
 )
+from mleops.rollout.trace import trace
 
 SPLIT = 9  # champion rows per canary row in split (unpaired) mode
 
