@@ -125,7 +125,8 @@ def test_good_canary_walks_the_steps_and_is_promoted(tmp_path):
     weights = [w for op, w in backend.calls if op == "weight"]
     assert weights == [10, 50, 100]
     assert ("promote", "2") in backend.calls
-    assert [e["event"] for e in state.history] == ["started", "step", "step", "promoted"]
+    assert [e["event"] for e in state.history] == ["started", "step", "step", "promoting",
+                                                   "promoted"]
     assert state.verdict["decision"] == "not_worse"
 
 
@@ -292,3 +293,85 @@ def test_registry_failure_at_promotion_is_retried(tmp_path):
     assert state.phase == PROMOTED and calls == ["2", "2"]
     assert any(e["event"] == "promotion_failed" for e in state.history)
     assert ("promote", "2") in backend.calls
+
+
+def test_full_split_traffic_needs_evidence_first(tmp_path):
+    """Step 50 -> 100 in split mode is promotion in effect: rows alone do not buy it."""
+    c, _, _, clock = _start(tmp_path, Backend(), guardrails=Guardrails(step_min_rows=20))
+    seen = []
+    for _ in range(200):
+        state = c.tick("m")
+        clock.t += 1
+        seen.append((state.weight, state.verdict.get("decision")))
+        if state.weight == 100:
+            break
+    first_full = next(i for i, (w, _) in enumerate(seen) if w == 100)
+    assert seen[first_full] == (100, "not_worse")  # advanced on the tick it had evidence
+    assert any(w == 50 and d == "continue" for w, d in seen)  # it waited at 50%
+
+
+def test_a_canary_that_calls_live_rows_impossible_is_rolled_back(tmp_path):
+    backend = Backend()
+    c, _, _, clock = _start(tmp_path, backend)
+    real = backend.read
+
+    def with_inf(state):
+        obs = real(state)
+        obs.canary_rows[3] = -np.inf
+        return obs
+    backend.read = with_inf
+    state = c.tick("m")
+    assert state.phase == ROLLED_BACK and "zero likelihood" in state.reason
+
+
+def test_traffic_failures_hold_and_retry(tmp_path):
+    backend = Backend()
+    c, _, reg, clock = _start(tmp_path, backend, confirm_before_promote=True)
+    state = _run(c, "m", clock)
+    assert state.phase == WAITING
+    c.confirm("m")
+
+    def down(state):
+        raise RolloutError("router at http://127.0.0.1:1 unreachable")
+    backend.promote = down
+    state = c.tick("m")  # registry moved, traffic did not: promoting, retried next tick
+    assert state.phase == "promoting" and reg.promoted == [("m", "2")]
+    assert "unreachable" in state.reason
+    del backend.promote
+    assert c.tick("m").phase == PROMOTED and ("promote", "2") in backend.calls
+
+
+def test_failed_rollback_stays_pending_then_completes(tmp_path):
+    backend = Backend()
+    c, _, reg, clock = _start(tmp_path, backend)
+    backend.rollback = lambda state: (_ for _ in ()).throw(RolloutError("API server down"))
+    state = c.abort("m", "pager")
+    assert state.phase == PROGRESSING and state.abort_requested == "pager"
+    assert "rollback pending" in state.reason and state.weight == 10
+    del backend.rollback
+    state = c.tick("m")
+    assert state.phase == ROLLED_BACK and state.weight == 0 and "pager" in state.reason
+    assert reg.tags["2"]["mleops.rollout"] == "rolled_back"
+
+
+def test_new_candidate_is_checked_before_the_running_one_is_touched(tmp_path):
+    backend = Backend()
+    c, _, reg, clock = _start(tmp_path, backend)
+    with pytest.raises(DataError, match="no version 9"):
+        c.start("m", "9")
+    assert c.status("m").phase == PROGRESSING and ("rollback", 0) not in backend.calls
+    c.start("m", "3", steps="10,50,100", guardrails=FAST)
+    assert reg.tags["2"]["mleops.rollout"] == "superseded"
+
+
+def test_same_candidate_on_a_new_backend_is_moved_there(tmp_path):
+    c, first, _, clock = _start(tmp_path, Backend())
+    for _ in range(3):
+        c.tick("m")
+    moved = Backend()
+    moved.describe = lambda: {"kind": "fake", "router": "new"}
+    c2 = Controller(FileStateStore(str(tmp_path)), moved, Registry(), clock=clock)
+    state = c2.start("m", "2", steps="10,50,100", guardrails=FAST)
+    assert moved.calls[:2] == [("deploy", "2"), ("weight", state.weight)]
+    assert state.backend == {"kind": "fake", "router": "new"}
+    assert state.verdict["rows_canary"] > 0  # evidence about the same two models is kept

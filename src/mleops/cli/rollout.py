@@ -128,7 +128,7 @@ def rollout() -> None:
 @click.option("--rate", type=float, default=20.0, show_default=True, help="Replay requests/s.")
 @click.option("--batch", type=int, default=20, show_default=True, help="Rows per request.")
 @click.option("--columns", default="", help="Columns to replay (default: all numeric).")
-@click.option("--interval", type=float, default=1.0, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds between controller ticks.")
 @click.option("--timeout", type=float, default=None, help="Stop driving after this long.")
 @click.option("--detach", is_flag=True, help="Start and return (drive with `resume`).")
@@ -144,10 +144,11 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
     from ..rollout import Controller, Guardrails, TestConfig
 
     test = TestConfig(mode="paired" if mode == "shadow" else "unpaired")
-    test = dataclasses.replace(test, **{k: v for k, v in
-                                        (("min_drop", min_drop), ("alpha", alpha)) if v})
+    test = dataclasses.replace(test, **{k: v for k, v in (("min_drop", min_drop),
+                                                          ("alpha", alpha)) if v is not None})
     g = dataclasses.replace(Guardrails(), **{k: v for k, v in (
-        ("step_min_rows", step_min_rows), ("metrics_timeout_s", metrics_timeout)) if v})
+        ("step_min_rows", step_min_rows), ("metrics_timeout_s", metrics_timeout))
+        if v is not None})
     registry = Registry(tracking_uri or None)
     with contextlib.ExitStack() as stack:
         if kubernetes:
@@ -187,7 +188,7 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
 @click.option("--rate", type=float, default=20.0, show_default=True)
 @click.option("--batch", type=int, default=20, show_default=True)
 @click.option("--columns", default="")
-@click.option("--interval", type=float, default=1.0, show_default=True)
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True)
 @click.option("--timeout", type=float, default=None)
 @click.option("--json", "as_json", is_flag=True)
 def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir, replay, rate,
@@ -198,8 +199,8 @@ def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir,
 
     store = _store(kubernetes, namespace, state_dir)
     state = Controller(store, None, None).status(name)
-    backend = backend_from(state.backend)
-    controller = Controller(store, backend, Registry(tracking_uri or None))
+    registry = Registry(tracking_uri or None)
+    controller = Controller(store, backend_from(state.backend, registry), registry)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     _drive(controller, name, replay=replay, rate=rate, batch=batch, columns=columns,
            router_url=state.backend.get("router", ""), interval=interval, timeout=timeout,
@@ -227,15 +228,17 @@ def status_cmd(name, kubernetes, namespace, prometheus, state_dir, as_json) -> N
 @_state_dir_option
 def abort_cmd(name, reason, kubernetes, namespace, prometheus, tracking_uri, state_dir) -> None:
     """Roll back now: canary traffic to 0, champion kept, the version tagged with why."""
+    from ..errors import MleopsError
     from ..registry import Registry
-    from ..rollout import Controller, RolloutError, backend_from
+    from ..rollout import Controller, backend_from
 
     store = _store(kubernetes, namespace, state_dir)
     state = Controller(store, None, None).status(name)
-    controller = Controller(store, backend_from(state.backend), Registry(tracking_uri or None))
+    registry = Registry(tracking_uri or None)
+    controller = Controller(store, backend_from(state.backend, registry), registry)
     try:
         state = controller.abort(name, reason)
-    except RolloutError as e:  # backend unreachable: the running controller will do it
+    except MleopsError as e:  # registry/backend unreachable: the running controller will do it
         with store.locked(name):
             state = store.load(name)
             state.abort_requested = reason

@@ -12,6 +12,7 @@ from .manifest import (
     SERVER_IMAGE,
     crd_schema,
     default_crd_path,
+    deployment_name,
     model_artifact_uri,
     render_seldon_deployment,
     to_yaml,
@@ -19,6 +20,6 @@ from .manifest import (
 )
 
 __all__ = ["CANARY", "MAIN", "SERVER_IMAGE", "DeployError", "apply_manifest", "crd_schema",
-           "custom_objects_api", "default_crd_path", "get_traffic", "model_artifact_uri",
+           "custom_objects_api", "default_crd_path", "deployment_name", "get_traffic", "model_artifact_uri",
            "render_jaxjob", "render_seldon_deployment", "set_traffic", "to_yaml",
            "validate_jaxjob", "validate_manifest"]

@@ -14,6 +14,7 @@ from ..errors import DataError, MleopsError
 from .manifest import API_VERSION, GROUP, KIND, PLURAL
 
 OWNED_PREFIX = "mleops.io/"  # labels/annotations mleops manages (stale ones are removed)
+ROLLOUT_STATE = "mleops.io/rollout-state"  # ... except the rollout controller's own state
 
 
 class DeployError(MleopsError, RuntimeError):
@@ -78,7 +79,8 @@ def _merge_patch(manifest: dict, current: dict) -> dict:
     for key in ("labels", "annotations"):
         old = (current.get("metadata") or {}).get(key) or {}
         new = body.setdefault("metadata", {}).get(key) or {}
-        stale = {k: None for k in old if k.startswith(OWNED_PREFIX) and k not in new}
+        stale = {k: None for k in old
+                 if k.startswith(OWNED_PREFIX) and k not in new and k != ROLLOUT_STATE}
         if stale:
             body["metadata"][key] = {**new, **stale}
     return body

@@ -99,6 +99,11 @@ def _predictor(pname: str, version: str, model_uri: str, traffic: int, shadow: b
     return pred
 
 
+def deployment_name(model_name: str) -> str:
+    """The SeldonDeployment serving a registered model, unless told otherwise (DNS-1123)."""
+    return model_name.lower().replace("_", "-")
+
+
 def render_seldon_deployment(
         name: str, *, model_name: str, version: str, model_uri: str,
         canary_version: str | None = None, canary_model_uri: str | None = None,

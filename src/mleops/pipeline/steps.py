@@ -242,6 +242,9 @@ def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: s
         to_yaml,
         validate_manifest,
     )
+    from ..deploy import (
+        deployment_name as default_deployment_name,
+    )
     from ..registry import Registry
 
     reg = Registry(tracking_uri or None)
@@ -263,7 +266,7 @@ def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: s
         return {"champion": champion, "canary": canary, "rendered": False, "reason": str(e),
                 "validated": False, "applied": False}
     manifest = render_seldon_deployment(
-        deployment_name or model_name.lower().replace("_", "-"), model_name=model_name,
+        deployment_name or default_deployment_name(model_name), model_name=model_name,
         version=champion, model_uri=uri(champion), canary_version=canary,
         canary_model_uri=uri(canary) if canary else None,
         canary_traffic=canary_traffic if canary else 0, namespace=namespace)

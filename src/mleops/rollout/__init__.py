@@ -11,6 +11,7 @@ from .state import (
     FAILED,
     PROGRESSING,
     PROMOTED,
+    PROMOTING,
     ROLLED_BACK,
     WAITING,
     AnnotationStateStore,
@@ -20,7 +21,7 @@ from .state import (
 from .statistics import SequentialTest, Summary, TestConfig, Verdict
 
 
-def backend_from(desc: dict[str, Any]) -> Backend:
+def backend_from(desc: dict[str, Any], registry=None) -> Backend:
     """The backend a state's ``backend`` description names (what `status`/`abort` reuse)."""
     kind = desc.get("kind")
     if kind == "local":
@@ -30,11 +31,11 @@ def backend_from(desc: dict[str, Any]) -> Backend:
     if kind == "kubernetes":
         from .kubernetes import KubernetesBackend
 
-        return KubernetesBackend.from_description(desc)
+        return KubernetesBackend.from_description(desc, registry=registry)
     raise RolloutError(f"unknown rollout backend {desc!r}")
 
 
 __all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
            "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
            "TestConfig", "Verdict", "backend_from", "parse_steps", "FAILED", "PROGRESSING",
-           "PROMOTED", "ROLLED_BACK", "WAITING"]
+           "PROMOTED", "PROMOTING", "ROLLED_BACK", "WAITING"]

@@ -27,6 +27,7 @@ from .state import (
     FAILED,
     PROGRESSING,
     PROMOTED,
+    PROMOTING,
     ROLLED_BACK,
     WAITING,
     RolloutState,
@@ -141,36 +142,26 @@ class Controller:
         guardrails = guardrails or Guardrails()
         with self.store.locked(name):
             current = self.store.load(name)
-            if current is not None and not current.terminal:
-                if current.candidate_version == candidate:
-                    return current  # already running: resume, change nothing
-                self._retreat(current, f"candidate changed from {current.candidate_version} "
-                                       f"to {candidate}: analysis restarts at zero traffic")
-                current.phase = ROLLED_BACK
+            running = current is not None and not current.terminal
+            if running and current.candidate_version == candidate:
+                if current.backend != self.backend.describe():
+                    self._move(current)  # e.g. a new local data plane after a restart
+                    self.store.save(current)
+                return current  # already running: resume, change nothing else
+            champion, load_error = self._check_candidate(name, candidate)
+            if running:  # a different candidate: old evidence says nothing about it
+                reason = (f"candidate changed from {current.candidate_version} to "
+                          f"{candidate}: analysis restarts at zero traffic")
+                self._rollback(current, reason, outcome="superseded")
                 current.event("candidate_changed", frm=current.candidate_version, to=candidate)
                 self.store.save(current)
-            found = self.registry.champion(name)
-            if found is None:
-                raise DataError(f"model {name!r} has no champion to compare a canary with")
-            champion = str(found[0])
-            if champion == candidate:
-                raise DataError(f"version {candidate} is already the champion of {name!r}")
-            load_error: MleopsError | None = None
-            try:  # the artifact must load here too: a model the servers cannot read is refused
-                found = self.registry.load_version(name, candidate)
-            except MleopsError as e:
-                found, load_error = (candidate, None), e
-            if found is None:
-                raise DataError(f"model {name!r} has no version {candidate}: refused, no "
-                                "traffic moved")
             state = RolloutState(name=name, candidate_version=candidate,
                                  champion_version=champion, mode=mode, steps=steps,
                                  confirm_before_promote=confirm_before_promote,
                                  test_config=test.to_dict(), guardrails=guardrails.to_dict(),
                                  started_at=self.clock(), last_data_at=self.clock())
             state.backend = self.backend.describe()
-            if current is not None and current.phase == ROLLED_BACK and \
-                    current.history[-1:] and current.history[-1]["event"] == "candidate_changed":
+            if running:
                 state.history = current.history[-50:]
             state.test = SequentialTest(test).to_dict()
             try:
@@ -189,6 +180,34 @@ class Controller:
             self.backend.set_weight(state)
             self._reconciled.add(name)
             return state
+
+    def _check_candidate(self, name: str, candidate: str) -> tuple[str, MleopsError | None]:
+        """(champion version, load error or None); DataError when it cannot be a candidate."""
+        found = self.registry.champion(name)
+        if found is None:
+            raise DataError(f"model {name!r} has no champion to compare a canary with")
+        champion = str(found[0])
+        if champion == candidate:
+            raise DataError(f"version {candidate} is already the champion of {name!r}")
+        try:  # the artifact must load here too: a model the servers cannot read is refused
+            found = self.registry.load_version(name, candidate)
+        except DataError as e:
+            return champion, e
+        except MleopsError as e:
+            return champion, e
+        if found is None:
+            raise DataError(f"model {name!r} has no version {candidate}: refused, no traffic "
+                            "moved")
+        return champion, None
+
+    def _move(self, state: RolloutState) -> None:
+        """Carry a running rollout onto this controller's backend (canary redeployed, read
+        cursor reset; the evidence so far is about the same two models, so it stays)."""
+        state.event("backend_changed", frm=state.backend, to=self.backend.describe())
+        state.backend = self.backend.describe()
+        self.backend.deploy_canary(state)
+        self.backend.set_weight(state)
+        self._reconciled.add(state.name)
 
     def abort(self, name: str, reason: str = "aborted by user") -> RolloutState:
         """Roll back now, from any non-terminal state (a running controller sees it)."""
@@ -215,21 +234,30 @@ class Controller:
 
     # --- the loop --------------------------------------------------------------------------
     def tick(self, name: str) -> RolloutState:
-        """Observe, decide, take at most one step, persist."""
+        """Observe, decide, take at most one step, persist. A backend or registry call that
+        fails leaves the rollout holding (said in ``reason``) and is retried next tick."""
         with self.store.locked(name):
             state = self._load(name)
             if state.terminal:
                 return state
-            if name not in self._reconciled:  # a restarted controller re-asserts the traffic
-                self.backend.set_weight(state)
-                self._reconciled.add(name)
-            self._step(state)
+            try:
+                if name not in self._reconciled:  # a restarted controller re-asserts traffic
+                    if state.phase != PROMOTING:
+                        self.backend.set_weight(state)
+                    self._reconciled.add(name)
+                self._step(state)
+            except MleopsError as e:
+                state.reason = f"holding: {e}"
+                if not state.history or state.history[-1].get("error") != str(e):
+                    state.event("error", error=str(e))
             self.store.save(state)
             return state
 
     def run(self, name: str, *, interval: float = 1.0, timeout: float | None = None,
             on_tick: Callable[[RolloutState], None] | None = None) -> RolloutState:
         """Tick until the rollout ends (or ``timeout`` seconds pass); the final state."""
+        if not interval > 0:
+            raise DataError(f"interval must be > 0 seconds, got {interval!r}")
         deadline = None if timeout is None else self.clock() + timeout
         while True:
             state = self.tick(name)
@@ -244,6 +272,8 @@ class Controller:
         g = Guardrails.from_dict(state.guardrails)
         if state.abort_requested:
             return self._rollback(state, state.abort_requested)
+        if state.phase == PROMOTING:
+            return self._finish_promotion(state)
         try:
             obs = self.backend.read(state)
         except MleopsError as e:  # metrics source down: no evidence, so hold, then roll back
@@ -252,10 +282,21 @@ class Controller:
                 return self._rollback(state, f"no canary metrics for {silent:.0f} s ({e})")
             state.reason = f"holding: cannot read metrics: {e}"
             return None
+        c, p = obs.canary_rows, obs.champion_rows
+        impossible = int(np.count_nonzero(~np.isfinite(c)))
+        if impossible:  # the canary says an observed row cannot happen: nothing to weigh
+            return self._rollback(state, f"canary gave {impossible} live row(s) zero "
+                                         "likelihood (log-likelihood -inf)")
+        keep_p = np.isfinite(p)
+        c, p = (c[keep_p], p[keep_p]) if state.mode == "shadow" else (c, p[keep_p])
         test = SequentialTest(TestConfig.from_dict(state.test_config), state.test)
-        test.update_rows(obs.canary_rows, obs.champion_rows)
-        if obs.canary_sums is not None or obs.champion_sums is not None:
-            test.update_sums(obs.canary_sums or Summary(), obs.champion_sums or Summary())
+        try:
+            test.update_rows(c, p)
+            if obs.canary_sums is not None or obs.champion_sums is not None:
+                test.update_sums(obs.canary_sums or Summary(), obs.champion_sums or Summary())
+        except DataError as e:  # unusable numbers are no evidence: hold (and time out)
+            state.reason = f"holding: unusable metrics: {e}"
+            return None
         verdict = test.verdict()
         state.test, state.verdict = test.to_dict(), verdict.to_dict()
         state.guardrail_stats = obs.arms
@@ -279,12 +320,16 @@ class Controller:
         state.reason = verdict.reason
         if state.step_rows < g.step_min_rows:
             return None
-        if state.step_index < len(state.steps) - 1:
+        last = state.step_index == len(state.steps) - 1
+        # all split traffic to the canary is promotion in effect: it needs the evidence too
+        needs_evidence = (not last and state.step_index + 2 == len(state.steps)
+                          and state.mode == "split" and state.steps[-1] == 100)
+        if not last and (not needs_evidence or verdict.decision == "not_worse"):
             state.step_index += 1
             state.weight, state.step_rows = state.steps[state.step_index], 0
             state.event("step", verdict=verdict.to_dict())
             self.backend.set_weight(state)
-        elif verdict.decision == "not_worse":
+        elif last and verdict.decision == "not_worse":
             if state.confirm_before_promote and not state.confirmed:
                 state.phase, state.reason = WAITING, ("evidence says not worse: waiting for "
                                                       "`mleops rollout confirm`")
@@ -294,6 +339,9 @@ class Controller:
         elif verdict.rows_canary >= g.max_rows:
             self._rollback(state, f"inconclusive after {verdict.rows_canary} canary rows: "
                                   "no promotion without evidence")
+        else:
+            state.reason = f"waiting for evidence before {'promotion' if last else '100%'}: " \
+                           f"{verdict.reason}"
         return None
 
     @staticmethod
@@ -303,7 +351,7 @@ class Controller:
         if n < g.min_requests:
             return ""
         if (rate := c.get("errors", 0) / n) > g.max_error_rate:
-            return f"canary error rate {rate:.1%} > {g.max_error_rate:.1%} ({n} requests)"
+            return f"canary error rate {rate:.1%} > {g.max_error_rate:.1%} ({n:.0f} requests)"
         excess = c.get("outside_support_rate", 0.0) - p.get("outside_support_rate", 0.0)
         if excess > g.max_outside_support_rate:
             return (f"canary refuses {excess:.1%} more requests as outside its support than "
@@ -312,25 +360,40 @@ class Controller:
             return f"canary p99 latency {p99:.0f} ms > {g.max_p99_ms:.0f} ms"
         return ""
 
-    def _retreat(self, state: RolloutState, reason: str) -> None:
-        """Traffic back to the champion, canary removed; tolerant of a dead canary."""
-        state.weight = 0
-        self.backend.rollback(state)
-        state.reason = reason
-
-    def _rollback(self, state: RolloutState, reason: str) -> None:
-        self._retreat(state, f"rolled back: {reason}")
-        state.phase = ROLLED_BACK
-        state.event("rolled_back", reason=reason, verdict=state.verdict)
-        self._tag(state, "rolled_back", reason)
+    def _rollback(self, state: RolloutState, reason: str, *,
+                  outcome: str = "rolled_back") -> None:
+        """Traffic back to the champion and the canary removed, then the version tagged. If
+        the backend refuses, the rollback stays pending (``abort_requested``) and the next
+        tick tries again: the state never claims a rollback the traffic does not show."""
+        if state.phase == PROMOTING:  # the registry already moved: move it back first
+            self.registry.promote(state.name, state.champion_version)
+        weight, state.weight = state.weight, 0
+        try:
+            self.backend.rollback(state)
+        except MleopsError as e:
+            state.weight, state.abort_requested = weight, reason
+            state.reason = f"rollback pending ({e}): {reason}"
+            state.event("rollback_failed", error=str(e))
+            return
+        state.phase, state.abort_requested = ROLLED_BACK, ""
+        state.reason = f"rolled back: {reason}"
+        state.event(outcome, reason=reason, verdict=state.verdict)
+        self._tag(state, outcome, reason)
 
     def _promote(self, state: RolloutState) -> None:
-        try:  # registry first: it says what should serve; traffic follows
+        """Registry first (it says what should serve), then traffic; the ``promoting`` phase
+        in between makes a failed traffic change a retry, not a half-done promotion."""
+        try:
             self.registry.promote(state.name, state.candidate_version)
         except MleopsError as e:  # nothing moved: try again at the next tick
             state.reason = f"promotion pending: {e}"
             state.event("promotion_failed", error=str(e))
             return
+        state.phase = PROMOTING
+        state.event("promoting", verdict=state.verdict)
+        self._finish_promotion(state)
+
+    def _finish_promotion(self, state: RolloutState) -> None:
         state.weight = 100
         self.backend.promote(state)
         state.phase = PROMOTED

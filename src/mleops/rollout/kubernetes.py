@@ -4,9 +4,9 @@ Traffic moves by patching the predictors' ``traffic`` (:func:`mleops.deploy.set_
 guarded by resourceVersion); the canary predictor is rendered by the same code as every other
 manifest and validated against the CRD before it is applied. Live log-likelihood comes from the
 model servers' cumulative ``mleops_rows_total`` / ``mleops_loglik_sum`` /
-``mleops_loglik_sq_sum`` per registered version: the controller keeps the last totals in its
-cursor and feeds the test the increments (a counter that went down means a pod restarted: its
-new totals are the increment). Sums cannot be paired row by row, so shadow mode is analysed
+``mleops_loglik_sq_sum`` per registered version, read per series (pod x worker): the cursor
+keeps each series' last values and the test gets the increments (a series that went down
+restarted with its pod: its new values are the increment; a sum over pods could not tell). Sums cannot be paired row by row, so shadow mode is analysed
 as two independent samples here (conservative); the local router pairs rows exactly.
 Errors and p99 latency come from Seldon's executor metrics for the canary predictor.
 """
@@ -20,14 +20,23 @@ from typing import Any
 import numpy as np
 
 from ..deploy.apply import apply_manifest, set_traffic
-from ..deploy.manifest import CANARY, MAIN, model_artifact_uri, render_seldon_deployment
+from ..deploy.manifest import (
+    CANARY,
+    MAIN,
+    deployment_name,
+    model_artifact_uri,
+    render_seldon_deployment,
+)
 from ..deploy.manifest import validate_manifest as _validate
-from ..monitor import prometheus_totals, query_prometheus
-from .controller import Observation
+from ..monitor import query_prometheus
+from .controller import Observation, RolloutError
 from .state import RolloutState
 from .statistics import Summary
 
 EXECUTOR = "seldon_api_executor_server_requests_seconds"
+# per-series cumulative values read each tick (gauges and counters flushed together)
+SERIES = ("mleops_rows_total", "mleops_loglik_sum", "mleops_loglik_sq_sum",
+          "mleops_rows_outside_support_total")
 
 
 class KubernetesBackend:
@@ -38,7 +47,7 @@ class KubernetesBackend:
                  render_options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.time):
         self.model, self.namespace, self.prometheus = model, namespace, prometheus_url
-        self.deployment = deployment or model.lower().replace("_", "-")
+        self.deployment = deployment or deployment_name(model)
         self.registry, self.api, self.clock = registry, api, clock
         self.artifacts_destination = artifacts_destination
         self.render_options = dict(render_options or {})
@@ -65,29 +74,42 @@ class KubernetesBackend:
         return model_artifact_uri(self.registry, self.model, version,
                                   artifacts_destination=self.artifacts_destination or None)
 
-    def _render(self, version: str, canary: str | None = None, shadow: bool = False) -> dict:
+    def _render(self, version: str, canary: str | None = None, shadow: bool = False,
+                canary_traffic: int = 0) -> dict:
         manifest = render_seldon_deployment(
             self.deployment, model_name=self.model, version=version,
             model_uri=self._uri(version), canary_version=canary,
-            canary_model_uri=self._uri(canary) if canary else None, canary_traffic=0,
+            canary_model_uri=self._uri(canary) if canary else None,
+            canary_traffic=canary_traffic,
             shadow=shadow, namespace=self.namespace, **self.render_options)
         _validate(manifest)
         return manifest
 
     def deploy_canary(self, state: RolloutState) -> None:
-        """The canary predictor at 0% (validated, applied), and the metrics' starting totals."""
+        """The canary predictor (validated, applied) and the metrics' starting totals. A
+        split canary starts at 0%; a shadow at its first step (Seldon mirrors *every*
+        request to a shadow whose traffic is 0)."""
+        first = state.steps[0] if state.mode == "shadow" else 0
         apply_manifest(self._render(state.champion_version, state.candidate_version,
-                                    shadow=state.mode == "shadow"), api=self.api)
-        state.cursor = self._totals(state)
+                                    shadow=state.mode == "shadow", canary_traffic=first),
+                       api=self.api)
+        state.cursor = {"series": self._series(state), "acc": {}}
 
     def set_weight(self, state: RolloutState) -> None:
         w = state.weight
+        if state.mode == "shadow" and w == 0:
+            raise RolloutError("a shadow at 0% would mirror every request: remove it instead")
         weights = {CANARY: w} if state.mode == "shadow" else {MAIN: 100 - w, CANARY: w}
         set_traffic(self.deployment, self.namespace, weights, api=self.api)
 
     def rollback(self, state: RolloutState) -> None:
+        """Split: the canary's traffic to 0 (kept for inspection). Shadow: the champion-only
+        manifest, since a 0% shadow would still receive every request."""
         state.weight = 0
-        self.set_weight(state)
+        if state.mode == "shadow":
+            apply_manifest(self._render(state.champion_version), api=self.api)
+        else:
+            self.set_weight(state)
 
     def promote(self, state: RolloutState) -> None:
         """The candidate becomes the only predictor (Seldon rolls the pods)."""
@@ -98,54 +120,70 @@ class KubernetesBackend:
         return (f'namespace="{self.namespace}",deployment_name="{self.deployment}",'
                 f'predictor_name="{predictor}"')
 
-    def _scalar(self, promql: str, at: float) -> float:
-        res = query_prometheus(self.prometheus, promql, at=at)
-        values = [res] if isinstance(res, float) else [v for _, v in res]
-        return float(sum(v for v in values if np.isfinite(v))) if values else 0.0
-
-    def _totals(self, state: RolloutState) -> dict[str, Any]:
+    def _series(self, state: RolloutState) -> dict[str, dict[str, list[float]]]:
+        """Cumulative values of every series (pod x worker), by arm and series key: a
+        counter reset shows as one series going down, not as a smaller sum."""
         at = self.clock()
-        out: dict[str, Any] = {"at": at}
+        out: dict[str, dict[str, list[float]]] = {}
         for arm, version in (("canary", state.candidate_version),
                              ("champion", state.champion_version)):
-            n, s, ss = prometheus_totals(self.prometheus, self.model, version, at=at)
-            sel = f'registered_model="{self.model}",registered_version="{version}"'
-            outside = self._scalar(f"sum(mleops_rows_outside_support_total{{{sel}}})", at)
-            out[arm] = {"n": n, "total": s, "total_sq": ss, "outside": outside}
+            sel = (f'namespace="{self.namespace}",registered_model="{self.model}",'
+                   f'registered_version="{version}"')
+            table: dict[str, list[float]] = {}
+            for i, metric in enumerate(SERIES):
+                for labels, value in self._vector(f"{metric}{{{sel}}}", at):
+                    table.setdefault(_key(labels), [0.0] * (len(SERIES) + 2))[i] = value
+            out[arm] = table
         sel = self._selector(CANARY)
-        out["requests"] = self._scalar(f"sum({EXECUTOR}_count{{{sel}}})", at)
-        out["errors"] = self._scalar(f'sum({EXECUTOR}_count{{{sel},code=~"5.."}})', at)
+        for i, promql in enumerate((f"{EXECUTOR}_count{{{sel}}}",
+                                    f'{EXECUTOR}_count{{{sel},code=~"5.."}}')):
+            for labels, value in self._vector(promql, at):
+                out["canary"].setdefault("executor:" + _key(labels),
+                                         [0.0] * (len(SERIES) + 2))[len(SERIES) + i] = value
         return out
 
+    def _vector(self, promql: str, at: float) -> list[tuple[dict, float]]:
+        res = query_prometheus(self.prometheus, promql, at=at)
+        rows = [({}, res)] if isinstance(res, float) else res
+        return [(labels, v) for labels, v in rows if np.isfinite(v)]
+
     def read(self, state: RolloutState) -> Observation:
-        before, now = state.cursor, self._totals(state)
-        sums, arms = {}, {}
+        now = self._series(state)
+        before, acc = state.cursor.get("series", {}), dict(state.cursor.get("acc", {}))
+        sums = {}
         for arm in ("canary", "champion"):
-            a, b = now[arm], before.get(arm, {})
-            reset = a["n"] < b.get("n", 0)  # a pod restarted: its counters began again
-            base = {} if reset else b
-            sums[arm] = Summary(a["n"], a["total"], a["total_sq"]) - Summary(
-                base.get("n", 0.0), base.get("total", 0.0), base.get("total_sq", 0.0))
-            seen = a["n"] - (0 if reset else b.get("n", 0)) + a["outside"] - base.get(
-                "outside", 0)
-            arms[arm] = {"rows": a["n"], "outside_support_rate":
-                         (a["outside"] - base.get("outside", 0)) / seen if seen > 0 else 0.0}
-        start = state.cursor.get("start") or before
-        arms["canary"].update(requests=now["requests"] - start.get("requests", 0),
-                              errors=now["errors"] - start.get("errors", 0),
-                              p99_ms=self._p99(now["at"]))
-        state.cursor = {**now, "start": start}
+            inc = np.zeros(len(SERIES) + 2)
+            for key, values in now[arm].items():
+                old = before.get(arm, {}).get(key)
+                v = np.asarray(values)
+                # a series that went down restarted (its pod did): its new value is new
+                inc += v if old is None or values[0] < old[0] or values[-2] < old[-2] \
+                    else v - np.asarray(old)
+            n, s, ss, outside, requests, errors = inc
+            sums[arm] = Summary(n, s, max(ss, 0.0))
+            for k, v in (("rows", n), ("outside", outside), ("requests", requests),
+                         ("errors", errors)):
+                acc[f"{arm}_{k}"] = acc.get(f"{arm}_{k}", 0.0) + float(v)
+        arms = {arm: {"rows": acc[f"{arm}_rows"], "outside_support_rate": acc[f"{arm}_outside"]
+                      / max(acc[f"{arm}_rows"] + acc[f"{arm}_outside"], 1.0)}
+                for arm in ("canary", "champion")}
+        arms["canary"].update(requests=acc["canary_requests"], errors=acc["canary_errors"],
+                              p99_ms=self._p99())
+        state.cursor = {"series": now, "acc": acc}
         empty = np.zeros(0)
         return Observation(empty, empty, canary_sums=sums["canary"],
                            champion_sums=sums["champion"], arms=arms)
 
-    def _p99(self, at: float) -> float | None:
-        res = query_prometheus(
-            self.prometheus, f"histogram_quantile(0.99, sum by (le) "
-            f"(rate({EXECUTOR}_bucket{{{self._selector(CANARY)}}}[2m])))", at=at)
-        values = [res] if isinstance(res, float) else [v for _, v in res]
-        finite = [v for v in values if np.isfinite(v)]
-        return 1000.0 * finite[0] if finite else None
+    def _p99(self) -> float | None:
+        rows = self._vector(f"histogram_quantile(0.99, sum by (le) "
+                            f"(rate({EXECUTOR}_bucket{{{self._selector(CANARY)}}}[2m])))",
+                            self.clock())
+        return 1000.0 * rows[0][1] if rows else None
+
+
+def _key(labels: dict) -> str:
+    """One series' identity (its labels but the metric name), as a JSON-safe string."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__")
 
 
 __all__ = ["KubernetesBackend"]

@@ -41,6 +41,8 @@ class LocalDataPlane:
         self.servers: dict[str, LocalServer] = {}  # version -> server
         self.lock = threading.Lock()
         self.router_server: RouterServer | None = None
+        self.drain_s = 2.0
+        self._draining: list[tuple[threading.Timer, LocalServer]] = []
 
     def _start_server(self, version: str) -> LocalServer:
         model_dir = resolve_model_dir(f"models:/{self.name}/{version}",
@@ -58,11 +60,15 @@ class LocalDataPlane:
         if found is None:
             raise RolloutError(f"model {self.name!r} has no champion to serve")
         version = str(found[0])
-        self.servers[version] = self._start_server(version)
-        router = Router(Upstream(self.servers[version].url, version))
-        router.hooks.update(deploy_canary=self.deploy_canary, remove_canary=self.remove_canary,
-                            promote=self.promote)
-        self.router_server = RouterServer(router, port=self.port).start()
+        try:
+            self.servers[version] = self._start_server(version)
+            router = Router(Upstream(self.servers[version].url, version))
+            router.hooks.update(deploy_canary=self.deploy_canary,
+                                remove_canary=self.remove_canary, promote=self.promote)
+            self.router_server = RouterServer(router, port=self.port).start()
+        except BaseException:  # e.g. the port is taken: no orphaned server process
+            self.stop()
+            raise
         return self
 
     @property
@@ -102,16 +108,26 @@ class LocalDataPlane:
             return self.router.routes()
 
     def promote(self) -> dict[str, Any]:
+        """Swap, then stop the old champion after a drain delay (requests in flight to it
+        still get their answers)."""
         with self.lock:
             old = self.router.promote()
-            if old.version in self.servers:
-                self.servers.pop(old.version).stop()
+            server = self.servers.pop(old.version, None)
+            if server is not None:
+                timer = threading.Timer(self.drain_s, server.stop)
+                timer.daemon = True
+                timer.start()
+                self._draining.append((timer, server))
             return self.router.routes()
 
     def stop(self) -> None:
         if self.router_server is not None:
             self.router_server.stop()
             self.router_server = None
+        for timer, server in self._draining:
+            timer.cancel()
+            server.stop()
+        self._draining.clear()
         for server in self.servers.values():
             server.stop()
         self.servers.clear()
@@ -162,10 +178,14 @@ class LocalBackend:
         _http("PUT", f"{self.url}/admin/routes", {"weight": state.weight, "mode": state.mode})
 
     def rollback(self, state: RolloutState) -> None:
+        """Canary out. A router that is gone (connection refused on 127.0.0.1) serves no one:
+        that is rolled back too; any other failure is raised (the rollback stays pending)."""
         try:
             _http("DELETE", f"{self.url}/admin/canary")
-        except RolloutError:  # the router refuses removal only if unreachable: say so
-            _http("PUT", f"{self.url}/admin/routes", {"weight": 0})
+        except RolloutError as e:
+            if not isinstance(e.__cause__, ConnectionRefusedError) and \
+                    "Connection refused" not in str(e):
+                raise
 
     def promote(self, state: RolloutState) -> None:
         routes = _http("GET", f"{self.url}/admin/routes")
@@ -193,8 +213,8 @@ class LocalBackend:
             seq = page["next"]
             if seq >= page["head"] or not page["records"]:
                 break
-        state.cursor["seq"] = seq
         stats = _http("GET", f"{self.url}/admin/stats")["stats"]
+        state.cursor["seq"] = seq  # only once everything is read: a failure re-reads
         base = state.cursor.get("base", {})
         arms = {arm: _since(stats.get(v, {}), base.get(v, {}))
                 for arm, v in (("canary", cand), ("champion", champ))}

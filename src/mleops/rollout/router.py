@@ -83,7 +83,8 @@ class _Pool:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         conns = self.local.__dict__.setdefault("conns", {})
         parts = urllib.parse.urlsplit(url)
-        for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once
+        for _ in (1, 2):  # a kept-alive connection the server closed: reconnect once
+            reused = url in conns
             conn = conns.get(url)
             if conn is None:
                 conn = conns[url] = http.client.HTTPConnection(parts.hostname, parts.port,
@@ -92,10 +93,12 @@ class _Pool:
                 conn.request("POST", PREDICT_PATH, body=body, headers=headers)
                 resp = conn.getresponse()
                 return resp.status, resp.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 conns.pop(url, None)
-                if attempt == 2:
+                stale = isinstance(e, http.client.RemoteDisconnected | ConnectionResetError
+                                   | BrokenPipeError)
+                if not (reused and stale):  # timeouts and refusals are not retried here
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -138,8 +141,11 @@ class Router:
         return self.routes()
 
     def set_canary(self, canary: Upstream | None) -> None:
+        """A new (or no) canary starts at 0%: it has not earned any traffic yet."""
         with self._lock:
-            self.canary, self.weight = canary, 0 if canary is None else self.weight
+            if canary != self.canary:
+                self.weight = 0
+            self.canary = canary
 
     def promote(self) -> Upstream:
         """The canary becomes the champion (all traffic); returns the retired champion."""
@@ -264,7 +270,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _body(self) -> bytes | None:
-        n = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(411, {"error": "send a Content-Length body (no Transfer-Encoding)"})
+            return None
+        raw = self.headers.get("Content-Length") or "0"
+        if not raw.isdigit():
+            self.close_connection = True
+            self._send(400, {"error": f"bad Content-Length {raw!r}"})
+            return None
+        n = int(raw)
         if n > self.router.max_body_bytes:
             self._send(413, {"error": f"body of {n} bytes exceeds the limit of "
                                       f"{self.router.max_body_bytes}"})
@@ -312,13 +327,14 @@ class _Handler(BaseHTTPRequestHandler):
                                                             "application/json")}
                 self._send(*self.router.handle(body, headers))
         elif path == "/admin/promote":
-            self._admin("promote")
+            if self._body() is not None and self._admin_allowed():
+                self._admin("promote")
         else:
             self._send(404, {"error": f"no route {path}"})
 
     def do_PUT(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        if (doc := self._json()) is None:
+        if (doc := self._json()) is None or not self._admin_allowed():
             return
         if path == "/admin/routes":
             try:
@@ -333,9 +349,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
         if path == "/admin/canary":
-            self._admin("remove_canary")
+            if self._body() is not None and self._admin_allowed():
+                self._admin("remove_canary")
         else:
             self._send(404, {"error": f"no route {path}"})
+
+    def _admin_allowed(self) -> bool:
+        """Admin calls must name this host (no DNS rebinding) and carry JSON (no cross-site
+        form posts from a browser on this machine)."""
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+        if host not in ("127.0.0.1", "localhost", "::1", self.server.server_address[0]):
+            self._send(403, {"error": f"admin API refuses Host {host!r}"})
+            return False
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            self._send(415, {"error": "admin API needs Content-Type: application/json"})
+            return False
+        return True
 
     def _admin(self, hook: str, *args) -> None:
         fn = self.router.hooks.get(hook)

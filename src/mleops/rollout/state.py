@@ -20,13 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..deploy.apply import ROLLOUT_STATE
 from ..errors import DataError
 
 PROGRESSING, WAITING = "progressing", "waiting_confirmation"
+PROMOTING = "promoting"  # the registry says champion; traffic not yet confirmed at 100%
 PROMOTED, ROLLED_BACK, FAILED = "promoted", "rolled_back", "failed"
-PHASES = (PROGRESSING, WAITING, PROMOTED, ROLLED_BACK, FAILED)
+PHASES = (PROGRESSING, WAITING, PROMOTING, PROMOTED, ROLLED_BACK, FAILED)
 TERMINAL = (PROMOTED, ROLLED_BACK, FAILED)
-ANNOTATION = "mleops.io/rollout-state"
+ANNOTATION = ROLLOUT_STATE
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -134,16 +136,20 @@ class FileStateStore:
 
 
 class AnnotationStateStore:
-    """The state as a JSON annotation on the SeldonDeployment ``name`` in ``namespace``.
+    """The state as a JSON annotation on the SeldonDeployment serving the model.
 
-    Writes are merge patches guarded by ``resourceVersion`` (a concurrent writer makes the
-    patch fail with 409 rather than being overwritten); ``locked`` is a no-op because the
-    API server provides that optimistic concurrency.
+    The backend patches the same object (traffic, predictors), so a save re-reads it and
+    patches with its current ``resourceVersion``; a different controller's write since our
+    load (its ``updated_at`` in the annotation differs from the one we read) is refused
+    instead of overwritten. ``locked`` is a no-op: the API server orders the writes.
     """
 
-    def __init__(self, namespace: str, *, api=None):
+    def __init__(self, namespace: str, *, api=None, deployment_of=None):
+        from ..deploy.manifest import deployment_name
+
         self.namespace, self.api = namespace, api
-        self._versions: dict[str, str] = {}
+        self.deployment_of = deployment_of or deployment_name
+        self._seen: dict[str, float | None] = {}
 
     def _api(self):
         from ..deploy.apply import custom_objects_api
@@ -151,36 +157,38 @@ class AnnotationStateStore:
         self.api = self.api or custom_objects_api()
         return self.api
 
-    def _ref(self, name: str) -> dict:
-        from ..deploy.manifest import API_VERSION, GROUP, PLURAL
-
-        return dict(group=GROUP, version=API_VERSION, namespace=self.namespace, plural=PLURAL,
-                    name=name)
-
-    def load(self, name: str) -> RolloutState | None:
+    def _read(self, name: str) -> tuple[dict | None, RolloutState | None]:
         from ..deploy.apply import _get
 
-        obj = _get(self._api(), self.namespace, check_name(name))
-        if obj is None:
-            return None
-        meta = obj.get("metadata") or {}
-        self._versions[name] = meta.get("resourceVersion", "")
-        raw = (meta.get("annotations") or {}).get(ANNOTATION)
-        return RolloutState.from_dict(json.loads(raw)) if raw else None
+        obj = _get(self._api(), self.namespace, self.deployment_of(check_name(name)))
+        raw = ((obj or {}).get("metadata") or {}).get("annotations", {}) or {}
+        raw = raw.get(ANNOTATION)
+        return obj, RolloutState.from_dict(json.loads(raw)) if raw else None
+
+    def load(self, name: str) -> RolloutState | None:
+        _, state = self._read(name)
+        self._seen[name] = state.updated_at if state else None
+        return state
 
     def save(self, state: RolloutState) -> None:
-        from ..deploy.apply import _request
+        from ..deploy.apply import DeployError, _request
+        from ..deploy.manifest import API_VERSION, GROUP, PLURAL
 
+        obj, stored = self._read(state.name)
+        where = f"{self.namespace}/{self.deployment_of(state.name)}"
+        if obj is None:
+            raise DeployError(f"cannot save rollout state: no SeldonDeployment {where}")
+        seen = self._seen.get(state.name, stored.updated_at if stored else None)
+        if (stored.updated_at if stored else None) != seen:
+            raise DeployError(f"rollout state on {where} was changed by another writer "
+                              "since it was read; not overwritten")
         state.updated_at = time.time()
-        meta: dict[str, Any] = {"annotations": {ANNOTATION: json.dumps(state.to_dict(),
-                                                                       sort_keys=True)}}
-        if rv := self._versions.get(state.name):
-            meta["resourceVersion"] = rv
-        out = _request(f"saving rollout state on {self.namespace}/{state.name}",
-                       self._api().patch_namespaced_custom_object, body={"metadata": meta},
-                       **self._ref(state.name))
-        self._versions[state.name] = ((out or {}).get("metadata") or {}).get(
-            "resourceVersion", "")
+        meta = {"annotations": {ANNOTATION: json.dumps(state.to_dict(), sort_keys=True)},
+                "resourceVersion": obj["metadata"].get("resourceVersion")}
+        _request(f"saving rollout state on {where}", self._api().patch_namespaced_custom_object,
+                 group=GROUP, version=API_VERSION, namespace=self.namespace, plural=PLURAL,
+                 name=self.deployment_of(state.name), body={"metadata": meta})
+        self._seen[state.name] = state.updated_at
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
@@ -188,5 +196,5 @@ class AnnotationStateStore:
 
 
 __all__ = ["AnnotationStateStore", "FileStateStore", "RolloutState", "StateStore",
-           "PHASES", "TERMINAL", "PROGRESSING", "WAITING", "PROMOTED", "ROLLED_BACK", "FAILED",
+           "PHASES", "TERMINAL", "PROGRESSING", "PROMOTING", "WAITING", "PROMOTED", "ROLLED_BACK", "FAILED",
            "check_name"]
