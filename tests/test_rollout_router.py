@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mleops.rollout.router import Router, RouterServer, Upstream
+from mleops.rollout.router import Router, Upstream
+from mleops.rollout.router_http import RouterServer
 
 
 class Upstream_:

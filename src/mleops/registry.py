@@ -21,48 +21,16 @@ import tempfile
 import time
 from typing import Any
 
+from ._mlflow_errors import RegistryError, _brief, _code, _unreachable
 from .artifact import FILENAME, ModelArtifact
-from .errors import MleopsError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG, ALIAS_TAG = "mleops.champion_history", "mleops.alias."
 ROLLBACK_TAG, MODEL_ID_TAG = "mleops.last_rollback", "mleops.model_id"
 MAX_HISTORY = 50
-_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish",
-                "timeout exception", "Read timed out", "Connection aborted", "Connection reset")
-
-
 def _aliases(rm) -> dict[str, str]:
     """alias -> version as strings (sqlite stores return ints, the REST API strings)."""
     return {k: str(v) for k, v in (rm.aliases or {}).items()}
-
-
-class RegistryError(MleopsError, RuntimeError):
-    """The registry cannot do what was asked; the message names the model, version or URI."""
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """True when ``exc`` (or an exception it wraps) means the server could not be reached."""
-    import requests
-
-    kinds = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
-             TimeoutError)
-    seen, e = set(), exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, kinds) or any(h in str(e) for h in _UNREACHABLE):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _code(exc: BaseException) -> str | None:
-    return getattr(exc, "error_code", None)
-
-
-def _brief(exc: BaseException, limit: int = 300) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Registry:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .controller import Backend, Controller, Guardrails, Observation, RolloutError, parse_steps
+from .controller import Backend, Controller, Observation, RolloutError, parse_steps
+from .guardrails import Guardrails
 from .state import (
     FAILED,
     PROGRESSING,

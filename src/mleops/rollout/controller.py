@@ -14,7 +14,6 @@ back after ``metrics_timeout_s``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import DataError, MleopsError
+from .guardrails import Guardrails, breach_of
 from .state import (
     FAILED,
     PROGRESSING,
@@ -41,37 +41,6 @@ MODES = ("split", "shadow")
 
 class RolloutError(MleopsError, RuntimeError):
     """A rollout could not start or a backend refused a step; the message says which."""
-
-
-@dataclass(frozen=True)
-class Guardrails:
-    """Limits besides likelihood; any breach rolls back at once."""
-
-    max_error_rate: float = 0.05  # canary failures / canary requests
-    min_requests: int = 10  # canary requests before the error/latency rates count
-    max_outside_support_rate: float = 0.02  # excess over the champion's, per request
-    max_p99_ms: float = 1000.0
-    step_min_rows: int = 200  # canary rows at each step before it may advance
-    max_rows: int = 50_000  # canary rows without a decision: inconclusive -> rollback
-    hold_after_s: float = 20.0  # no new canary rows for this long: hold (say so)
-    metrics_timeout_s: float = 120.0  # ... and for this long: roll back
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0 \
-                    or not math.isfinite(v):
-                raise DataError(f"guardrail {f.name} must be a positive number, got {v!r}")
-        if not self.max_error_rate < 1 or not self.max_outside_support_rate < 1:
-            raise DataError("guardrail rates must be below 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Guardrails:
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in
-                                                          dataclasses.fields(cls)}})
 
 
 @dataclass
@@ -304,7 +273,7 @@ class Controller:
         if obs.canary_count:
             state.last_data_at = now
             state.step_rows += obs.canary_count
-        if breach := self._breach(obs.arms, g):
+        if breach := breach_of(obs.arms, g):
             return self._rollback(state, breach)
         if verdict.decision == "rollback":
             return self._rollback(state, f"live log-likelihood dropped: {verdict.reason}")
@@ -343,22 +312,6 @@ class Controller:
             state.reason = f"waiting for evidence before {'promotion' if last else '100%'}: " \
                            f"{verdict.reason}"
         return None
-
-    @staticmethod
-    def _breach(arms: dict[str, dict[str, Any]], g: Guardrails) -> str:
-        c, p = arms.get("canary") or {}, arms.get("champion") or {}
-        n = c.get("requests", 0)
-        if n < g.min_requests:
-            return ""
-        if (rate := c.get("errors", 0) / n) > g.max_error_rate:
-            return f"canary error rate {rate:.1%} > {g.max_error_rate:.1%} ({n:.0f} requests)"
-        excess = c.get("outside_support_rate", 0.0) - p.get("outside_support_rate", 0.0)
-        if excess > g.max_outside_support_rate:
-            return (f"canary refuses {excess:.1%} more requests as outside its support than "
-                    f"the champion (limit {g.max_outside_support_rate:.1%})")
-        if (p99 := c.get("p99_ms")) is not None and p99 > g.max_p99_ms:
-            return f"canary p99 latency {p99:.0f} ms > {g.max_p99_ms:.0f} ms"
-        return ""
 
     def _rollback(self, state: RolloutState, reason: str, *,
                   outcome: str = "rolled_back") -> None:
@@ -419,5 +372,5 @@ class Controller:
         return state
 
 
-__all__ = ["Backend", "Controller", "Guardrails", "Observation", "RolloutError",
+__all__ = ["Backend", "Controller", "Observation", "RolloutError",
            "parse_steps", "PROGRESSING"]

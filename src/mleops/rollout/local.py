@@ -23,7 +23,8 @@ import numpy as np
 
 from ..serving.local import LocalServer, resolve_model_dir
 from .controller import Observation, RolloutError
-from .router import Router, RouterServer, Upstream
+from .router import Router, Upstream
+from .router_http import RouterServer
 from .state import RolloutState
 
 
