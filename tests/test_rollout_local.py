@@ -235,7 +235,7 @@ def test_missing_or_unloadable_candidate_is_refused(model, registry, tmp_path,
         assert set(plane.servers) == {"1"}  # no stray canary process
 
 
-def test_abort_rolls_back_a_running_rollout(model, registry, live_data, tmp_path,
+def test_abort_rolls_back_a_detached_rollout(model, registry, live_data, tmp_path,
                                             mlflow_server):  # noqa: F811
     common = ["--tracking-uri", mlflow_server, "--state-dir", str(tmp_path)]
     with _plane(model, registry) as plane, _client(plane, live_data) as client:

@@ -156,4 +156,7 @@ def test_oversize_body_is_refused(plane):
     router.max_body_bytes = 100
     status, body = _post(url, {"data": {"ndarray": [[1.0]] * 100}})
     assert status == 413 and "exceeds" in body["error"]
+    big = {"data": {"ndarray": [[1.0]] * 400_000}}  # ~3 MB: more than a socket buffer
+    status, body = _post(url, big)
+    assert status == 413 and "exceeds" in body["error"]
     assert _post(url, ROWS)[0] == 200  # and the router stays up

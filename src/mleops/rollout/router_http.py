@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .router import PREDICT_PATH, Router
 
+DRAIN_LIMIT = 64 << 20  # bytes of an oversize body read and dropped before answering 413
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -43,6 +45,11 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         n = int(raw)
         if n > self.router.max_body_bytes:
+            # read (and drop) what a client may still be sending, up to a bound, so that it
+            # gets the 413 rather than a connection reset; then close
+            left = min(n, DRAIN_LIMIT)
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
             self._send(413, {"error": f"body of {n} bytes exceeds the limit of "
                                       f"{self.router.max_body_bytes}"})
             self.close_connection = True
