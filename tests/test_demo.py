@@ -28,6 +28,12 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path):
     html = (demo / "report.html").read_text()
     assert "plots/canary_bad.png" in html and "rolled_back" in html
     assert _running_with(str(demo)) == [], "processes left running"
+    # the CLI command the demo prints for the drift check does what it says
+    line = next(x for x in out.splitlines() if "same check from the CLI:" in x)
+    args = line.split("mleops monitor", 1)[1].split("(exit code")[0].split()
+    r = subprocess.run([sys.executable, "-m", "mleops.cli.main", "monitor", *args],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 4 and "DRIFT" in r.stdout, r.stdout + r.stderr
 
 
 def _running_with(text: str) -> list[str]:

@@ -156,7 +156,8 @@ def main() -> int:
         "3,000 normal rows, then latencies 1.6x slower after an infrastructure change "
         "(row 3,000)", report.reason,
         f"same check from the CLI: mleops monitor {NAME} --tracking-uri {tracking} "
-        f"--data {live['slow']}"], story)
+        f"--data {live['slow']} --column x --censor-column event  (exit code 4: drift)"],
+        story)
 
     html = write_report(path("report.html"), steps=story, versions=reg.list_versions(NAME),
                         images=plots)
