@@ -33,7 +33,7 @@ FAST = Guardrails(step_min_rows=100, hold_after_s=5, metrics_timeout_s=20)
 class Registry:
     def __init__(self, champion="1", versions=("1", "2", "3")):
         self.champion_version, self.versions = champion, set(versions)
-        self.promoted, self.tags = [], {}
+        self.promoted, self.tags, self.dropped = [], {}, []
 
     def champion(self, name):
         return (self.champion_version, None)
@@ -47,6 +47,9 @@ class Registry:
 
     def tag_version(self, name, version, tags):
         self.tags[str(version)] = tags
+
+    def drop_alias(self, name, alias, version):
+        self.dropped.append((alias, str(version)))
 
 
 class Backend:
@@ -141,6 +144,7 @@ def test_worse_canary_is_rolled_back_and_tagged(tmp_path):
     assert tag["mleops.rollout"] == "rolled_back"
     assert tag["mleops.rollout_stats"]["verdict"]["mean_diff"] < -0.1
     assert backend.calls[-1] == ("rollback", 0)
+    assert reg.dropped == [("challenger", "2")]
     assert c.tick("m").phase == ROLLED_BACK  # terminal: a tick changes nothing
     assert backend.calls[-1] == ("rollback", 0)
 

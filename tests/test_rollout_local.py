@@ -119,6 +119,7 @@ def test_worse_canary_in_shadow_mode_is_rolled_back(model, registry, live_data, 
                                                     mlflow_server):  # noqa: F811
     """A separate data plane process (`mleops rollout serve`); the champion answers every
     request, the bad canary scores mirrored rows and is rolled back on the paired test."""
+    registry.promote(model, "3", alias="challenger")
     port = free_port()
     plane = subprocess.Popen([*MLEOPS, "rollout", "serve", model, "--port", str(port),
                               "--tracking-uri", mlflow_server], stdout=subprocess.PIPE,
@@ -144,8 +145,10 @@ def test_worse_canary_in_shadow_mode_is_rolled_back(model, registry, live_data, 
         assert routes["canary"] is None and routes["weight"] == 0
         assert routes["champion"]["version"] == "1"
         assert registry.champion(model)[0] == "1"
-        tags = {v["version"]: v["tags"] for v in registry.list_versions(model)}
+        versions = {v["version"]: v for v in registry.list_versions(model)}
+        tags = {k: v["tags"] for k, v in versions.items()}
         assert tags["3"]["mleops.rollout"] == "rolled_back"
+        assert "challenger" not in versions["3"]["aliases"]  # v3's until the rollback
         assert "dropped" in tags["3"]["mleops.rollout_reason"]
         stats = json.loads(tags["3"]["mleops.rollout_stats"])
         assert stats["mode"] == "shadow" and stats["verdict"]["decision"] == "rollback"

@@ -376,6 +376,15 @@ class Registry:
         return {"name": name, "alias": CHAMPION, "version": target, "previous": current,
                 "history": history[:-1]}
 
+    def drop_alias(self, name: str, alias: str, version: str | int) -> bool:
+        """Remove ``alias`` if it still points at ``version`` (a rolled-back challenger)."""
+        with self._errors(f"removing alias {alias} of model {name!r}"):
+            if _aliases(self._existing(name)).get(alias) != str(version):
+                return False
+            self._call(self.client.delete_registered_model_alias, name, alias)
+            self._quietly(self.client.delete_registered_model_tag, name, ALIAS_TAG + alias)
+        return True
+
     def tag_version(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
         """Set tags on one version (non-strings as JSON): how a rollout records its outcome."""
         with self._errors(f"tagging model {name!r} version {version}"):

@@ -362,6 +362,8 @@ class Controller:
                 "mleops.rollout_stats": {"verdict": state.verdict,
                                          "guardrails": state.guardrail_stats,
                                          "mode": state.mode, "steps": state.steps}})
+            if outcome != "promoted":  # a rolled-back version is nobody's challenger now
+                self.registry.drop_alias(state.name, "challenger", state.candidate_version)
         except MleopsError as e:  # traffic is already safe; say the audit tag is missing
             state.event("tag_failed", error=str(e))
 
