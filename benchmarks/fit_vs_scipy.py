@@ -7,7 +7,6 @@ Prints scipy/mleops ratios (warm, and first call including compilation) and writ
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -16,6 +15,7 @@ import tempfile
 import time
 
 import numpy as np
+from _results import write_json
 
 os.environ.setdefault("MLEOPS_JAX_CACHE", "off")  # in-process timings: compile measured apart
 
@@ -194,10 +194,7 @@ def main() -> None:
                        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
            "single": bench_single(n, rep), "batch": bench_batch(series, 1000, subset, rep),
            "iteration": bench_iteration(n), "process": bench_process(10**5)}
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"wrote {a.out}")
+    write_json(a.out, res)
 
 
 if __name__ == "__main__":

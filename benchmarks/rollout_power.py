@@ -36,7 +36,6 @@ Usage: python benchmarks/rollout_power.py [--reps 1000] [--seed 0] [--quick]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -44,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from _results import write_json
 from scipy import special, stats
 
 from mleops.rollout.statistics import TestConfig
@@ -386,16 +386,12 @@ def main() -> None:
     summary = targets(results)
     for k, v in summary.items():
         print(f"target {k}: {v}")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"look_rows": LOOK, "horizon_rows": HORIZON, "champion_ratio": RATIO,
-                   "alpha": ALPHA, "flagger_failures": FAILURES, "aa_streams": reps,
-                   "seed": a.seed, "quick": a.quick, "config": TestConfig().to_dict(),
-                   "seconds": time.perf_counter() - t0, "cpus": os.cpu_count(),
-                   "python": platform.python_version(), "numpy": np.__version__,
-                   "scenarios": results, "targets": summary}, f, indent=1,
-                  default=lambda o: str(o))
-    print(f"wrote {a.out} in {time.perf_counter() - t0:.0f} s")
+    write_json(a.out, {"look_rows": LOOK, "horizon_rows": HORIZON, "champion_ratio": RATIO,
+                       "alpha": ALPHA, "flagger_failures": FAILURES, "aa_streams": reps,
+                       "seed": a.seed, "quick": a.quick, "config": TestConfig().to_dict(),
+                       "seconds": time.perf_counter() - t0, "cpus": os.cpu_count(),
+                       "python": platform.python_version(), "numpy": np.__version__,
+                       "scenarios": results, "targets": summary})
 
 
 def targets(results: list[dict]) -> dict:

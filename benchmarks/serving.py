@@ -22,6 +22,7 @@ import threading
 import time
 
 import numpy as np
+from _results import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -131,10 +132,7 @@ def main() -> None:
                       f"({r['p99_over_engine']:.1f}x the in-process engine {engine_ms:.2f} ms), "
                       f"throughput {r['throughput_rps']:.1f}/s, errors {r['errors']}",
                       flush=True)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wrote {a.out}")
+    write_json(a.out, results)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from mleops.registry import Registry
 from mleops.rollout import FileStateStore
 from mleops.rollout.local import LocalDataPlane
 from mleops.rollout.replay import Replayer
+from mleops.serving.local import free_port
 
 pytestmark = pytest.mark.slow
 MLEOPS = [sys.executable, "-m", "mleops.cli.main"]
@@ -159,12 +160,6 @@ def test_worse_canary_in_shadow_mode_is_rolled_back(model, registry, live_data, 
         except subprocess.TimeoutExpired:
             os.killpg(plane.pid, signal.SIGKILL)
             plane.wait(10)
-
-
-def free_port():
-    from mleops.serving.local import free_port as fp
-
-    return fp()
 
 
 def test_killed_canary_is_rolled_back_without_failed_requests(model, registry, live_data,

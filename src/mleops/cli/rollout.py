@@ -138,17 +138,12 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
               artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
               as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
-    import dataclasses
-
     from ..registry import Registry
     from ..rollout import Controller, Guardrails, TestConfig
 
-    test = TestConfig(mode="paired" if mode == "shadow" else "unpaired")
-    test = dataclasses.replace(test, **{k: v for k, v in (("min_drop", min_drop),
-                                                          ("alpha", alpha)) if v is not None})
-    g = dataclasses.replace(Guardrails(), **{k: v for k, v in (
-        ("step_min_rows", step_min_rows), ("metrics_timeout_s", metrics_timeout))
-        if v is not None})
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
+    test = TestConfig(**given(min_drop=min_drop, alpha=alpha))  # start() sets the pairing
+    g = Guardrails(**given(step_min_rows=step_min_rows, metrics_timeout_s=metrics_timeout))
     registry = Registry(tracking_uri or None)
     with contextlib.ExitStack() as stack:
         if kubernetes:

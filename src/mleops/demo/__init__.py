@@ -81,9 +81,9 @@ def main() -> int:
         ("week1", 3000, 1, {}), ("golden", 5000, 2, {}),
         ("lossy", 6000, 3, {"drop_slowest": 0.1}), ("week2", 20000, 4, {}),
         ("lossy2", 8000, 5, {"drop_slowest": 0.1}))}
-    live = {k: write(path(f"live_{k}.csv"), *latencies(n, seed, slowdown=slow),
-                     names=("x", "event"))
+    rows = {k: latencies(n, seed, slowdown=slow)  # (x, event): replayed, and scored below
             for k, n, seed, slow in (("good", 6000, 6, 1.0), ("slow", 3000, 7, 1.6))}
+    live = {k: write(path(f"live_{k}.csv"), *xe, names=("x", "event")) for k, xe in rows.items()}
     _say("[1/6] Telemetry", [
         f"request latencies ~ lognormal(mu={MU}, sigma={SIGMA}) seconds, censored at the "
         f"{TIMEOUT:g} s client timeout",
@@ -142,14 +142,14 @@ def main() -> int:
 
     version, art = reg.champion(NAME)
     baseline = registry_baseline(reg, NAME, version, art)
-    table = {k: np.loadtxt(live[k], delimiter=",", skiprows=1) for k in live}
-    stream = np.concatenate([table["good"][:3000], table["slow"]])
-    ll = art.loglik_rows(stream[:, 0], event=stream[:, 1])
+    (x_good, e_good), (x_slow, e_slow) = rows["good"], rows["slow"]
+    ll = art.loglik_rows(np.concatenate([x_good[:3000], x_slow]),
+                         event=np.concatenate([e_good[:3000], e_slow]))
     config = CusumConfig(false_alarm=0.01, horizon=len(ll) // 100, window=100)
     report = monitor_rows(ll, baseline, config)
     plots["Drift monitor: live log-likelihood of the champion"] = plot_loglik_trend(
         report, path("plots/drift.png"), title=f"{NAME} v{version}: live log-likelihood")
-    pit = pit_values(art, table["good"][:, 0], event=table["good"][:, 1])
+    pit = pit_values(art, x_good, event=e_good)
     plots["Calibration of the champion on live traffic (PIT)"] = plot_pit(
         pit, path("plots/pit.png"), title=f"{NAME} v{version} on live traffic")
     _say("[6/6] Drift monitor (CUSUM on per-row log-likelihood, 1% false-alarm rate)", [

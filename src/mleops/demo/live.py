@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..rollout import Controller, FileStateStore, Guardrails, TestConfig
+from ..rollout import Controller, FileStateStore, Guardrails, Summary, TestConfig
 from ..rollout.local import LocalBackend, LocalDataPlane
 from ..rollout.replay import Replayer, load_rows
 from .progress import Progress
@@ -22,7 +22,7 @@ def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, m
     seq0 = plane.router.next_seq
     controller = Controller(FileStateStore(state_dir), LocalBackend(plane.url), registry)
     g = Guardrails(step_min_rows=400)
-    test = TestConfig(mode="paired" if mode == "shadow" else "unpaired", min_drop=min_drop)
+    test = TestConfig(min_drop=min_drop)  # the controller sets the pairing from the mode
     label = f"canary v{candidate} ({mode})"
     with Replayer(plane.url, rows, names, rate=rate, batch=20) as client, \
             Progress(label) as bar:
@@ -55,14 +55,13 @@ def live_series(records: list[dict], state) -> dict[str, Any]:
                 arms[arm].append((r["t"] - t0, np.asarray(r[arm], float)))
     out: dict[str, Any] = {}
     for arm, chunks in arms.items():
-        points, n, s, ss = [], 0, 0.0, 0.0
+        points, acc = [], Summary()
         every = max(1, len(chunks) // 60)
         for i, (t, ll) in enumerate(chunks):
-            n, s, ss = n + ll.size, s + ll.sum(), ss + np.square(ll).sum()
-            if n > 30 and (i % every == 0 or i == len(chunks) - 1):
-                mean = s / n
-                half = 1.96 * np.sqrt(max(ss / n - mean * mean, 0.0) / n)
-                points.append((t, mean, mean - half, mean + half))
+            acc = acc + Summary.of(ll)
+            if acc.n > 30 and (i % every == 0 or i == len(chunks) - 1):
+                half = 1.96 * np.sqrt(acc.var / acc.n)
+                points.append((t, acc.mean, acc.mean - half, acc.mean + half))
         out[arm] = points
     label = {"promoted": "promoted", "rolled_back": "rollback"}
     out["events"] = [(e["time"] - t0, f"step {e['weight']}%" if e["event"] == "step"

@@ -13,8 +13,7 @@ import json
 from ..errors import DataError, MleopsError
 from .manifest import API_VERSION, GROUP, KIND, PLURAL
 
-OWNED_PREFIX = "mleops.io/"  # labels/annotations mleops manages (stale ones are removed)
-ROLLOUT_STATE = "mleops.io/rollout-state"  # ... except the rollout controller's own state
+OWNED_PREFIX = "mleops.io/"  # labels/annotations manifests own (stale ones are removed)
 
 
 class DeployError(MleopsError, RuntimeError):
@@ -79,8 +78,7 @@ def _merge_patch(manifest: dict, current: dict) -> dict:
     for key in ("labels", "annotations"):
         old = (current.get("metadata") or {}).get(key) or {}
         new = body.setdefault("metadata", {}).get(key) or {}
-        stale = {k: None for k in old
-                 if k.startswith(OWNED_PREFIX) and k not in new and k != ROLLOUT_STATE}
+        stale = {k: None for k in old if k.startswith(OWNED_PREFIX) and k not in new}
         if stale:
             body["metadata"][key] = {**new, **stale}
     return body

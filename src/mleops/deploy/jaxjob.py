@@ -34,6 +34,7 @@ from .manifest import (
     _check,
     check_object,
     crd_schema,
+    find_crd,
 )
 
 GROUP, API_VERSION, KIND, PLURAL = "kubeflow.org", "v1", "JAXJob", "jaxjobs"
@@ -210,13 +211,8 @@ def render_jaxjob(
 
 # --- validation ------------------------------------------------------------------------------
 def default_crd_path() -> Path:
-    """$MLEOPS_JAXJOB_CRD, else ``shared/schemas/jaxjob-crd.yaml`` next to the repository,
-    else the repository's verbatim copy in ``infra/crds/``."""
-    if os.environ.get(CRD_ENV):
-        return Path(os.environ[CRD_ENV])
-    repo = Path(__file__).resolve().parents[3]
-    candidates = [repo.parent / "shared" / "schemas" / CRD_FILE, repo / "infra" / "crds" / CRD_FILE]
-    return next((c for c in candidates if c.is_file()), candidates[-1])
+    """Where the JAXJob CRD is read from ($MLEOPS_JAXJOB_CRD overrides)."""
+    return find_crd(CRD_ENV, CRD_FILE)
 
 
 def _operator_rules(manifest: dict) -> None:

@@ -198,17 +198,22 @@ def model_artifact_uri(registry, name: str, version: str | int, *,
 
 
 # --- validation against the CRD --------------------------------------------------------------
-def default_crd_path() -> Path:
-    """$MLEOPS_SELDON_CRD, else the first existing ``shared/schemas/seldondeployment-crd.yaml``
-    next to or inside the repository (or the working directory), else the repository's copy in
-    ``infra/crds/``; the first candidate if none."""
-    if os.environ.get(CRD_ENV):
-        return Path(os.environ[CRD_ENV])
+def find_crd(env: str, filename: str) -> Path:
+    """$``env``, else the first existing ``shared/schemas/<filename>`` next to or inside the
+    repository (or the working directory), else the repository's copy in ``infra/crds/``;
+    the first candidate if none."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
     roots = (Path(__file__).resolve().parents[3], Path.cwd())
-    candidates = [r / sub / "schemas" / CRD_FILE for r in roots for sub in ("../shared", "shared")]
+    candidates = [r / sub / "schemas" / filename for r in roots for sub in ("../shared", "shared")]
     # The repository carries a verbatim copy (infra/crds/) so validation never silently skips.
-    candidates += [r / "infra" / "crds" / CRD_FILE for r in roots]
+    candidates += [r / "infra" / "crds" / filename for r in roots]
     return next((c.resolve() for c in candidates if c.is_file()), candidates[0].resolve())
+
+
+def default_crd_path() -> Path:
+    """Where the SeldonDeployment CRD is read from ($MLEOPS_SELDON_CRD overrides)."""
+    return find_crd(CRD_ENV, CRD_FILE)
 
 
 def _to_jsonschema(node, strict: bool):

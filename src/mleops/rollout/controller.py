@@ -105,9 +105,9 @@ class Controller:
         candidate, steps = str(candidate_version), parse_steps(steps)
         if mode not in MODES:
             raise DataError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        test = test or TestConfig(mode="paired" if mode == "shadow" else "unpaired")
-        if (mode == "shadow") != (test.mode == "paired"):
-            test = dataclasses.replace(test, mode="paired" if mode == "shadow" else "unpaired")
+        # the mode decides the pairing: shadow scores the same rows, split different ones
+        test = dataclasses.replace(test or TestConfig(),
+                                   mode="paired" if mode == "shadow" else "unpaired")
         guardrails = guardrails or Guardrails()
         with self.store.locked(name):
             current = self.store.load(name)
@@ -160,8 +160,6 @@ class Controller:
             raise DataError(f"version {candidate} is already the champion of {name!r}")
         try:  # the artifact must load here too: a model the servers cannot read is refused
             found = self.registry.load_version(name, candidate)
-        except DataError as e:
-            return champion, e
         except MleopsError as e:
             return champion, e
         if found is None:

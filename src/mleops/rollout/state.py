@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..deploy.apply import ROLLOUT_STATE
 from ..errors import DataError
 
 PROGRESSING, WAITING = "progressing", "waiting_confirmation"
@@ -28,7 +27,8 @@ PROMOTING = "promoting"  # the registry says champion; traffic not yet confirmed
 PROMOTED, ROLLED_BACK, FAILED = "promoted", "rolled_back", "failed"
 PHASES = (PROGRESSING, WAITING, PROMOTING, PROMOTED, ROLLED_BACK, FAILED)
 TERMINAL = (PROMOTED, ROLLED_BACK, FAILED)
-ANNOTATION = ROLLOUT_STATE
+# outside the manifests' ``mleops.io/`` prefix: applying a manifest must not remove it
+ANNOTATION = "rollout.mleops.io/state"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
