@@ -112,12 +112,12 @@ def bench_batch(n_series: int, length: int, scipy_subset: int, repeat: int) -> d
 
 def bench_iteration(n: int) -> dict:
     """Cost of one solver iteration as a multiple of one fused pass ``sum(log x)``."""
-    from mleops.data import make_data, with_weights
     from mleops.families import get_family
+    from mleops.fit.data import make_data, with_weights
     from mleops.fit.fast import _weibull_profile, weibull_prep
+    from mleops.fit.likelihood import total_loglik
     from mleops.fit.newton import value_grad_hessian
     from mleops.fit.reduced import weibull_objective
-    from mleops.likelihood import total_loglik
 
     x = jnp.asarray(2.2 * np.random.default_rng(2).weibull(1.6, n))
     base = jax.jit(lambda x: jnp.sum(jnp.log(x)))

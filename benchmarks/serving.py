@@ -99,7 +99,7 @@ def main() -> None:
 
     import mleops
     from mleops.artifact import ModelArtifact
-    from mleops.serving.local import LocalServer
+    from mleops.serving.process import LocalServer
     from mleops.serving.service import stage_model
 
     art = ModelArtifact.from_fit(mleops.fit(np.random.default_rng(1).gamma(2.0, 1.5, 5000),

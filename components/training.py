@@ -11,7 +11,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from mleops.pipeline.images import BASE_IMAGE
+from mleops.pipeline import BASE_IMAGE
 
 component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 

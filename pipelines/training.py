@@ -1,6 +1,6 @@
 """The training pipeline: ingest -> split -> train -> evaluate -> gate -> register | log.
 
-``python -m pipelines.training`` (or ``mleops pipeline compile``) writes training.yaml.
+``python -m mleops_pipelines.training`` (or ``mleops pipeline compile``) writes training.yaml.
 Data steps are cached by content hash (passed as parameters), training by its inputs;
 steps reading the registry (evaluate, register/log) never use the cache.
 """
@@ -10,7 +10,8 @@ import os
 
 from kfp import dsl
 
-from components import training as c
+from mleops.gate import DEFAULT_TOLERANCE
+from mleops_components import training as c
 
 NAME = "mleops-training"
 YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training.yaml")
@@ -36,7 +37,7 @@ def training_pipeline(
     holdout_fraction: float = 0.2,
     time_ordered: bool = False,
     tracking_uri: str = "",
-    gate_tolerance: float = 0.002,
+    gate_tolerance: float = DEFAULT_TOLERANCE,
     gate_confidence: float = 0.95,
     gate_test: str = "z",
     gate_ks_max: float = 0.05,

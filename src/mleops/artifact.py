@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import make_data
-from .errors import DataError
-from .families import Family, get_family
-from .likelihood import row_loglik
+from mleops.errors import DataError
+from mleops.families import Family, get_family
+from mleops.fit.data import make_data
+from mleops.fit.likelihood import row_loglik
+from mleops.fit.sharded import pad_rows
 
 SCHEMA_VERSION = 1
 _row_loglik_jit = jax.jit(row_loglik, static_argnums=0)
@@ -100,6 +101,15 @@ class ModelArtifact:
     def features(self) -> list[str]:
         return list(self.family.get("features", []))
 
+    def modeled_rows(self, x, *, event=None, X=None) -> dict:
+        """``{"x", "event", "X"}`` restricted to the rows this model evaluates: those its
+        family models (``Family.modeled_rows``; peaks over threshold: exceedances only)."""
+        if (keep := self.fam.modeled_rows(np.asarray(x))) is not None:
+            x = np.asarray(x)[keep]
+            event = None if event is None else np.asarray(event)[keep]
+            X = None if X is None else np.asarray(X)[keep]
+        return {"x": x, "event": event, "X": X}
+
     def loglik_rows(self, x, *, event=None, X=None) -> np.ndarray:
         """Per-row log-likelihood of new data (validated like training data).
 
@@ -113,8 +123,7 @@ class ModelArtifact:
         def pad(a):  # repeat row 0: valid input whose results are sliced off
             if a is None or n == 0 or np.ndim(a) == 0:
                 return a
-            a = np.asarray(a)
-            return np.concatenate([a, np.repeat(a[:1], size - n, axis=0)])
+            return pad_rows(np.asarray(a), size)
 
         try:
             d = make_data(self.fam, pad(x), event=pad(event), X=pad(X))

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from .errors import DataError
+from mleops.errors import DataError
 
 
 def read_table(path: str) -> dict[str, np.ndarray]:

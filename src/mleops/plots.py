@@ -1,6 +1,6 @@
 """PNG plots for operating a model: log-likelihood drift, PIT calibration, canary rollouts.
 
-Like :mod:`mleops.report`, figures use matplotlib's Agg canvas directly (no pyplot, no global
+Like :mod:`mleops.gate.report`, figures use matplotlib's Agg canvas directly (no pyplot, no global
 backend switch), imported lazily, so headless monitors and CLI processes that never plot do
 not pay for matplotlib. Every function writes ``path`` (directories created) and returns it.
 """
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .artifact import ModelArtifact
-from .errors import DataError
+from mleops.errors import DataError
+from mleops.gate.calibration import pit_values
 
 #: one point of a live series: (rows or time, mean log-likelihood, CI low, CI high)
 SeriesPoint = tuple[float, float, float, float]
@@ -74,36 +74,20 @@ def plot_loglik_trend(report, path: str, *, title: str = "live log-likelihood") 
     return _save(fig, path)
 
 
-def pit_values(artifact: ModelArtifact, x, *, event=None, X=None, seed: int = 0) -> np.ndarray:
-    """PIT of each row under ``artifact`` (randomized for counts and censored rows), as the
-    gate's calibration computes it; not defined for logistic models."""
-    from .data import make_data
-    from .evaluate import _kind, _randomized_pit
-
-    kind = _kind(artifact)
-    if kind == "binary":
-        raise DataError("PIT is not defined for a logistic model (use a reliability table)")
-    d = make_data(artifact.fam, x, event=event, X=X)
-    arr = lambda a: None if a is None else np.asarray(a)  # noqa: E731
-    u = _randomized_pit(artifact, np.asarray(d.x), arr(d.X), arr(d.kind), arr(d.upper), seed,
-                        discrete=(kind == "count"))
-    return np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
-
-
 def plot_pit(pit: Sequence[float] | np.ndarray, path: str, *, title: str = "PIT") -> str:
     """PIT histogram and a reliability diagram (nominal vs empirical central coverage).
 
     Under a calibrated model the PIT is uniform: a flat histogram, coverage on the diagonal.
     """
-    from .evaluate import _pit_summary
-    from .report import _plot_pit
+    from mleops.gate.calibration import pit_summary
+    from mleops.gate.report import plot_pit_axes
 
     u = np.asarray(pit, dtype=np.float64).ravel()
     if u.size == 0 or not ((u >= 0) & (u <= 1)).all():
         raise DataError("PIT values must be a non-empty list of numbers in [0, 1]")
     fig, axes = _figure(1, 2, (10.0, 4.0))
     hist = axes[0, 0]
-    _plot_pit(hist, _pit_summary(u))
+    plot_pit_axes(hist, pit_summary(u))
     hist.containers[0].set_label("rows")  # the shared helper says "held-out rows"
     hist.legend(loc="lower center", fontsize=8)
     hist.set_title(f"{title} histogram  (n = {u.size})")

@@ -10,28 +10,6 @@ def deploy() -> None:
     """Serve registered models on Kubernetes with Seldon Core (v1)."""
 
 
-def _validate(manifest: dict, crd: str | None) -> None:
-    """Check against the CRD: required if --crd is given, else when the default file exists."""
-    from pathlib import Path
-
-    from ..deploy.manifest import default_crd_path, validate_manifest
-    from ..errors import DataError
-
-    path = Path(crd) if crd else default_crd_path()
-    if not path.is_file():
-        if crd:
-            raise DataError(f"--crd {crd}: no such file")
-        click.echo(f"warning: manifest not validated: no SeldonDeployment CRD at {path} "
-                   f"(set $MLEOPS_SELDON_CRD or pass --crd)", err=True)
-        return
-    try:
-        import jsonschema  # noqa: F401  (a dev dependency)
-    except ImportError:
-        click.echo("warning: manifest not validated: jsonschema is not installed", err=True)
-        return
-    validate_manifest(manifest, path)
-
-
 @deploy.command("render")
 @click.argument("name")
 @click.option("--version", "version", required=True, help="Registered model version to serve.")
@@ -55,7 +33,7 @@ def _validate(manifest: dict, crd: str | None) -> None:
 @click.option("--env-secret", "env_secret", help="Secret with storage credentials "
               "(envSecretRefName) for the model download.")
 @click.option("--crd", type=click.Path(dir_okay=False), help="SeldonDeployment CRD YAML to "
-              "validate against (default: $MLEOPS_SELDON_CRD or shared/schemas).")
+              "validate against (default: $MLEOPS_SELDON_CRD, else the packaged copy).")
 @click.option("--no-validate", is_flag=True, help="Skip the CRD validation.")
 @click.option("--apply", "do_apply", is_flag=True, help="Create/update it in the cluster.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the YAML here.")
@@ -64,33 +42,22 @@ def render_cmd(name, version, model_name, canary_version, canary_traffic, shadow
                replicas, cpu, memory, max_rows, env_secret, crd, no_validate, do_apply,
                output) -> None:
     """Print the SeldonDeployment NAME serving a model version (and optional canary)."""
-    from ..deploy.manifest import (
-        SERVER_IMAGE,
-        model_artifact_uri,
-        render_seldon_deployment,
-        to_yaml,
-    )
+    from mleops.deploy import SERVER_IMAGE, release_manifest, to_yaml
 
     model_name = model_name or name
     needs_lookup = model_uri is None or (canary_version is not None and not canary_model_uri)
+    registry = None
     if needs_lookup:
-        from ..registry import Registry
+        from mleops.registry import Registry
 
         registry = Registry(tracking_uri or None)
-        if model_uri is None:
-            model_uri = model_artifact_uri(registry, model_name, version,
-                                           artifacts_destination=artifacts_destination)
-        if canary_version is not None and not canary_model_uri:
-            canary_model_uri = model_artifact_uri(registry, model_name, canary_version,
-                                                  artifacts_destination=artifacts_destination)
-    manifest = render_seldon_deployment(
-        name, model_name=model_name, version=version, model_uri=model_uri,
-        canary_version=canary_version, canary_model_uri=canary_model_uri,
+    manifest = release_manifest(
+        registry, name, model_name=model_name, version=version, model_uri=model_uri,
+        canary_version=canary_version, canary_model_uri=canary_model_uri or None,
+        artifacts_destination=artifacts_destination, crd=crd, validate=not no_validate,
         canary_traffic=canary_traffic, shadow=shadow, namespace=namespace,
         image=image or SERVER_IMAGE, replicas=replicas, cpu=cpu, memory=memory,
         max_rows=max_rows, env_secret_ref_name=env_secret)
-    if not no_validate:
-        _validate(manifest, crd)
     text = to_yaml(manifest)
     if output:
         with open(output, "w") as f:
@@ -99,7 +66,7 @@ def render_cmd(name, version, model_name, canary_version, canary_traffic, shadow
     else:
         click.echo(text, nl=False)
     if do_apply:
-        from ..deploy.apply import apply_manifest
+        from mleops.deploy.apply import apply_manifest
 
         obj = apply_manifest(manifest)
         version_ = (obj or {}).get("metadata", {}).get("resourceVersion", "?")
@@ -115,8 +82,8 @@ def traffic_cmd(name, weights, namespace) -> None:
     """Set predictor traffic of SeldonDeployment NAME: WEIGHTS like main=90 canary=10."""
     import json
 
-    from ..deploy.apply import set_traffic
-    from ..errors import DataError
+    from mleops.deploy.apply import set_traffic
+    from mleops.errors import DataError
 
     parsed = {}
     for item in weights:

@@ -11,35 +11,27 @@ import sys
 
 import click
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_FIT_FAILED = 3
+from mleops.cli import exits
 
 
-class _Group(click.Group):
+class Group(click.Group):
     """Turns mleops errors into one-line messages with the documented exit codes."""
 
     def invoke(self, ctx):
-        from ..errors import DataError, FitError, MleopsError
+        from mleops.errors import MleopsError
 
         try:
             return super().invoke(ctx)
-        except DataError as e:
+        except MleopsError as e:  # bad input, fit failed, registry unreachable, task failed...
             click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        except FitError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_FIT_FAILED)
-        except MleopsError as e:  # registry unreachable, pipeline task failed, ...
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_FAILED)
+            sys.exit(exits.for_error(e))
 
 
-@click.group(cls=_Group)
+@click.group(cls=Group)
 @click.version_option(package_name="mleops")
 def main() -> None:
     """MLE models from fit to production: fit, pipelines, registry, serving, rollouts."""
-    from .._config import enable_compilation_cache
+    from mleops._config import enable_compilation_cache
 
     enable_compilation_cache()  # a fresh process reuses compiled fit kernels
 
@@ -55,16 +47,31 @@ def main() -> None:
 @click.option("--components", "k", type=int, help="Components of a gaussian mixture.")
 @click.option("--method", default="auto", type=click.Choice(["auto", "newton", "lbfgs"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+@click.option("--distributed", is_flag=True,
+              help="Join the job's processes (JAXJob / Trainer env) and fit sharded; only "
+                   "process 0 prints. What the rendered JAXJob pods run.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Also write the result JSON to this file.")
 def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_column, k,
-            method, as_json) -> None:
+            method, as_json, distributed, output) -> None:
     """Fit FAMILY to a column of DATA (CSV or Parquet) by maximum likelihood."""
-    from ..fit.request import fit_table
+    from mleops.columns import fit_table
+    from mleops.fit.sharded import initialize_distributed
 
+    rank = initialize_distributed() if distributed else 0
     res = fit_table(data, family, column=column, censor_column=censor_column,
                     covariates=covariates, threshold=threshold, weights_column=weights_column,
-                    k=k, method=method)
-    if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
+                    k=k, method=method, sharded=distributed)
+    if rank:  # every process holds the same result; one prints it
+        return
+    text = json.dumps(res.to_dict(), indent=2)
+    if output:
+        from pathlib import Path
+
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
+    if as_json or distributed:
+        click.echo(text)
     else:
         click.echo(res.summary())
         if not res.converged:
@@ -72,12 +79,12 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
 
 
 def _register_subcommands() -> None:
-    from .deploy import deploy
-    from .models import models
-    from .monitor import monitor_cmd
-    from .pipeline import pipeline
-    from .rollout import rollout
-    from .serve import predict_cmd, serve_cmd
+    from mleops.cli.deploy import deploy
+    from mleops.cli.models import models
+    from mleops.cli.monitor import monitor_cmd
+    from mleops.cli.pipeline import pipeline
+    from mleops.cli.rollout import rollout
+    from mleops.cli.serve import predict_cmd, serve_cmd
 
     main.add_command(deploy)
     main.add_command(pipeline)

@@ -12,117 +12,48 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 import shlex
 import sys
 
 import click
 
-EXIT_DRIFT = 4
+from mleops.cli import exits
 
 
-def _load_model(name: str, model_dir: str, tracking_uri: str, alias: str):
-    """(version, artifact, registry or None); a local model's version is serving.json's."""
-    from ..artifact import ModelArtifact
-    from ..errors import DataError
+def _retrain_with(pipeline_args: str):
+    """A retrain hook: ``mleops pipeline run`` with the champion's defaults plus
+    ``--pipeline-args`` (parsed by the same option definitions)."""
+    from mleops.cli.options import parse_pipeline_run
+    from mleops.errors import DataError
+    from mleops.pipeline.runner import RunRequest, run_pipeline
 
-    if model_dir:
-        from ..serving.service import SERVING_INFO
+    extra = shlex.split(pipeline_args)
 
-        info = os.path.join(model_dir, SERVING_INFO)
-        version = "local"
-        if os.path.exists(info):
-            with open(info) as f:
-                version = str(json.load(f).get("version", "local"))
-        return version, ModelArtifact.load(model_dir), None
-    from ..registry import Registry
+    def retrain(options: dict) -> dict:
+        args = [a for kv in options.items() for a in kv] + extra
+        try:
+            p = parse_pipeline_run(args)
+        except (click.UsageError, ValueError) as e:
+            msg = e.format_message() if isinstance(e, click.UsageError) else str(e)
+            raise DataError(f"--on-drift retrain: {msg}") from None
+        host, root, no_cache = p.pop("host"), p.pop("pipeline_root"), p.pop("no_cache")
+        p.pop("as_json")
+        with contextlib.redirect_stdout(sys.stderr):  # task logs never mix with --json output
+            return run_pipeline(RunRequest(**p), host=host, pipeline_root=root,
+                                enable_caching=not no_cache)
 
-    reg = Registry(tracking_uri or None)
-    found = reg.load_alias(name, alias)
-    if found is None:
-        raise DataError(f"model {name!r} has no {alias!r} version in {reg.uri} (or use "
-                        f"--model-dir)")
-    return found[0], found[1], reg
-
-
-def _score(art, path: str, column: str, censor_column: str) -> tuple[dict, object]:
-    """Rows of ``path`` as the artifact evaluates them, and their log-likelihoods."""
-    from ..fit.request import ColumnSpec, select_columns
-    from ..io import read_table
-    from ..pipeline.dataset import Table
-    from ..pipeline.steps import _rows
-
-    covariates = [f for f in art.features if f != "const"]
-    c = select_columns(read_table(path), ColumnSpec(column, censor_column, "", covariates))
-    rows = _rows(art, Table(c.x, c.event, None, c.X))
-    return rows, art.loglik_rows(rows["x"], event=rows["event"], X=rows["X"])
+    return retrain
 
 
-def _baseline(art, reg, name, version, baseline_data, column, censor_column):
-    from ..monitor import Baseline, model_baseline, registry_baseline
-
-    if baseline_data:
-        _, ll = _score(art, baseline_data, column, censor_column)
-        return Baseline.from_loglik(ll, source=f"held-out rows in {baseline_data}")
-    stored = registry_baseline(reg, name, version, art) if reg is not None else None
-    if stored is None and censor_column:
-        from ..errors import DataError
-
-        raise DataError("censored rows need a held-out baseline with the same censoring: "
-                        "give --baseline-data")
-    return stored or model_baseline(art)
-
-
-def _detector(state_path, model_key, make):
-    """Resume from ``--state`` when it belongs to the same model version, else start anew."""
-    from ..monitor import CusumDetector
-
-    if state_path and os.path.exists(state_path):
-        with open(state_path) as f:
-            saved = json.load(f)
-        if saved.get("model") == model_key:
-            return CusumDetector.from_dict(saved["detector"])
-    return make()
-
-
-def _retrain(name, art, data_path, column, censor_column, tracking_uri, pipeline_args) -> dict:
-    """Run the training pipeline exactly as ``mleops pipeline run`` would, defaults filled
-    from the champion (family, columns) and the drifted rows as training data."""
-    from ..errors import DataError
-    from ..pipeline.runner import RunRequest, run_pipeline
-    from .pipeline import run_cmd
-
-    fam = art.family
-    args = ["--family", fam["name"], "--model-name", name]
-    for opt, value in (("--data", data_path), ("--column", column),
-                       ("--censor-column", censor_column), ("--tracking-uri", tracking_uri),
-                       ("--threshold", fam.get("threshold")), ("--components", fam.get("k")),
-                       ("--covariates", ",".join(f for f in art.features if f != "const"))):
-        if value:
-            args += [opt, str(value)]
-    try:
-        ctx = run_cmd.make_context("pipeline run", args + shlex.split(pipeline_args))
-    except (click.UsageError, ValueError) as e:
-        msg = e.format_message() if isinstance(e, click.UsageError) else str(e)
-        raise DataError(f"--on-drift retrain: {msg}") from None
-    p = dict(ctx.params)
-    host, root, no_cache = p.pop("host"), p.pop("pipeline_root"), p.pop("no_cache")
-    p.pop("as_json")
-    with contextlib.redirect_stdout(sys.stderr):  # task logs never mix with --json output
-        return run_pipeline(RunRequest(**p), host=host, pipeline_root=root,
-                            enable_caching=not no_cache)
-
-
-def _print(report, model: str, version: str, out: dict) -> None:
-    b = report.baseline
-    click.echo(f"model {model} version {version}: baseline mean {b['mean']:.5g} sd {b['sd']:.4g}"
-               f" ({b['source']})")
-    if report.windows:
-        w = report.windows[-1]
-        click.echo(f"{len(report.windows)} windows, {report.rows} rows; last window mean "
+def _print(out: dict) -> None:
+    b = out["baseline"]
+    click.echo(f"model {out['model']} version {out['version']}: baseline mean {b['mean']:.5g} "
+               f"sd {b['sd']:.4g} ({b['source']})")
+    if out["windows"]:
+        w = out["windows"][-1]
+        click.echo(f"{len(out['windows'])} windows, {out['rows']} rows; last window mean "
                    f"{w['mean']:.5g} (z = {w['z']:.2f})")
-    click.echo(("DRIFT  " if report.alarm else "ok  ") + report.reason)
+    click.echo(("DRIFT  " if out["alarm"] else "ok  ") + out["reason"])
     for key in ("plot", "pit_plot"):
         if out.get(key):
             click.echo(f"{key.replace('_', ' ')}: {out[key]}")
@@ -171,61 +102,18 @@ def monitor_cmd(name, tracking_uri, alias, model_dir, data_path, column, censor_
                 min_rows, false_alarm, horizon, state_path, plot, pit_plot, as_json, on_drift,
                 pipeline_args) -> None:
     """Detect drift of NAME's live log-likelihood; exit 0 no drift, 4 drift."""
-    from ..errors import DataError
-    from ..monitor import CusumConfig, CusumDetector, watch_prometheus
+    from mleops.monitor import MonitorRequest, run_monitor
 
-    if bool(data_path) == bool(prometheus):
-        raise click.UsageError("give exactly one of --data FILE and --prometheus URL")
-    if pit_plot and not data_path:
-        raise click.UsageError("--pit-plot needs --data")
-    if prometheus and (interval <= 0 or duration < interval):
-        raise click.UsageError("need 0 < --interval <= --duration")
-    version, art, reg = _load_model(name, model_dir, tracking_uri, alias)
-    rows = ll = None
-    if data_path:
-        rows, ll = _score(art, data_path, column, censor_column)
-        if ll.size < min(window, min_rows):
-            raise DataError(f"{data_path}: {ll.size} rows, fewer than one window "
-                            f"({min(window, min_rows)} rows)")
-    windows = (math.ceil(ll.size / window) if data_path
-               else max(1, int(duration // interval)))
-    make = lambda: CusumDetector(  # noqa: E731
-        _baseline(art, reg, name, version, baseline_data, column, censor_column),
-        CusumConfig(false_alarm=false_alarm, horizon=horizon or windows, window=window,
-                    min_rows=min_rows))
-    model_key = {"name": name, "version": version}
-    det = _detector(state_path, model_key, make)
-    if data_path:
-        det.update_rows(ll)
-        if not state_path:
-            det.finish()  # a one-off file: score its last partial window too
-        report = det.report()
-    else:
-        label = registered_version or version
-        if label == "local":
-            raise DataError("--prometheus with --model-dir needs --registered-version "
-                            "(or a serving.json next to model.json)")
-        report = watch_prometheus(det, prometheus, name, label, interval=interval,
-                                  duration=duration)
-    if state_path:
-        os.makedirs(os.path.dirname(os.path.abspath(state_path)), exist_ok=True)
-        with open(state_path, "w") as f:
-            json.dump({"model": model_key, "detector": det.to_dict()}, f)
-    out: dict = {"model": name, "version": version, **report.to_dict()}
-    if plot and report.windows:
-        from ..plots import plot_loglik_trend
-
-        out["plot"] = plot_loglik_trend(report, plot, title=f"{name} v{version}")
-    if pit_plot:
-        from ..plots import pit_values, plot_pit
-
-        out["pit_plot"] = plot_pit(pit_values(art, rows["x"], event=rows["event"],
-                                              X=rows["X"]), pit_plot, title=f"{name} PIT")
-    if report.alarm and on_drift == "retrain":
-        out["retrain"] = _retrain(name, art, data_path, column, censor_column, tracking_uri,
-                                  pipeline_args)
+    req = MonitorRequest(
+        name, tracking_uri=tracking_uri, alias=alias, model_dir=model_dir, data_path=data_path,
+        column=column, censor_column=censor_column, baseline_data=baseline_data,
+        prometheus=prometheus, registered_version=registered_version, interval=interval,
+        duration=duration, window=window, min_rows=min_rows, false_alarm=false_alarm,
+        horizon=horizon, state_path=state_path, plot=plot, pit_plot=pit_plot)
+    out = run_monitor(req, retrain=_retrain_with(pipeline_args) if on_drift == "retrain"
+                      else None)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
     else:
-        _print(report, name, version, out)
-    sys.exit(EXIT_DRIFT if report.alarm else 0)
+        _print(out)
+    sys.exit(exits.for_drift(out["alarm"]))

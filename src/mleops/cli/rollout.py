@@ -6,7 +6,6 @@ Exit codes of ``start``/``resume``: 0 promoted (or waiting for confirmation), 3 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,13 +13,13 @@ import sys
 
 import click
 
-EXIT_ROLLED_BACK = 3
+from mleops.cli import exits
 
 
 def _store(kubernetes: bool, namespace: str, state_dir: str):
-    from ..rollout import AnnotationStateStore, FileStateStore
+    from mleops.rollout import state_store
 
-    return AnnotationStateStore(namespace) if kubernetes else FileStateStore(state_dir)
+    return state_store(kubernetes=kubernetes, namespace=namespace, state_dir=state_dir)
 
 
 def _state_dir_option(f):
@@ -58,16 +57,10 @@ def _print(state, as_json: bool) -> None:
         click.echo(f"  {state.reason}")
 
 
-def _exit_code(state) -> int:
-    from ..rollout import PROMOTED, ROLLED_BACK, WAITING
-
-    return {PROMOTED: 0, WAITING: 0, ROLLED_BACK: EXIT_ROLLED_BACK}.get(state.phase, 1)
-
-
 def _drive(controller, name, *, replay, rate, batch, columns, router_url, interval, timeout,
            as_json) -> None:
     """Run the controller (with an optional replayer feeding the router) to the end."""
-    from ..rollout.replay import Replayer, load_rows
+    from mleops.rollout.local import Replayer, load_rows
 
     sender = None
     if replay:
@@ -89,7 +82,7 @@ def _drive(controller, name, *, replay, rate, batch, columns, router_url, interv
         click.echo(f"replay: {sender.sent} requests sent, {sender.failed} failed", err=True)
     if as_json:
         _print(state, True)
-    sys.exit(_exit_code(state))
+    sys.exit(exits.for_rollout(state.phase))
 
 
 @click.group("rollout")
@@ -138,31 +131,20 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
               artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
               as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
-    from ..registry import Registry
-    from ..rollout import Controller, Guardrails, TestConfig
+    from mleops.registry import Registry
+    from mleops.rollout import Controller, Guardrails, TestConfig, open_backend
 
+    if detach and not (kubernetes or router_url):
+        raise click.UsageError("--detach needs --router (a plane that outlives this command)")
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
     test = TestConfig(**given(min_drop=min_drop, alpha=alpha))  # start() sets the pairing
     g = Guardrails(**given(step_min_rows=step_min_rows, metrics_timeout_s=metrics_timeout))
     registry = Registry(tracking_uri or None)
-    with contextlib.ExitStack() as stack:
-        if kubernetes:
-            from ..rollout.kubernetes import KubernetesBackend
-
-            backend = KubernetesBackend(
-                name, namespace, prometheus, registry=registry,
-                artifacts_destination=artifacts_destination,
-                render_options={"env_secret_ref_name": env_secret} if env_secret else None)
-        else:
-            from ..rollout.local import LocalBackend, LocalDataPlane
-
-            if not router_url:
-                if detach:
-                    raise click.UsageError("--detach needs --router (a plane that outlives "
-                                           "this command)")
-                plane = stack.enter_context(LocalDataPlane(name, tracking_uri=registry.uri))
-                router_url = plane.url
-            backend = LocalBackend(router_url)
+    with open_backend(name, registry=registry, kubernetes=kubernetes, router_url=router_url,
+                      namespace=namespace, prometheus=prometheus,
+                      artifacts_destination=artifacts_destination,
+                      env_secret=env_secret) as backend:
+        router_url = backend.describe().get("router", router_url)
         controller = Controller(_store(kubernetes, namespace, state_dir), backend, registry)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwinds: servers stopped
         state = controller.start(name, candidate_version, steps=steps, mode=mode, test=test,
@@ -189,8 +171,8 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
 def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir, replay, rate,
                batch, columns, interval, timeout, as_json) -> None:
     """Drive an existing rollout from its persisted state (e.g. after a controller restart)."""
-    from ..registry import Registry
-    from ..rollout import Controller, backend_from
+    from mleops.registry import Registry
+    from mleops.rollout import Controller, backend_from
 
     store = _store(kubernetes, namespace, state_dir)
     state = Controller(store, None, None).status(name)
@@ -209,7 +191,7 @@ def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir,
 @click.option("--json", "as_json", is_flag=True)
 def status_cmd(name, kubernetes, namespace, prometheus, state_dir, as_json) -> None:
     """Phase, traffic, the test's numbers and the last reason."""
-    from ..rollout import Controller
+    from mleops.rollout import Controller
 
     _print(Controller(_store(kubernetes, namespace, state_dir), None, None).status(name),
            as_json)
@@ -223,22 +205,16 @@ def status_cmd(name, kubernetes, namespace, prometheus, state_dir, as_json) -> N
 @_state_dir_option
 def abort_cmd(name, reason, kubernetes, namespace, prometheus, tracking_uri, state_dir) -> None:
     """Roll back now: canary traffic to 0, champion kept, the version tagged with why."""
-    from ..errors import MleopsError
-    from ..registry import Registry
-    from ..rollout import Controller, backend_from
+    from mleops.registry import Registry
+    from mleops.rollout import Controller, backend_from
 
     store = _store(kubernetes, namespace, state_dir)
     state = Controller(store, None, None).status(name)
     registry = Registry(tracking_uri or None)
     controller = Controller(store, backend_from(state.backend, registry), registry)
-    try:
-        state = controller.abort(name, reason)
-    except MleopsError as e:  # registry/backend unreachable: the running controller will do it
-        with store.locked(name):
-            state = store.load(name)
-            state.abort_requested = reason
-            store.save(state)
-        click.echo(f"warning: {e}; abort recorded for the controller's next tick", err=True)
+    state, warning = controller.request_abort(name, reason)
+    if warning:  # registry/backend unreachable: the running controller will do it
+        click.echo(f"warning: {warning}", err=True)
     _print(state, False)
 
 
@@ -248,7 +224,7 @@ def abort_cmd(name, reason, kubernetes, namespace, prometheus, tracking_uri, sta
 @_state_dir_option
 def confirm_cmd(name, kubernetes, namespace, prometheus, state_dir) -> None:
     """Let a rollout waiting for confirmation promote at its next tick."""
-    from ..rollout import Controller
+    from mleops.rollout import Controller
 
     _print(Controller(_store(kubernetes, namespace, state_dir), None, None).confirm(name),
            False)
@@ -263,8 +239,8 @@ def serve_cmd(name, port, tracking_uri, log_dir) -> None:
     """Local data plane: NAME's champion server behind a router on 127.0.0.1:PORT."""
     import threading
 
-    from ..registry import Registry
-    from ..rollout.local import LocalDataPlane
+    from mleops.registry import Registry
+    from mleops.rollout.local import LocalDataPlane
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

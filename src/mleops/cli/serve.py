@@ -22,7 +22,8 @@ def serve_cmd(model_uri, port, host, tracking_uri, max_rows, threads) -> None:
     """Run the real seldon-core microservice for a model until interrupted."""
     import signal
 
-    from ..serving.local import LocalServer, resolve_model_dir
+    from mleops.serving.model_dir import resolve_model_dir
+    from mleops.serving.process import LocalServer
 
     def _stop(*_):  # SIGTERM (CI, supervisors) stops the server like Ctrl-C does
         raise KeyboardInterrupt
@@ -51,8 +52,8 @@ def serve_cmd(model_uri, port, host, tracking_uri, max_rows, threads) -> None:
               help="Output to request (sets meta.tags.output).")
 def predict_cmd(url, data, output) -> None:
     """Send rows to a model server and print its JSON answer (exit 1 on an HTTP error)."""
-    from ..errors import DataError
-    from ..serving.local import predict
+    from mleops.errors import DataError
+    from mleops.serving.client import predict
 
     text = sys.stdin.read() if data == "-" else open(data).read()
     try:

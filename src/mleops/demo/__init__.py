@@ -17,14 +17,14 @@ import shutil
 import sys
 import time
 
-from .progress import Progress
-from .telemetry import FAMILY, MU, SIGMA, TIMEOUT, latencies, write
+from mleops.demo.progress import Progress
+from mleops.demo.telemetry import FAMILY, MU, SIGMA, TIMEOUT, latencies, write
 
 NAME = "request-latency"
 
 
 def _pipeline(req, root: str, label: str) -> dict:
-    from ..pipeline.runner import run_pipeline
+    from mleops.pipeline.runner import run_pipeline
 
     with Progress(f"pipeline: {label}"), open(os.path.join(root, "pipeline.log"), "a") as log, \
             contextlib.redirect_stdout(log):
@@ -58,12 +58,12 @@ def _rollout_lines(out: dict) -> list[str]:
 def main() -> int:
     import logging
 
-    from ..monitor import CusumConfig, monitor_rows, registry_baseline
-    from ..pipeline.runner import RunRequest
-    from ..plots import pit_values, plot_canary, plot_loglik_trend, plot_pit
-    from ..registry import Registry
-    from .live import LocalDataPlane, run_rollout
-    from .report import write_report
+    from mleops.demo.live import LocalDataPlane, run_rollout
+    from mleops.demo.report import write_report
+    from mleops.monitor.cusum import CusumConfig, monitor_rows, registry_baseline
+    from mleops.pipeline.runner import RunRequest
+    from mleops.plots import pit_values, plot_canary, plot_loglik_trend, plot_pit
+    from mleops.registry.registry import Registry
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # keep the narration readable
     t_start = time.monotonic()

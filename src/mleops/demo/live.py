@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..rollout import Controller, FileStateStore, Guardrails, Summary, TestConfig
-from ..rollout.local import LocalBackend, LocalDataPlane
-from ..rollout.replay import Replayer, load_rows
-from .progress import Progress
+from mleops.demo.progress import Progress
+from mleops.rollout import Controller, FileStateStore, Guardrails, Summary, TestConfig
+from mleops.rollout.local.backend import LocalBackend, LocalDataPlane
+from mleops.rollout.local.replay import Replayer, load_rows
 
 
 def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, mode: str,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 
-from ..errors import DataError, MleopsError
-from .manifest import API_VERSION, GROUP, KIND, PLURAL
+from mleops.deploy.seldon import API_VERSION, GROUP, KIND, PLURAL
+from mleops.errors import DataError, MleopsError
 
 OWNED_PREFIX = "mleops.io/"  # labels/annotations manifests own (stale ones are removed)
 
@@ -57,7 +57,7 @@ def _request(what: str, fn, **kwargs):
         raise DeployError(f"{what} failed: Kubernetes API server unreachable: {e}") from e
 
 
-def _get(api, namespace: str, name: str) -> dict | None:
+def get_object(api, namespace: str, name: str) -> dict | None:
     """The SeldonDeployment, or None when it does not exist."""
     from kubernetes.client.exceptions import ApiException
 
@@ -69,6 +69,13 @@ def _get(api, namespace: str, name: str) -> dict | None:
         if isinstance(e.__cause__, ApiException) and e.__cause__.status == 404:
             return None
         raise
+
+
+def patch_object(api, namespace: str, name: str, body: dict, what: str) -> dict:
+    """Merge-patch the SeldonDeployment (``what`` names the change in errors)."""
+    return _request(f"{what} on {KIND} {namespace}/{name}", api.patch_namespaced_custom_object,
+                    group=GROUP, version=API_VERSION, namespace=namespace, plural=PLURAL,
+                    name=name, body=body)
 
 
 def _merge_patch(manifest: dict, current: dict) -> dict:
@@ -101,7 +108,7 @@ def apply_manifest(manifest: dict, *, api=None) -> dict:
         raise DataError("manifest needs metadata.name and metadata.namespace")
     api = api or custom_objects_api()
     ref = dict(group=GROUP, version=API_VERSION, namespace=namespace, plural=PLURAL)
-    current = _get(api, namespace, name)
+    current = get_object(api, namespace, name)
     if current is None:
         return _request(f"creating {KIND} {namespace}/{name}",
                         api.create_namespaced_custom_object, body=manifest, **ref)
@@ -112,7 +119,7 @@ def apply_manifest(manifest: dict, *, api=None) -> dict:
 def get_traffic(name: str, namespace: str, *, api=None) -> dict[str, int]:
     """Predictor name -> traffic percentage (a shadow's is its mirrored share)."""
     api = api or custom_objects_api()
-    current = _get(api, namespace, name)
+    current = get_object(api, namespace, name)
     if current is None:
         raise DeployError(f"no {KIND} {namespace}/{name}")
     return {p["name"]: int(p.get("traffic", 0))
@@ -142,7 +149,7 @@ def set_traffic(name: str, namespace: str, weights: dict[str, int], *, api=None,
     api = api or custom_objects_api()
     where = f"{KIND} {namespace}/{name}"
     for attempt in range(1, attempts + 1):
-        current = _get(api, namespace, name)
+        current = get_object(api, namespace, name)
         if current is None:
             raise DeployError(f"no {where}")
         before = (current.get("spec") or {}).get("predictors") or []

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..errors import DataError
-from .base import Family
-from .continuous import Exponential, Gamma, LogNormal, Normal, StudentT, Weibull
-from .discrete import NegativeBinomial, Poisson
-from .mixture import GaussianMixture
-from .regression import Logistic, NegBinGLM, PoissonGLM
-from .tail import GenPareto
+from mleops.errors import DataError
+from mleops.families.base import Family
+from mleops.families.continuous import Exponential, Gamma, LogNormal, Normal, StudentT, Weibull
+from mleops.families.discrete import NegativeBinomial, Poisson
+from mleops.families.mixture import GaussianMixture
+from mleops.families.regression import Logistic, NegBinGLM, PoissonGLM
+from mleops.families.tail import GenPareto
 
 FAMILIES: dict[str, type[Family]] = {
     c.name: c
@@ -21,6 +21,14 @@ ALIASES = {"t": "student_t", "nbinom": "negbinom", "negative_binomial": "negbino
            "gmm": "gaussian_mixture", "bernoulli": "logistic"}
 
 
+def family_class(name: str) -> type[Family]:
+    """The family class for a name (scipy aliases accepted); DataError names the known ones."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in FAMILIES:
+        raise DataError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[key]
+
+
 def get_family(name: str | dict | Family, **options) -> Family:
     """Family from a name (scipy aliases accepted) or from ``Family.describe()`` output."""
     if isinstance(name, Family):
@@ -28,9 +36,7 @@ def get_family(name: str | dict | Family, **options) -> Family:
     if isinstance(name, dict):
         options = {**{k: v for k, v in name.items() if k != "name"}, **options}
         name = name["name"]
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in FAMILIES:
-        raise DataError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    key = family_class(name).name
     if "features" in options:
         options["features"] = tuple(options["features"])
     if "features" in options and not FAMILIES[key].uses_covariates:
@@ -42,6 +48,6 @@ def get_family(name: str | dict | Family, **options) -> Family:
         raise DataError(f"bad options for family {key}: {e}") from None
 
 
-__all__ = ["Family", "FAMILIES", "get_family", "Normal", "LogNormal", "Exponential", "Gamma",
+__all__ = ["ALIASES", "Family", "FAMILIES", "family_class", "get_family", "Normal", "LogNormal", "Exponential", "Gamma",
            "Weibull", "StudentT", "Poisson", "NegativeBinomial", "GenPareto",
            "GaussianMixture", "Logistic", "PoissonGLM", "NegBinGLM"]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..transforms import Constraint
+from mleops.families.constraints import Constraint
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,26 @@ class Family:
     lower: ClassVar[float] = -math.inf
     #: whether the support excludes ``lower`` itself (x > 0 for gamma, weibull, lognormal)
     lower_open: ClassVar[bool] = False
+    #: the user-set options the family takes (``threshold``, ``k``): what pipelines pass on
+    option_names: ClassVar[tuple[str, ...]] = ()
+    #: local maxima are the rule (mixtures): fit from several starts and keep the best
+    multistart: ClassVar[bool] = False
+    #: ``fit_many`` can fit many series of it in one vmapped call
+    batchable: ClassVar[bool] = True
+
+    @property
+    def outcome(self) -> str:
+        """What a row's response is: ``continuous``, ``count`` or ``binary`` (calibration's
+        check follows it)."""
+        return "count" if self.discrete else "continuous"
+
+    def modeled_rows(self, x: np.ndarray) -> np.ndarray | None:
+        """Mask of the rows the family models; None means every row (the usual case).
+
+        A peaks-over-threshold model describes only the exceedances: fitting, validation,
+        held-out scoring and monitoring all keep the same rows through this one rule.
+        """
+        return None
 
     # --- parameters -------------------------------------------------------------------
     @property

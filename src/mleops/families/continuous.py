@@ -13,9 +13,9 @@ import jax.numpy as jnp
 from jax.scipy import special as jsp
 from jax.scipy import stats as jst
 
-from .. import special
-from ..transforms import positive, real
-from .base import Family, _mean_var
+from mleops.families import special
+from mleops.families.base import Family, _mean_var
+from mleops.families.constraints import positive, real
 
 
 @dataclass(frozen=True)

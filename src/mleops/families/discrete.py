@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import stats as jst
 
-from .. import special
-from ..transforms import positive, unit_interval
-from .base import Family, _mean_var
+from mleops.families import special
+from mleops.families.base import Family, _mean_var
+from mleops.families.constraints import positive, unit_interval
 
 
 def _count_log(x, tail, below):

@@ -14,14 +14,17 @@ import jax.numpy as jnp
 from jax.scipy import stats as jst
 from jax.scipy.special import logsumexp
 
-from ..transforms import positive, real
-from .base import Family
+from mleops.families.base import Family
+from mleops.families.constraints import positive, real
 
 
 @dataclass(frozen=True)
 class GaussianMixture(Family):
     k: int = 2
     name = "gaussian_mixture"
+    option_names = ("k",)
+    multistart = True
+    batchable = False
 
     @property
     def param_names(self):

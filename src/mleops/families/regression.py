@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import stats as jst
 
-from .. import special
-from ..transforms import positive, real
-from .base import Family
-from .discrete import _count_log
+from mleops.families import special
+from mleops.families.base import Family
+from mleops.families.constraints import positive, real
+from mleops.families.discrete import _count_log
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class _GLM(Family):
     features: tuple[str, ...] = ("const",)
     uses_covariates = True
     discrete = True
+    batchable = False  # each series would need its own design matrix
     lower = 0.0
 
     @property
@@ -50,6 +51,7 @@ class _GLM(Family):
 @dataclass(frozen=True)
 class Logistic(_GLM):
     name = "logistic"
+    outcome = "binary"  # type: ignore[assignment]
 
     def check_support(self, x):
         bad = ~((x == 0) | (x == 1))

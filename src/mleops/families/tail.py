@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .. import special
-from ..transforms import positive, real
-from .base import Family, _mean_var
+from mleops.families import special
+from mleops.families.base import Family, _mean_var
+from mleops.families.constraints import positive, real
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,12 @@ class GenPareto(Family):
     name = "genpareto"
     param_names = ("shape", "scale")
     constraints = (real, positive)
+    option_names = ("threshold",)
+    batchable = False
+
+    def modeled_rows(self, x):
+        """Peaks over threshold: the model describes the exceedances only."""
+        return np.asarray(x) > self.threshold
 
     @property
     def lower(self):  # type: ignore[override]

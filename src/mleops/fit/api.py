@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import Data, make_data, with_weights
-from ..errors import ConvergenceWarning, DataError, FitError
-from ..families import Family, get_family
-from .core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
-from .result import FitResult
-from .sharded import shard_data
+from mleops.errors import ConvergenceWarning, DataError, FitError
+from mleops.families import Family, get_family
+from mleops.fit.core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
+from mleops.fit.data import Data, make_data, with_weights
+from mleops.fit.result import FitResult
+from mleops.fit.sharded import shard_data
 
 
 def resolve_family(family: str | dict | Family, *, threshold=None, k=None, features=None) -> Family:
@@ -28,18 +28,18 @@ def resolve_family(family: str | dict | Family, *, threshold=None, k=None, featu
     return get_family(family, **opts)
 
 
-def _exceedances(fam: Family, x, others: dict):
-    """Peaks over threshold: keep rows above the threshold (others filtered alike)."""
-    x = np.asarray(x, dtype=float) if np.asarray(x).dtype.kind in "iuf" else np.asarray(x)
-    if x.dtype.kind != "f":
+def _modeled(fam: Family, x, others: dict):
+    """Keep the rows the family models (peaks over threshold: exceedances); others alike."""
+    xa = np.asarray(x)
+    if xa.dtype.kind not in "iuf" or (keep := fam.modeled_rows(xa.astype(float))) is None:
         return x, others, {}
-    keep = x > fam.threshold
     if not keep.any():
         raise DataError(f"no values above the threshold {fam.threshold}: nothing to fit")
-    others = {k: (v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == x.shape else v)
+    others = {k: (np.asarray(v)[keep] if v is not None and np.shape(v)[:1] == xa.shape else v)
               for k, v in others.items()}
-    return x[keep], others, {"threshold": fam.threshold, "n_exceedances": int(keep.sum()),
-                             "n_below_threshold": int((~keep).sum())}
+    return xa.astype(float)[keep], others, {"threshold": fam.threshold,
+                                            "n_exceedances": int(keep.sum()),
+                                            "n_below_threshold": int((~keep).sum())}
 
 
 def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, upper=None,
@@ -54,12 +54,9 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     devices. Raises ``DataError`` on bad input and ``FitError`` instead of returning NaN.
     """
     fam = resolve_family(family, threshold=threshold, k=k, features=features)
-    extra: dict = {}
-    if fam.name == "genpareto":
-        arrays = {"weights": weights, "event": event, "kind": kind, "upper": upper, "X": X}
-        arrays = {n: (np.asarray(v) if v is not None else None) for n, v in arrays.items()}
-        x, arrays, extra = _exceedances(fam, x, arrays)
-        weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
+    arrays = {"weights": weights, "event": event, "kind": kind, "upper": upper, "X": X}
+    x, arrays, extra = _modeled(fam, x, arrays)
+    weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
     d = make_data(fam, x, weights=weights, event=event, kind=kind, upper=upper,
                   truncation=truncation, X=X)
     n_rows = d.n
@@ -69,7 +66,7 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
         method = "newton" if fam.n_params <= 40 else "lbfgs"
     if method not in ("newton", "lbfgs"):
         raise ValueError(f"method must be auto, newton or lbfgs, not {method!r}")
-    if fam.name == "gaussian_mixture":
+    if fam.multistart:
         out, it_starts = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
     else:
         out, it_starts = fit_kernel(fam, d, method, max_iter, tol), 0

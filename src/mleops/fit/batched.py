@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import Data, make_data, with_weights
-from ..errors import DataError
-from ..families import Family
-from .api import resolve_family
-from .core import batch_kernel
+from mleops.errors import DataError
+from mleops.families import Family
+from mleops.fit.api import resolve_family
+from mleops.fit.core import batch_kernel
+from mleops.fit.data import Data, make_data, with_weights
+from mleops.fit.sharded import pad_rows
 
 
 @dataclass
@@ -55,10 +56,8 @@ class BatchFitResult:
 def _pad(series: list[np.ndarray], fill_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(s) for s in series])
     L = int(lengths.max())
-    out = np.empty((len(series), L))
-    for i, s in enumerate(series):
-        out[i, : len(s)] = s
-        out[i, len(s):] = s[0] if fill_first else 0.0
+    out = np.stack([pad_rows(np.asarray(s, np.float64), L, zero=not fill_first)
+                    for s in series])
     mask = np.arange(L)[None, :] < lengths[:, None]
     return out, mask
 
@@ -121,7 +120,7 @@ def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
     series that does not converge is flagged in ``converged``, never silently kept.
     """
     fam = resolve_family(family, **family_options)
-    if fam.uses_covariates or fam.name in ("gaussian_mixture", "genpareto"):
+    if not fam.batchable:
         raise DataError(f"fit_many does not support family {fam.name}; use fit() per series")
     d, lens = _batch_data(fam, data, weights, event)
     out = jax.device_get(batch_kernel(fam, d, method, max_iter, tol))

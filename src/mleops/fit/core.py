@@ -12,14 +12,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..data import Data, with_weights
-from ..families import Family
-from ..likelihood import total_loglik
-from .fast import exact_one_sample, uses_suffstats, weibull_prep, weibull_start
-from .lbfgs import lbfgs
-from .newton import SolverState, newton
-from .reduced import REDUCED, weibull_objective
-from .suffstats import SUFFICIENT
+from mleops.families import Family
+from mleops.fit.data import Data, with_weights
+from mleops.fit.fast import exact_one_sample, uses_suffstats, weibull_prep, weibull_start
+from mleops.fit.lbfgs import lbfgs
+from mleops.fit.likelihood import total_loglik
+from mleops.fit.newton import SolverState, newton
+from mleops.fit.reduced import REDUCED, weibull_objective
+from mleops.fit.suffstats import SUFFICIENT
+
+#: families with an exact profile-likelihood start (a kernel registry, like REDUCED)
+PROFILED = {"weibull": weibull_objective}
 
 
 class KernelOut(NamedTuple):
@@ -37,10 +40,10 @@ def objective_and_start(fam: Family, d: Data):
         ss = SUFFICIENT[fam.name]
         s = ss.stats(d.x, d.w)  # the one pass over the data
         return (lambda th: ss.loglik(fam.to_natural(th), s)), None, ss.mle(s), zero
-    if exact_one_sample(fam, d) and fam.name == "weibull":
+    if exact_one_sample(fam, d) and fam.name in PROFILED:
         wp = weibull_prep(d)  # log x once, for the profile start and the verification
         p0, it = weibull_start(wp)
-        return (*weibull_objective(fam, d, wp), p0, it)
+        return (*PROFILED[fam.name](fam, d, wp), p0, it)
     p0 = fam.init(d.x, d.w, d.X)
     if exact_one_sample(fam, d) and fam.name in REDUCED:
         return (*REDUCED[fam.name](fam, d), p0, zero)

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..data import Data
-from ..families import Family
-from .suffstats import SUFFICIENT
+from mleops.families import Family
+from mleops.fit.data import Data
+from mleops.fit.suffstats import SUFFICIENT
 
 
 class WeibullPrep(NamedTuple):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from .newton import SolverState
+from mleops.fit.newton import SolverState
 
 
 def lbfgs(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,

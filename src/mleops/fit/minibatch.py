@@ -11,12 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import Data, make_data, with_weights
-from ..families import Family
-from ..likelihood import total_loglik
-from .api import _result, resolve_family
-from .core import KernelOut, natural_cov_jax
-from .newton import SolverState, _ascent_direction
+from mleops.families import Family
+from mleops.fit.api import _result, resolve_family
+from mleops.fit.core import KernelOut, natural_cov_jax
+from mleops.fit.data import Data, make_data, with_weights
+from mleops.fit.likelihood import total_loglik
+from mleops.fit.newton import SolverState, _ascent_direction
+from mleops.fit.sharded import pad_rows
 
 
 def _chunks(d: Data, size: int):
@@ -24,17 +25,9 @@ def _chunks(d: Data, size: int):
     n = d.n
     for start in range(0, n, size):
         stop = min(start + size, n)
-        pad = size - (stop - start)
 
-        def cut(a, zero=False, start=start, stop=stop, pad=pad):
-            if a is None:
-                return None
-            a = a[start:stop]
-            if pad:
-                fill = jnp.zeros((pad,) + a.shape[1:], a.dtype) if zero else \
-                    jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])
-                a = jnp.concatenate([a, fill])
-            return a
+        def cut(a, zero=False, start=start, stop=stop):
+            return None if a is None else pad_rows(a[start:stop], size, zero=zero)
 
         yield Data(cut(d.x), cut(d.w, True), cut(d.X), cut(d.kind), cut(d.upper),
                    cut(d.trunc_lo), cut(d.trunc_hi))

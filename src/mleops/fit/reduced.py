@@ -12,10 +12,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
-from ..data import Data
-from ..families import Family
-from .fast import WeibullPrep, weibull_prep
-from .newton import value_grad_hessian
+from mleops.families import Family
+from mleops.fit.data import Data
+from mleops.fit.fast import WeibullPrep, weibull_prep
+from mleops.fit.newton import value_grad_hessian
 
 _LOG_PI = 1.1447298858494002
 

@@ -1,2 +1,21 @@
-"""The training pipeline: step logic (``steps``), datasets (``dataset``) and run/compile/submit
-(``runner``). KFP components in ``components/`` are thin wrappers over ``steps``."""
+"""The training pipeline's logic: step bodies (``steps``), datasets (``dataset``) and runs
+(``runner``: validate a request, hand it to a driver, summarise from MLflow).
+
+KFP components in ``components/`` are thin wrappers over ``steps``; the pipeline definition
+and what drives it with the KFP SDK (compile, local runner, submit) live in ``pipelines/``,
+found through the ``mleops.pipelines`` entry point: the library never imports the shells.
+"""
+
+from mleops._version import IMAGE as BASE_IMAGE
+from mleops.pipeline.dataset import ColumnSpec, Table
+from mleops.pipeline.runner import (
+    PipelineDriver,
+    PipelineError,
+    RunRequest,
+    compile_pipeline,
+    load_driver,
+    run_pipeline,
+)
+
+__all__ = ["BASE_IMAGE", "ColumnSpec", "PipelineDriver", "PipelineError", "RunRequest", "Table",
+           "compile_pipeline", "load_driver", "run_pipeline"]

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..data import make_data
-from ..errors import DataError
-from ..fit.api import resolve_family
-from ..fit.request import ColumnSpec, select_columns
-from ..io import read_table
+from mleops.columns import ColumnSpec, select_columns
+from mleops.errors import DataError
+from mleops.fit.api import resolve_family
+from mleops.fit.data import make_data
+from mleops.io import read_table
 
 __all__ = ["ColumnSpec", "Table", "load_source", "read_dataset", "split_indices", "write_table"]
 
@@ -68,7 +68,7 @@ def load_source(uri: str, spec: ColumnSpec, family: str, *, threshold: float | N
     c = select_columns(read_table(path), spec)
     x, event, weight, X, features = c.x, c.event, c.weight, c.X, c.features
     fam = resolve_family(family, threshold=threshold, k=k, features=features or None)
-    if fam.name != "genpareto":  # exceedance filtering happens in fit
+    if fam.modeled_rows(x) is None:  # else fit() keeps the modeled rows, then checks them
         make_data(fam, x, weights=weight, event=event, X=X)  # the same checks as fit()
     meta = {"source": os.path.abspath(path), "data_hash": file_hash(path), "response": c.response,
             "spec": asdict(spec), "n_rows": int(x.shape[0])}
@@ -102,7 +102,7 @@ def read_dataset(path: str) -> Table:
         raise DataError(f"dataset not found: {path}")
     tab = pq.read_table(path)
     meta = json.loads((tab.schema.metadata or {}).get(b"mleops", b"{}"))
-    from ..io import _to_numpy
+    from mleops.io import _to_numpy
 
     cols = {n: _to_numpy(tab.column(n)) for n in tab.column_names}
     features = tuple(meta.pop("features", ()))

@@ -1,7 +1,10 @@
-"""Compile, run locally (kfp local runner, no cluster) or submit to a KFP host, and summarise.
+"""A pipeline run: validate the request, hand it to a driver (run locally or submit), summarise.
 
-The summary always comes from MLflow (the run tagged with this invocation's ``run_tag``), so
-local and cluster runs report the same way and CI reads one JSON shape.
+The driver (compile, kfp local runner, submit to a KFP host) lives with the pipeline
+definition in ``pipelines/`` and is found through the ``mleops.pipelines`` entry point, so the
+library never imports the shells. The summary always comes from MLflow (the run tagged with
+this invocation's ``run_tag``), so local and cluster runs report the same way and CI reads one
+JSON shape.
 """
 
 from __future__ import annotations
@@ -9,14 +12,16 @@ from __future__ import annotations
 import json
 import os
 import uuid
-import warnings
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol
 
-from ..errors import DataError, MleopsError
-from .dataset import ColumnSpec, load_source, split_indices
-from .steps import family_options
+from mleops.errors import DataError, MleopsError
+from mleops.gate import DEFAULT_TOLERANCE
+from mleops.pipeline.dataset import ColumnSpec, load_source, split_indices
+from mleops.pipeline.steps import family_options
 
-EXIT_REGISTERED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
+DRIVERS = "mleops.pipelines"  # entry-point group the pipeline shells register under
 
 
 class PipelineError(MleopsError, RuntimeError):
@@ -40,7 +45,7 @@ class RunRequest:
     holdout_fraction: float = 0.2
     time_ordered: bool = False
     tracking_uri: str = ""
-    gate_tolerance: float = 0.002
+    gate_tolerance: float = DEFAULT_TOLERANCE
     gate_confidence: float = 0.95
     gate_test: str = "z"
     train_accelerator_type: str = ""
@@ -53,7 +58,7 @@ class RunRequest:
 
     def validate(self) -> None:
         """Fail fast, before any task starts: the same checks ingest runs."""
-        from ..gate import GateConfig
+        from mleops.gate import GateConfig
 
         if not self.model_name:
             raise DataError("a model name is required")
@@ -83,99 +88,64 @@ class RunRequest:
         return args
 
 
-def resolve_tracking_uri(uri: str) -> str:
-    """Explicit, absolute URI shared by every task process (they may not share a cwd)."""
-    if uri:
-        return uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlruns.db')}"
+class PipelineDriver(Protocol):
+    """What drives a pipeline with the KFP SDK (implemented in ``pipelines/``)."""
+
+    yaml_path: str
+
+    def compile(self, path: str | None = None) -> str: ...
+
+    def run_local(self, arguments: dict, *, pipeline_root: str,
+                  enable_caching: bool = True) -> None: ...
+
+    def submit(self, host: str, arguments: dict, *, experiment: str,
+               enable_caching: bool = True, client=None) -> str: ...
 
 
-def compile_pipeline(path: str | None = None) -> str:
-    from pipelines import training
-
-    return training.compile_yaml(path or training.YAML)
-
-
-def run_local(arguments: dict, *, pipeline_root: str, enable_caching: bool = True) -> None:
-    """Execute the compiled components in this environment with the kfp local runner."""
-    from kfp import local
-
-    from pipelines.training import training_pipeline
-
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root,
-               enable_caching=enable_caching, raise_on_error=True)
-    with warnings.catch_warnings():
-        # Expected here: the component image runs as this environment; display names and
-        # resource requests only matter on a cluster.
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        try:
-            training_pipeline(**arguments)
-        except RuntimeError as e:
-            raise PipelineError(f"pipeline task failed: {e} (outputs under {pipeline_root})") from e
+def load_driver(name: str = "training") -> PipelineDriver:
+    """The driver registered as ``name`` in the ``mleops.pipelines`` entry-point group."""
+    found = [e for e in entry_points(group=DRIVERS) if e.name == name]
+    if not found:
+        raise PipelineError(f"no pipeline {name!r} registered under entry points {DRIVERS!r} "
+                            f"(is mleops installed with its pipelines? pip install -e .)")
+    return found[0].load()
 
 
-def submit(host: str, arguments: dict, *, experiment: str, enable_caching: bool = True,
-           client=None, yaml_path: str | None = None) -> str:
-    """Submit the compiled pipeline to a KFP API server; returns the KFP run id."""
-    import kfp
-
-    from pipelines import training
-
-    client = client or kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(
-        yaml_path or training.YAML, arguments=arguments,
-        run_name=f"{arguments['model_name']}-{arguments['run_tag'][:8]}",
-        experiment_name=experiment, enable_caching=enable_caching)
-    return run.run_id
+def compile_pipeline(path: str | None = None, *, driver: PipelineDriver | None = None) -> str:
+    """Compile the training pipeline to KFP IR YAML; the path written."""
+    return (driver or load_driver()).compile(path)
 
 
-def summary(tracking_uri: str, model_name: str, run_tag: str) -> dict:
+def summary(registry, model_name: str, run_tag: str) -> dict:
     """The MLflow run this invocation produced: gate decision and registered version."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(model_name)
-    runs = [] if exp is None else client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`mleops.pipeline_run` = '{run_tag}'")
-    if not runs:
+    run_id = registry.find_run(model_name, "mleops.pipeline_run", run_tag)
+    if run_id is None:
         raise PipelineError(f"no MLflow run tagged mleops.pipeline_run={run_tag} in "
-                            f"experiment {model_name!r} at {tracking_uri}")
-    run = runs[0]
-    path = client.download_artifacts(run.info.run_id, "gate/decision.json")
-    with open(path) as f:
-        decision = json.load(f)
-    version = None
-    for mv in client.search_model_versions(f"name = '{model_name}'"):
-        if mv.run_id == run.info.run_id:
-            version = mv.version
-    return {"run_id": run.info.run_id, "run_tag": run_tag, "model_name": model_name,
-            "tracking_uri": tracking_uri, "gate": decision,
-            "registered_version": version,
-            "metrics": dict(run.data.metrics)}
+                            f"experiment {model_name!r} at {registry.uri}")
+    return {"run_id": run_id, "run_tag": run_tag, "model_name": model_name,
+            "tracking_uri": registry.uri, "gate": registry.run_json(run_id, "gate/decision.json"),
+            "registered_version": registry.version_of_run(model_name, run_id),
+            "metrics": registry.run_metrics(run_id)}
 
 
 def run_pipeline(req: RunRequest, *, host: str = "", pipeline_root: str = "",
-                 enable_caching: bool = True, client=None) -> dict:
+                 enable_caching: bool = True, client=None,
+                 driver: PipelineDriver | None = None) -> dict:
     """Validate, run (locally unless ``host``), and summarise from MLflow."""
+    from mleops.registry import Registry, default_tracking_uri
+
     req.validate()
-    tracking = resolve_tracking_uri(req.tracking_uri)
+    driver = driver or load_driver()
+    tracking = req.tracking_uri or default_tracking_uri()
     run_tag = uuid.uuid4().hex
     args = req.arguments(run_tag, tracking)
     if host:
-        kfp_run = submit(host, args, experiment=req.model_name, enable_caching=enable_caching,
-                         client=client)
+        kfp_run = driver.submit(host, args, experiment=req.model_name,
+                                enable_caching=enable_caching, client=client)
         return {"submitted": True, "kfp_run_id": kfp_run, "run_tag": run_tag, "host": host}
-    from ..registry import Registry
-
+    registry = Registry(tracking)
     # Fail fast (retries, then a RegistryError naming the URI) before any task runs.
-    Registry(tracking).list_versions(req.model_name)
+    registry.list_versions(req.model_name)
     root = pipeline_root or os.path.abspath(os.path.join(".mleops", "kfp-local"))
-    run_local(args, pipeline_root=root, enable_caching=enable_caching)
-    return summary(tracking, req.model_name, run_tag)
-
-
-def exit_code(result: dict) -> int:
-    if result.get("submitted"):
-        return EXIT_REGISTERED
-    return EXIT_REGISTERED if result.get("registered_version") else EXIT_REJECTED
+    driver.run_local(args, pipeline_root=root, enable_caching=enable_caching)
+    return summary(registry, req.model_name, run_tag)

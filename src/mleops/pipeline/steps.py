@@ -12,9 +12,16 @@ import tempfile
 
 import numpy as np
 
-from ..artifact import ModelArtifact
-from ..errors import DataError
-from .dataset import ColumnSpec, Table, load_source, read_dataset, split_indices, write_table
+from mleops.artifact import ModelArtifact
+from mleops.errors import DataError
+from mleops.pipeline.dataset import (
+    ColumnSpec,
+    Table,
+    load_source,
+    read_dataset,
+    split_indices,
+    write_table,
+)
 
 SCORES_FILE = "scores.npz"
 CALIB_FILE = "calibration.json"
@@ -22,16 +29,12 @@ DECISION_FILE = "decision.json"
 
 
 def family_options(family: str, threshold=None, k=None) -> dict:
-    """Pipeline parameters are never None (KFP): keep only the options the family takes."""
-    from ..families import ALIASES
+    """Pipeline parameters are never None (KFP): keep only the options the family takes
+    (``Family.option_names``); 0 means "the family's default" for ``k``."""
+    from mleops.families import family_class
 
-    name = ALIASES.get(family.lower(), family.lower())
-    out = {}
-    if name == "genpareto":
-        out["threshold"] = float(threshold or 0.0)
-    if name == "gaussian_mixture" and k:
-        out["k"] = int(k)
-    return out
+    given = {"threshold": float(threshold or 0.0), "k": int(k) if k else None}
+    return {n: given[n] for n in family_class(family).option_names if given.get(n) is not None}
 
 
 def _check_hash(t: Table, expect: str, what: str) -> None:
@@ -79,7 +82,7 @@ def _fit_args(t: Table) -> dict:
 def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=None,
           method: str = "auto", seed: int = 0) -> ModelArtifact:
     """Fit the family; the artifact records provenance and the device JAX ran on."""
-    from ..fit import fit
+    from mleops.fit import fit
 
     t = read_dataset(train_path)
     r = fit(t.x, family, method=method, seed=seed, **family_options(family, threshold, k),
@@ -105,29 +108,20 @@ def fit_metrics(art: ModelArtifact) -> dict[str, float]:
             "fit_iterations": float(art.iterations), "fit_converged": float(art.converged)}
 
 
-def _rows(art: ModelArtifact, t: Table) -> dict:
-    """Held-out rows in the form the artifact evaluates (genpareto: exceedances only)."""
-    x, event, X = t.x, t.event, t.X
-    if art.family.get("name") == "genpareto":
-        keep = x > art.family.get("threshold", 0.0)
-        x, event = x[keep], (None if event is None else event[keep])
-    return {"x": x, "event": event, "X": X}
-
-
 def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: str = "",
              model_name: str = "", seed: int = 0) -> dict:
     """Per-row held-out log-likelihood of the candidate and of the champion on the same rows,
     plus calibration of the candidate. Writes scores.npz and calibration.json."""
-    from ..evaluate import calibration, heldout_loglik, summary_metrics
+    from mleops.gate.calibration import calibration, heldout_loglik, summary_metrics
 
     art = ModelArtifact.load(model_dir)
     held = read_dataset(heldout_path)
-    rows = _rows(art, held)
+    rows = art.modeled_rows(held.x, event=held.event, X=held.X)
     cand = heldout_loglik(art, rows["x"], event=rows["event"], X=rows["X"])
     calib = calibration(art, rows["x"], event=rows["event"], X=rows["X"], seed=seed)
     champ, champ_version = None, ""
     if model_name:
-        from ..registry import Registry
+        from mleops.registry.registry import Registry
 
         found = Registry(tracking_uri or None).champion(model_name)
         if found is not None:
@@ -135,7 +129,7 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
             if champ_art.features != art.features:
                 raise DataError(f"champion v{champ_version} uses covariates {champ_art.features},"
                                 f" the candidate {art.features}: not comparable")
-            champ = heldout_loglik(champ_art, **_rows(champ_art, held))
+            champ = heldout_loglik(champ_art, **champ_art.modeled_rows(held.x, event=held.event, X=held.X))
     os.makedirs(out_dir, exist_ok=True)
     arrays = {"candidate": cand}
     if champ is not None:
@@ -165,8 +159,8 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
     Writes ``decision_dir``/{decision.json, pit.png} and the self-contained HTML report (the
     plot is embedded) to ``report_html``.
     """
-    from ..gate import decide
-    from ..report import write_report
+    from mleops.gate.decision import decide
+    from mleops.gate.report import write_report
 
     cand, champ, info = load_scores(scores_dir)
     decision = decide(cand, champ, info["calibration"], config)
@@ -197,7 +191,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
 
     Rejected candidates are logged (so the rejection is auditable) but never registered.
     """
-    from ..registry import Registry
+    from mleops.registry.registry import Registry
 
     art = ModelArtifact.load(model_dir)
     _, _, info = load_scores(scores_dir)
@@ -223,7 +217,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
                                   artifact=art, report_dir=report_dir, tags=tags,
                                   registered=register)
     # The decision itself is an artifact of the run (every number behind it).
-    reg.client.log_dict(run_id, decision, "gate/decision.json")
+    reg.log_dict(run_id, decision, "gate/decision.json")
     version = reg.register(model_name, run_id, tags=lineage) if register else None
     return {"run_id": run_id, "registered_version": version, "passed": decision["passed"]}
 
@@ -233,28 +227,19 @@ def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: s
            apply: bool = False, deployment_name: str = "") -> dict:
     """SeldonDeployment for a freshly registered version: the champion keeps serving and the
     new challenger gets ``canary_traffic`` percent (a first model is the only predictor).
-    Validated against the CRD when its schema is available; applied only when ``apply``."""
-    from ..deploy import (
-        apply_manifest,
-        default_crd_path,
-        model_artifact_uri,
-        render_seldon_deployment,
-        to_yaml,
-        validate_manifest,
-    )
-    from ..deploy import (
-        deployment_name as default_deployment_name,
-    )
-    from ..registry import Registry
+    Validated against the CRD (``release_manifest``, shared with ``mleops deploy render``);
+    applied only when ``apply``."""
+    from mleops.deploy import apply_manifest, model_artifact_uri, release_manifest, to_yaml
+    from mleops.deploy import deployment_name as default_deployment_name
+    from mleops.registry import Registry
 
     reg = Registry(tracking_uri or None)
     found = reg.champion(model_name)
     champion = found[0] if found else version
-    uri = lambda v: model_artifact_uri(reg, model_name, v,  # noqa: E731
-                                       artifacts_destination=artifacts_destination or None)
     canary = version if version != champion else None
     try:
-        uri(champion)
+        model_artifact_uri(reg, model_name, champion,
+                           artifacts_destination=artifacts_destination or None)
     except DataError as e:
         if apply:
             raise
@@ -265,17 +250,14 @@ def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: s
             f.write(f"# not rendered: {e}\n")
         return {"champion": champion, "canary": canary, "rendered": False, "reason": str(e),
                 "validated": False, "applied": False}
-    manifest = render_seldon_deployment(
-        deployment_name or default_deployment_name(model_name), model_name=model_name,
-        version=champion, model_uri=uri(champion), canary_version=canary,
-        canary_model_uri=uri(canary) if canary else None,
+    manifest = release_manifest(
+        reg, deployment_name or default_deployment_name(model_name), model_name=model_name,
+        version=champion, canary_version=canary,
+        artifacts_destination=artifacts_destination or None,
         canary_traffic=canary_traffic if canary else 0, namespace=namespace)
-    validated = default_crd_path().is_file()
-    if validated:
-        validate_manifest(manifest)
     os.makedirs(os.path.dirname(os.path.abspath(manifest_path)), exist_ok=True)
     with open(manifest_path, "w") as f:
         f.write(to_yaml(manifest))
     applied = apply_manifest(manifest) if apply else None
-    return {"champion": champion, "canary": canary, "rendered": True, "validated": validated,
+    return {"champion": champion, "canary": canary, "rendered": True, "validated": True,
             "applied": bool(applied)}

@@ -4,39 +4,32 @@ Kubernetes SeldonDeployment traffic + Prometheus)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from .controller import Backend, Controller, Observation, RolloutError, parse_steps
-from .guardrails import Guardrails
-from .state import (
+from mleops.rollout.backend import (
+    MODES,
+    Backend,
+    Observation,
+    RolloutError,
+    backend_from,
+    open_backend,
+    state_store,
+)
+from mleops.rollout.controller import Controller, parse_steps
+from mleops.rollout.guardrails import Guardrails
+from mleops.rollout.kubernetes import AnnotationStateStore
+from mleops.rollout.state import (
     FAILED,
     PROGRESSING,
     PROMOTED,
     PROMOTING,
     ROLLED_BACK,
     WAITING,
-    AnnotationStateStore,
     FileStateStore,
     RolloutState,
 )
-from .statistics import SequentialTest, Summary, TestConfig, Verdict
-
-
-def backend_from(desc: dict[str, Any], registry=None) -> Backend:
-    """The backend a state's ``backend`` description names (what `status`/`abort` reuse)."""
-    kind = desc.get("kind")
-    if kind == "local":
-        from .local import LocalBackend
-
-        return LocalBackend(desc["router"])
-    if kind == "kubernetes":
-        from .kubernetes import KubernetesBackend
-
-        return KubernetesBackend.from_description(desc, registry=registry)
-    raise RolloutError(f"unknown rollout backend {desc!r}")
-
+from mleops.rollout.statistics import SequentialTest, Summary, TestConfig, Verdict
 
 __all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
-           "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
-           "TestConfig", "Verdict", "backend_from", "parse_steps", "FAILED", "PROGRESSING",
-           "PROMOTED", "PROMOTING", "ROLLED_BACK", "WAITING"]
+           "MODES", "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
+           "TestConfig", "Verdict", "backend_from", "open_backend", "parse_steps",
+           "state_store", "FAILED", "PROGRESSING", "PROMOTED", "PROMOTING", "ROLLED_BACK",
+           "WAITING"]

@@ -16,16 +16,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import DataError, MleopsError
-from .guardrails import Guardrails, breach_of
-from .state import (
+from mleops.errors import DataError, MleopsError
+from mleops.rollout.backend import MODES, Backend, RolloutError
+from mleops.rollout.guardrails import Guardrails, breach_of
+from mleops.rollout.state import (
     FAILED,
-    PROGRESSING,
     PROMOTED,
     PROMOTING,
     ROLLED_BACK,
@@ -34,41 +32,7 @@ from .state import (
     StateStore,
     check_name,
 )
-from .statistics import SequentialTest, Summary, TestConfig
-
-MODES = ("split", "shadow")
-
-
-class RolloutError(MleopsError, RuntimeError):
-    """A rollout could not start or a backend refused a step; the message says which."""
-
-
-@dataclass
-class Observation:
-    """What a backend saw since the state's cursor (the cursor is advanced in place)."""
-
-    canary_rows: np.ndarray  # per-row log-likelihoods (paired: aligned with champion_rows)
-    champion_rows: np.ndarray
-    canary_sums: Summary | None = None  # sums-only sources (Prometheus)
-    champion_sums: Summary | None = None
-    # guardrail inputs per arm ("canary"/"champion"): requests, errors, outside_support_rate,
-    # p99_ms (canary counts since the canary was deployed)
-    arms: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-
-    @property
-    def canary_count(self) -> int:
-        return int(self.canary_rows.size + (self.canary_sums.n if self.canary_sums else 0))
-
-
-class Backend(Protocol):
-    """Moves traffic and reports what the model servers saw (local router or Kubernetes)."""
-
-    def describe(self) -> dict[str, Any]: ...
-    def deploy_canary(self, state: RolloutState) -> None: ...
-    def set_weight(self, state: RolloutState) -> None: ...
-    def read(self, state: RolloutState) -> Observation: ...
-    def promote(self, state: RolloutState) -> None: ...
-    def rollback(self, state: RolloutState) -> None: ...
+from mleops.rollout.statistics import SequentialTest, Summary, TestConfig
 
 
 def parse_steps(steps: str | list[int]) -> list[int]:
@@ -184,6 +148,20 @@ class Controller:
                 self._rollback(state, reason)
                 self.store.save(state)
             return state
+
+    def request_abort(self, name: str, reason: str = "aborted by user"
+                      ) -> tuple[RolloutState, str]:
+        """Roll back now; when the backend or registry cannot be reached, record the request
+        for the running controller's next tick instead. The state, and a warning ("" when the
+        rollback is done)."""
+        try:
+            return self.abort(name, reason), ""
+        except MleopsError as e:
+            with self.store.locked(name):
+                state = self._load(name)
+                state.abort_requested = reason
+                self.store.save(state)
+            return state, f"{e}; abort recorded for the controller's next tick"
 
     def confirm(self, name: str) -> RolloutState:
         """Allow a rollout waiting for confirmation to promote (at its next tick)."""
@@ -372,5 +350,4 @@ class Controller:
         return state
 
 
-__all__ = ["Backend", "Controller", "Observation", "RolloutError",
-           "parse_steps", "PROGRESSING"]
+__all__ = ["Controller", "parse_steps"]

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DataError
+from mleops.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -13,25 +13,34 @@ Errors and p99 latency come from Seldon's executor metrics for the canary predic
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..deploy.apply import apply_manifest, set_traffic
-from ..deploy.manifest import (
+from mleops.deploy.apply import (
+    DeployError,
+    apply_manifest,
+    custom_objects_api,
+    get_object,
+    patch_object,
+    set_traffic,
+)
+from mleops.deploy.seldon import (
     CANARY,
     MAIN,
     deployment_name,
     model_artifact_uri,
     render_seldon_deployment,
 )
-from ..deploy.manifest import validate_manifest as _validate
-from ..monitor import query_prometheus
-from .controller import Observation, RolloutError
-from .state import RolloutState
-from .statistics import Summary
+from mleops.deploy.seldon import validate_manifest as _validate
+from mleops.prometheus import query_prometheus
+from mleops.rollout.backend import Observation, RolloutError
+from mleops.rollout.state import ANNOTATION, RolloutState, check_name
+from mleops.rollout.statistics import Summary
 
 EXECUTOR = "seldon_api_executor_server_requests_seconds"
 # per-series cumulative values read each tick (gauges and counters flushed together)
@@ -68,7 +77,7 @@ class KubernetesBackend:
     # --- traffic -------------------------------------------------------------------------
     def _uri(self, version: str) -> str:
         if self.registry is None:
-            from ..registry import Registry
+            from mleops.registry.registry import Registry
 
             self.registry = Registry()
         return model_artifact_uri(self.registry, self.model, version,
@@ -186,4 +195,55 @@ def _key(labels: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__")
 
 
-__all__ = ["KubernetesBackend"]
+
+class AnnotationStateStore:
+    """The state as a JSON annotation on the SeldonDeployment serving the model.
+
+    The backend patches the same object (traffic, predictors), so a save re-reads it and
+    patches with its current ``resourceVersion``; a different controller's write since our
+    load (its ``updated_at`` in the annotation differs from the one we read) is refused
+    instead of overwritten. ``locked`` is a no-op: the API server orders the writes.
+    """
+
+    def __init__(self, namespace: str, *, api=None, deployment_of=None):
+        self.namespace, self.api = namespace, api
+        self.deployment_of = deployment_of or deployment_name
+        self._seen: dict[str, float | None] = {}
+
+    def _api(self):
+        self.api = self.api or custom_objects_api()
+        return self.api
+
+    def _read(self, name: str) -> tuple[dict | None, RolloutState | None]:
+        obj = get_object(self._api(), self.namespace, self.deployment_of(check_name(name)))
+        raw = ((obj or {}).get("metadata") or {}).get("annotations", {}) or {}
+        raw = raw.get(ANNOTATION)
+        return obj, RolloutState.from_dict(json.loads(raw)) if raw else None
+
+    def load(self, name: str) -> RolloutState | None:
+        _, state = self._read(name)
+        self._seen[name] = state.updated_at if state else None
+        return state
+
+    def save(self, state: RolloutState) -> None:
+        obj, stored = self._read(state.name)
+        where = f"{self.namespace}/{self.deployment_of(state.name)}"
+        if obj is None:
+            raise DeployError(f"cannot save rollout state: no SeldonDeployment {where}")
+        seen = self._seen.get(state.name, stored.updated_at if stored else None)
+        if (stored.updated_at if stored else None) != seen:
+            raise DeployError(f"rollout state on {where} was changed by another writer "
+                              "since it was read; not overwritten")
+        state.updated_at = time.time()
+        meta = {"annotations": {ANNOTATION: json.dumps(state.to_dict(), sort_keys=True)},
+                "resourceVersion": obj["metadata"].get("resourceVersion")}
+        patch_object(self._api(), self.namespace, self.deployment_of(state.name),
+                     {"metadata": meta}, "saving rollout state")
+        self._seen[state.name] = state.updated_at
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        yield
+
+
+__all__ = ["AnnotationStateStore", "KubernetesBackend"]

@@ -4,7 +4,9 @@ Like Flagger's canary status, nothing important lives only in a controller's mem
 tick re-reads the state, takes one step and writes it back, so a controller that is killed
 and restarted resumes where it was and reaches the same decision. Locally the state is a JSON
 file (atomic replace, guarded by an advisory lock so ``mleops rollout abort`` cannot race a
-running controller); on a cluster it is an annotation on the SeldonDeployment.
+running controller); on a cluster it is an annotation on the SeldonDeployment
+(:class:`mleops.rollout.kubernetes.AnnotationStateStore`, beside the backend that patches the
+same object).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import DataError
+from mleops.errors import DataError
 
 PROGRESSING, WAITING = "progressing", "waiting_confirmation"
 PROMOTING = "promoting"  # the registry says champion; traffic not yet confirmed at 100%
@@ -135,66 +137,6 @@ class FileStateStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class AnnotationStateStore:
-    """The state as a JSON annotation on the SeldonDeployment serving the model.
-
-    The backend patches the same object (traffic, predictors), so a save re-reads it and
-    patches with its current ``resourceVersion``; a different controller's write since our
-    load (its ``updated_at`` in the annotation differs from the one we read) is refused
-    instead of overwritten. ``locked`` is a no-op: the API server orders the writes.
-    """
-
-    def __init__(self, namespace: str, *, api=None, deployment_of=None):
-        from ..deploy.manifest import deployment_name
-
-        self.namespace, self.api = namespace, api
-        self.deployment_of = deployment_of or deployment_name
-        self._seen: dict[str, float | None] = {}
-
-    def _api(self):
-        from ..deploy.apply import custom_objects_api
-
-        self.api = self.api or custom_objects_api()
-        return self.api
-
-    def _read(self, name: str) -> tuple[dict | None, RolloutState | None]:
-        from ..deploy.apply import _get
-
-        obj = _get(self._api(), self.namespace, self.deployment_of(check_name(name)))
-        raw = ((obj or {}).get("metadata") or {}).get("annotations", {}) or {}
-        raw = raw.get(ANNOTATION)
-        return obj, RolloutState.from_dict(json.loads(raw)) if raw else None
-
-    def load(self, name: str) -> RolloutState | None:
-        _, state = self._read(name)
-        self._seen[name] = state.updated_at if state else None
-        return state
-
-    def save(self, state: RolloutState) -> None:
-        from ..deploy.apply import DeployError, _request
-        from ..deploy.manifest import API_VERSION, GROUP, PLURAL
-
-        obj, stored = self._read(state.name)
-        where = f"{self.namespace}/{self.deployment_of(state.name)}"
-        if obj is None:
-            raise DeployError(f"cannot save rollout state: no SeldonDeployment {where}")
-        seen = self._seen.get(state.name, stored.updated_at if stored else None)
-        if (stored.updated_at if stored else None) != seen:
-            raise DeployError(f"rollout state on {where} was changed by another writer "
-                              "since it was read; not overwritten")
-        state.updated_at = time.time()
-        meta = {"annotations": {ANNOTATION: json.dumps(state.to_dict(), sort_keys=True)},
-                "resourceVersion": obj["metadata"].get("resourceVersion")}
-        _request(f"saving rollout state on {where}", self._api().patch_namespaced_custom_object,
-                 group=GROUP, version=API_VERSION, namespace=self.namespace, plural=PLURAL,
-                 name=self.deployment_of(state.name), body={"metadata": meta})
-        self._seen[state.name] = state.updated_at
-
-    @contextlib.contextmanager
-    def locked(self, name: str) -> Iterator[None]:
-        yield
-
-
-__all__ = ["AnnotationStateStore", "FileStateStore", "RolloutState", "StateStore",
+__all__ = ["ANNOTATION", "FileStateStore", "RolloutState", "StateStore",
            "PHASES", "TERMINAL", "PROGRESSING", "PROMOTING", "WAITING", "PROMOTED", "ROLLED_BACK", "FAILED",
            "check_name"]

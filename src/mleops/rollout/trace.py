@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
-from .statistics import (
-    _REF_ROWS,
-    TestConfig,
-    _decide,
-    _evidence,
-    _log_e,
-    _part_sums,
-    _ref_levels,
-    _ref_take,
+from mleops.errors import DataError
+from mleops.rollout.evidence import (
+    REF_ROWS,
+    decide,
+    evidence,
+    log_e,
+    part_sums,
+    ref_levels,
+    ref_take,
 )
+from mleops.rollout.statistics import TestConfig
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,14 @@ def trace(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_can
     sums = np.zeros((3, 5, reps, looks))
     post, centre, half = np.zeros((3, 5, reps)), np.zeros(reps), np.full(reps, np.inf)
     while cfg.clip > 0 and start < looks:  # reference block: batches before it fills, whole
-        tc, tp = _ref_take(start * (kc + kp * (not paired)), kc, kp * (not paired))
+        tc, tp = ref_take(start * (kc + kp * (not paired)), kc, kp * (not paired))
         tp = tc if paired else tp
         ref_c, ref_p = c[:, :start * kc + tc], p[:, :start * kp + tp]
-        centre, half = _ref_levels(cfg, ref_c, ref_p)
-        post = _part_sums(cfg, ref_c, ref_p, centre, half)
-        full = ref_c.shape[1] + ref_p.shape[1] * (not paired) >= _REF_ROWS
+        centre, half = ref_levels(cfg, ref_c, ref_p)
+        post = part_sums(cfg, ref_c, ref_p, centre, half)
+        full = ref_c.shape[1] + ref_p.shape[1] * (not paired) >= REF_ROWS
         if full:  # frozen: the rest of this batch is clipped and added
-            post = post + _part_sums(cfg, c[:, start * kc + tc:(start + 1) * kc],
+            post = post + part_sums(cfg, c[:, start * kc + tc:(start + 1) * kc],
                                      p[:, start * kp + tp:(start + 1) * kp], centre, half)
         sums[..., start] = post
         start += 1
@@ -72,14 +72,14 @@ def trace(config: TestConfig, canary: np.ndarray, champion: np.ndarray, look_can
     if start < looks:
         tail = [x[:, start * k:looks * k].reshape(reps, looks - start, k)
                 for x, k in ((c, kc), (p, kp))]
-        batches = _part_sums(cfg, *tail, centre[:, None], half[:, None])
+        batches = part_sums(cfg, *tail, centre[:, None], half[:, None])
         sums[..., start:] = np.cumsum(np.concatenate([post[..., None], batches], axis=-1),
                                       axis=-1)[..., 1:]
-    mean, info = _evidence(cfg, sums)
-    log_drop, log_safe = _log_e(cfg, mean * info, info)
+    mean, info = evidence(cfg, sums)
+    log_drop, log_safe = log_e(cfg, mean * info, info)
     n_c = kc * np.arange(1, looks + 1)
     n_p = kc * np.arange(1, looks + 1) if paired else kp * np.arange(1, looks + 1)
-    decision = _decide(cfg, log_drop, log_safe, n_c, n_p).astype(np.int8)
+    decision = decide(cfg, log_drop, log_safe, n_c, n_p).astype(np.int8)
     return Trace(n_c, n_p, mean, log_drop, log_safe, decision)
 
 

@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     microservice.StandaloneApplication = bound(microservice.StandaloneApplication)
     microservice.UserModelApplication = bound(microservice.UserModelApplication)
     microservice._run_grpc_server = bound_grpc
+    # Seldon imports the user class by module name; point that name at our adapter so the
+    # server needs no shim file on its path.
+    from mleops.serving import seldon
+
+    sys.modules.setdefault("MleopsModel", seldon)
     sys.argv = ["seldon-core-microservice", *(sys.argv[1:] if argv is None else argv)]
     microservice.main()
 

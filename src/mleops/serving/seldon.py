@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from .service import LikelihoodService, ServingError, Totals
+from mleops.serving.service import LikelihoodService, ServingError, Totals
 
 
 def _seldon_error(e: ServingError):
@@ -57,7 +57,7 @@ class MleopsModel:
         if self.model_uri:
             import tempfile
 
-            from .local import resolve_model_dir
+            from mleops.serving.model_dir import resolve_model_dir
 
             self.service.model_dir = resolve_model_dir(
                 self.model_uri, tracking_uri=self.tracking_uri,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..artifact import FILENAME, ModelArtifact
-from ..errors import DataError, MleopsError
+from mleops.artifact import FILENAME, ModelArtifact
+from mleops.errors import DataError, MleopsError
 
 OUTPUTS = ("loglik", "cdf", "sf", "quantiles")
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)

@@ -1,0 +1,44 @@
+"""Every exit code of ``mleops``, in one table (CI scripts branch on these).
+
+| code | meaning |
+|---|---|
+| 0 | done: fitted, registered, promoted (or waiting for confirmation), no drift |
+| 1 | failed: a server unreachable, a task failed, a rollout refused or still running |
+| 2 | bad input: the message names it; nothing was changed |
+| 3 | the decision was no: fit did not converge, gate rejected, rollout rolled back |
+| 4 | drift detected (``mleops monitor``) |
+"""
+
+from __future__ import annotations
+
+OK, FAILED, BAD_INPUT, REJECTED, DRIFT = 0, 1, 2, 3, 4
+FIT_FAILED = ROLLED_BACK = REJECTED
+
+
+def for_error(exc: BaseException) -> int:
+    """The code for an mleops error that reached the command line."""
+    from mleops.errors import DataError, FitError
+
+    if isinstance(exc, DataError):
+        return BAD_INPUT
+    if isinstance(exc, FitError):
+        return FIT_FAILED
+    return FAILED
+
+
+def for_pipeline(result: dict) -> int:
+    """``mleops pipeline run``: submitted or registered -> 0, gate rejected -> 3."""
+    if result.get("submitted"):
+        return OK
+    return OK if result.get("registered_version") else REJECTED
+
+
+def for_rollout(phase: str) -> int:
+    """``mleops rollout start/resume``: promoted or waiting -> 0, rolled back -> 3, else 1."""
+    from mleops.rollout import PROMOTED, ROLLED_BACK, WAITING
+
+    return {PROMOTED: OK, WAITING: OK, ROLLED_BACK: ROLLED_BACK}.get(phase, FAILED)
+
+
+def for_drift(alarm: bool) -> int:
+    return DRIFT if alarm else OK

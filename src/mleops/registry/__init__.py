@@ -1,0 +1,10 @@
+"""The MLflow registry as mleops uses it: a policy facade over private MLflow plumbing.
+
+Nobody outside this package touches MLflow's client: other rooms call :class:`Registry`.
+"""
+
+from mleops.registry.registry import CHALLENGER, CHAMPION, Registry
+from mleops.registry.runs import default_tracking_uri
+from mleops.registry.session import RegistryError
+
+__all__ = ["CHALLENGER", "CHAMPION", "Registry", "RegistryError", "default_tracking_uri"]

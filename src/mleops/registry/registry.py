@@ -1,0 +1,284 @@
+"""The MLflow model registry as mleops uses it: log, register, champion/challenger, rollback.
+
+Runs are logged by :class:`~mleops.registry.runs.Runs` (params, metrics, ``model.json`` and a
+pyfunc model whose only state is that JSON; no pickle anywhere). Registered versions carry
+lineage tags; aliases ``champion``/``challenger`` mark what serves and what waits. Two kinds of
+registered-model tags make alias moves undoable and auditable: ``mleops.champion_history``
+(JSON list of earlier champions, newest last) and ``mleops.alias.<alias>`` (the version mleops
+last pointed the alias at: MLflow silently drops an alias whose version is deleted, and this
+lets us say so instead of reporting "no champion"). Server calls retry on connection failures
+with exponential backoff, then raise :class:`RegistryError` naming the URI; a failure after a
+change undoes the change.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from typing import Any
+
+from mleops.artifact import FILENAME, ModelArtifact
+from mleops.registry.runs import MODEL_ID_TAG, Runs
+from mleops.registry.session import RegistryError, brief, error_code
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG, ALIAS_TAG = "mleops.champion_history", "mleops.alias."
+ROLLBACK_TAG = "mleops.last_rollback"
+MAX_HISTORY = 50
+
+
+def _aliases(rm) -> dict[str, str]:
+    """alias -> version as strings (sqlite stores return ints, the REST API strings)."""
+    return {k: str(v) for k, v in (rm.aliases or {}).items()}
+
+
+class Registry(Runs):
+    """mleops' view of an MLflow tracking server / model registry at ``tracking_uri``.
+
+    ``None`` means ``$MLFLOW_TRACKING_URI``, else an embedded ``sqlite:///<cwd>/mlruns.db``.
+    Runs (logging, reading back) come from :class:`~mleops.registry.runs.Runs`; this class
+    adds versions, aliases and their history.
+    """
+
+    def _model(self, name: str):
+        """The registered model, or None when it does not exist."""
+        try:
+            return self._call(self.client.get_registered_model, name)
+        except Exception as e:
+            if error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def _version(self, name: str, version: str, *, ready: bool = False):
+        """The model version, None if missing/deleted (RegistryError then if ``ready``)."""
+        try:
+            mv = self._call(self.client.get_model_version, name, str(version))
+        except Exception as e:
+            if error_code(e) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            mv = None
+        if ready and mv is None:
+            raise RegistryError(f"model {name!r} has no version {str(version)!r} (never "
+                                f"created or deleted)")
+        if ready and mv.status != "READY":
+            raise RegistryError(f"model {name!r} version {version} is {mv.status}, not READY")
+        return mv
+
+    def _set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(self.client.set_registered_model_alias, name, alias, str(version))
+        self._call(self.client.set_registered_model_tag, name, ALIAS_TAG + alias, str(version))
+
+    def _set_tag(self, name: str, key: str, value: Any) -> None:
+        self._call(self.client.set_registered_model_tag, name, key, json.dumps(value))
+
+    def _restore(self, name: str, before, aliases: tuple[str, ...]) -> None:
+        """Put ``aliases`` and mleops' tags back as they were in the snapshot ``before``."""
+        c = self.client
+        for alias in aliases:
+            v = _aliases(before).get(alias)
+            self._quietly(*((c.delete_registered_model_alias, name, alias) if v is None
+                            else (c.set_registered_model_alias, name, alias, v)))
+        for key in (HISTORY_TAG, ROLLBACK_TAG, *(ALIAS_TAG + a for a in aliases)):
+            self._quietly(*((c.set_registered_model_tag, name, key, before.tags[key])
+                            if key in before.tags else (c.delete_registered_model_tag, name, key)))
+
+    def _existing(self, name: str):
+        if (rm := self._model(name)) is None:
+            raise RegistryError(f"no registered model {name!r}")
+        return rm
+
+    @staticmethod
+    def _history(rm) -> list[str]:
+        try:
+            return [str(v) for v in json.loads(rm.tags.get(HISTORY_TAG, "[]"))]
+        except (TypeError, ValueError):
+            raise RegistryError(f"model {rm.name!r}: tag {HISTORY_TAG} is not a JSON list") from None
+
+    # --- public API ------------------------------------------------------------------------
+    def register(self, name: str, run_id: str, *, tags: dict) -> str:
+        """New version of ``name`` from the run's model: champion if none yet, else challenger.
+
+        ``tags`` (lineage: pipeline run, data hash, git commit ...) go on the version. If a
+        step after creating the version fails, the version (and a model created for it) is
+        deleted again: nothing stays half-registered.
+        """
+        with self._errors(f"registering run {run_id} as model {name!r}"):
+            run = self._call(self.client.get_run, run_id)
+            if run.info.lifecycle_stage == "deleted":
+                raise RegistryError(f"run {run_id} is deleted; restore it before registering")
+            if not (model_id := run.data.tags.get(MODEL_ID_TAG)):
+                raise RegistryError(f"run {run_id} has no mleops model (tag {MODEL_ID_TAG}); "
+                                    f"log it with log_training_run first")
+            created = False
+            if self._model(name) is None:
+                try:
+                    self._call(self.client.create_registered_model, name)
+                    created = True
+                except Exception as e:  # somebody created it meanwhile
+                    if error_code(e) != "RESOURCE_ALREADY_EXISTS":
+                        raise
+            mv = self._call(self.client.create_model_version, name, f"models:/{model_id}",
+                            run_id=run_id, tags={str(k): str(v) for k, v in tags.items()},
+                            model_id=model_id)
+            try:
+                self._version(name, mv.version, ready=True)
+                before = self._call(self.client.get_registered_model, name)
+                alias = CHALLENGER if CHAMPION in _aliases(before) else CHAMPION
+                try:
+                    self._set_alias(name, alias, mv.version)
+                except BaseException:
+                    self._restore(name, before, (alias,))
+                    raise
+                self._call(self.client.set_tag, run_id, "mleops.registered", "true")
+            except BaseException:
+                self._quietly(self.client.delete_model_version, name, mv.version)
+                if created:
+                    self._quietly(self.client.delete_registered_model, name)
+                raise
+        return str(mv.version)
+
+    def load_alias(self, name: str, alias: str) -> tuple[str, ModelArtifact] | None:
+        """(version, artifact) the alias points at; None if the model or alias does not exist.
+
+        RegistryError when the alias points (or, per mleops' record, pointed) at a version
+        that was deleted: serving "nothing" silently would hide a broken rollout.
+        """
+        with self._errors(f"loading {name!r}@{alias}"):
+            if (rm := self._model(name)) is None:
+                return None
+            if (version := _aliases(rm).get(alias)) is None:
+                recorded = rm.tags.get(ALIAS_TAG + alias)
+                if recorded and self._version(name, recorded) is None:
+                    raise RegistryError(f"alias {alias!r} of model {name!r} pointed at version "
+                                        f"{recorded}, which was deleted; promote a version "
+                                        f"(or roll back) to restore it")
+                return None
+            return self._fetch(name, str(version))
+
+    def load_version(self, name: str, version: str | int) -> tuple[str, ModelArtifact] | None:
+        """(version, artifact) of an explicit version; None if it does not exist."""
+        with self._errors(f"loading {name!r} version {version}"):
+            if self._model(name) is None or self._version(name, str(version)) is None:
+                return None
+            return self._fetch(name, str(version))
+
+    def _fetch(self, name: str, version: str) -> tuple[str, ModelArtifact]:
+        import mlflow
+
+        self._version(name, version, ready=True)
+        uri = self._call(self.client.get_model_version_download_uri, name, version)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self._call(mlflow.artifacts.download_artifacts,
+                                   artifact_uri=f"{uri.rstrip('/')}/artifacts/{FILENAME}",
+                                   dst_path=tmp, tracking_uri=self.uri)
+            except RegistryError:
+                raise
+            except Exception as e:
+                raise RegistryError(f"model {name!r} version {version}: cannot fetch "
+                                    f"{FILENAME} from {uri}: {brief(e)}") from e
+            return version, ModelArtifact.load(local)
+
+    def champion(self, name: str) -> tuple[str, ModelArtifact] | None:
+        """The serving model (see ``load_alias``)."""
+        return self.load_alias(name, CHAMPION)
+
+    def promote(self, name: str, version: str | int, alias: str = CHAMPION) -> dict:
+        """Point ``alias`` at ``version``; a replaced champion goes on the rollback history.
+
+        Promoting the challenger to champion also clears the challenger alias. Validates first
+        and undoes partial changes, so a failed promote changes nothing.
+        """
+        version = str(version)
+        with self._errors(f"promoting model {name!r} version {version} to {alias}"):
+            before = self._existing(name)
+            self._version(name, version, ready=True)
+            previous, history = _aliases(before).get(alias), self._history(before)
+            result = {"name": name, "alias": alias, "version": version, "previous": previous,
+                      "changed": previous != version, "history": history}
+            if previous == version:
+                return result
+            try:
+                self._set_alias(name, alias, version)
+                if alias == CHAMPION and previous is not None:
+                    history = result["history"] = (history + [previous])[-MAX_HISTORY:]
+                    self._set_tag(name, HISTORY_TAG, history)
+                if alias == CHAMPION and _aliases(before).get(CHALLENGER) == version:
+                    self._call(self.client.delete_registered_model_alias, name, CHALLENGER)
+                    self._call(self.client.delete_registered_model_tag, name,
+                               ALIAS_TAG + CHALLENGER)
+            except BaseException:
+                self._restore(name, before, (alias, CHALLENGER))
+                raise
+        return result
+
+    def rollback(self, name: str) -> dict:
+        """Champion back to the previous champion (history tag); recorded in a tag too."""
+        with self._errors(f"rolling back model {name!r}"):
+            before = self._existing(name)
+            if not (history := self._history(before)):
+                raise RegistryError(f"model {name!r} has no previous champion to roll back to")
+            target, current = history[-1], _aliases(before).get(CHAMPION)
+            if self._version(name, target) is None:
+                raise RegistryError(f"cannot roll back model {name!r}: previous champion "
+                                    f"version {target} was deleted")
+            self._version(name, target, ready=True)
+            try:
+                self._set_alias(name, CHAMPION, target)
+                self._set_tag(name, HISTORY_TAG, history[:-1])
+                self._set_tag(name, ROLLBACK_TAG, {"from": current, "to": target,
+                                                   "time_ms": int(time.time() * 1000)})
+            except BaseException:
+                self._restore(name, before, (CHAMPION,))
+                raise
+        return {"name": name, "alias": CHAMPION, "version": target, "previous": current,
+                "history": history[:-1]}
+
+    def drop_alias(self, name: str, alias: str, version: str | int) -> bool:
+        """Remove ``alias`` if it still points at ``version`` (a rolled-back challenger)."""
+        with self._errors(f"removing alias {alias} of model {name!r}"):
+            if _aliases(self._existing(name)).get(alias) != str(version):
+                return False
+            self._call(self.client.delete_registered_model_alias, name, alias)
+            self._quietly(self.client.delete_registered_model_tag, name, ALIAS_TAG + alias)
+        return True
+
+    def download_uri(self, name: str, version: str | int) -> str:
+        """Where MLflow keeps a READY version's files (``artifacts/model.json`` lies under it)."""
+        version = str(version)
+        with self._errors(f"locating model {name!r} version {version}"):
+            self._version(name, version, ready=True)
+            return str(self._call(self.client.get_model_version_download_uri, name, version))
+
+    def version_of_run(self, name: str, run_id: str) -> str | None:
+        """The version of ``name`` registered from ``run_id``, None if none was."""
+        with self._errors(f"finding the version of model {name!r} from run {run_id}"):
+            if self._model(name) is None:
+                return None
+            found = self._call(self.client.search_model_versions, f"name = '{name}'")
+        return next((str(mv.version) for mv in found if mv.run_id == run_id), None)
+
+    def tag_version(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
+        """Set tags on one version (non-strings as JSON): how a rollout records its outcome."""
+        with self._errors(f"tagging model {name!r} version {version}"):
+            self._version(name, str(version), ready=True)
+            for key, value in tags.items():
+                self._call(self.client.set_model_version_tag, name, str(version), key,
+                           value if isinstance(value, str) else json.dumps(value))
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every live version of ``name`` with its aliases, sorted by version number."""
+        with self._errors(f"listing versions of model {name!r}"):
+            if (rm := self._model(name)) is None:
+                return []
+            aliases: dict[str, list[str]] = {}
+            for alias, v in _aliases(rm).items():
+                aliases.setdefault(str(v), []).append(alias)
+            # one page holds 10000 versions; search results may lack aliases (taken from rm)
+            versions = self._call(self.client.search_model_versions, f"name = '{name}'")
+        return sorted(({"version": str(mv.version), "run_id": mv.run_id,
+                        "aliases": sorted(aliases.get(str(mv.version), [])),
+                        "tags": dict(mv.tags), "status": mv.status,
+                        "created_ms": mv.creation_timestamp} for mv in versions),
+                      key=lambda d: int(d["version"]))

@@ -1,0 +1,148 @@
+"""Training runs in MLflow tracking: logging a fit, and reading runs back for other rooms.
+
+A training run logs params, finite metrics, ``model.json`` and a pyfunc model whose only state
+is that JSON (see :mod:`mleops.registry.pyfunc`; no pickle anywhere). Other rooms read runs
+through these methods (metrics for the drift baseline, a pipeline run by its tag, a JSON
+artifact), never through MLflow's client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+from mleops.artifact import ModelArtifact
+from mleops.registry.session import RegistryError, Session, error_code
+
+MODEL_ID_TAG = "mleops.model_id"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else an embedded sqlite store in the working directory (made
+    absolute: pipeline tasks may run in another directory)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlruns.db')}"
+
+
+class Runs:
+    """The run side of :class:`mleops.registry.Registry` (which adds versions and aliases)."""
+
+    def __init__(self, tracking_uri: str | None = None, *, retries: int = 4,
+                 backoff: float = 0.5, timeout: int = 30) -> None:
+        self._session = Session(tracking_uri or default_tracking_uri(), retries=retries,
+                                backoff=backoff, timeout=timeout)
+        self.uri = self._session.uri
+        self.client = self._session.client  # MLflow's client: for this package (and tests)
+
+    # --- plumbing (retries, settings, error reading: session.py) ---------------------------
+    def _call(self, fn, *args, **kwargs):
+        return self._session.call(fn, *args, **kwargs)
+
+    def _errors(self, what: str):
+        return self._session.errors(what)
+
+    def _quietly(self, fn, *args) -> None:
+        self._session.quietly(fn, *args)
+
+    def _env(self):
+        return self._session.env()
+
+
+    def _experiment_id(self, name: str) -> str:
+        exp = self._call(self.client.get_experiment_by_name, name)
+        if exp is None:
+            try:
+                return self._call(self.client.create_experiment, name)
+            except Exception as e:  # somebody created it meanwhile
+                if error_code(e) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self._call(self.client.get_experiment_by_name, name)
+        if exp.lifecycle_stage == "deleted":
+            self._call(self.client.restore_experiment, exp.experiment_id)
+        return exp.experiment_id
+
+
+    # --- public API ------------------------------------------------------------------------
+    def log_training_run(self, *, experiment: str, params: dict, metrics: dict,
+                         artifact: ModelArtifact, report_dir: str | None = None,
+                         tags: dict | None = None, registered: bool = False) -> str:
+        """Record a fit as an MLflow run (pyfunc model + model.json + report); its run id.
+
+        Non-finite or non-numeric metrics are skipped and named in tag ``mleops.skipped_metrics``;
+        ``registered`` goes to tag ``mleops.registered`` (``register`` sets it true). A run that
+        fails half-way is marked FAILED, never left looking finished.
+        """
+        from mlflow.entities import Metric, Param
+
+        from mleops.registry.pyfunc import log_pyfunc_model
+
+        if report_dir is not None and not os.path.isdir(report_dir):
+            raise RegistryError(f"report directory {report_dir} does not exist")
+        now, good, skipped = int(time.time() * 1000), [], []
+        for k, v in metrics.items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                fv = math.nan
+            good.append(Metric(str(k), fv, now, 0)) if math.isfinite(fv) else skipped.append(k)
+        ps = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()},
+                    "mleops.family": str(artifact.family.get("name")),
+                    "mleops.registered": str(bool(registered)).lower()}
+        if skipped:
+            run_tags["mleops.skipped_metrics"] = ",".join(map(str, skipped))
+        with self._errors(f"logging a training run to experiment {experiment!r}"):
+            run_id = self._call(self.client.create_run, self._experiment_id(experiment),
+                                tags=run_tags).info.run_id
+            try:
+                for i in range(0, max(len(ps), len(good)), 100):  # MLflow's batch limits
+                    self._call(self.client.log_batch, run_id, metrics=good[i:i + 100],
+                               params=ps[i:i + 100])
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = artifact.save(tmp)
+                    with self._env():  # many calls inside: no retry, connection errors reported
+                        model_id = log_pyfunc_model(run_id, path, tmp)
+                    self._call(self.client.log_artifact, run_id, path)
+                if report_dir is not None:
+                    self._call(self.client.log_artifacts, run_id, report_dir, "report")
+                self._call(self.client.set_tag, run_id, MODEL_ID_TAG, model_id)
+                self._call(self.client.set_terminated, run_id, "FINISHED")
+            except BaseException:
+                self._quietly(self.client.set_terminated, run_id, "FAILED")
+                raise
+        return run_id
+
+    def log_dict(self, run_id: str, obj: Any, path: str) -> None:
+        """A JSON artifact of the run (e.g. the gate decision with every number behind it)."""
+        with self._errors(f"logging {path} to run {run_id}"):
+            self._call(self.client.log_dict, run_id, obj, path)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The run's latest metric values."""
+        with self._errors(f"reading metrics of run {run_id}"):
+            return dict(self._call(self.client.get_run, run_id).data.metrics)
+
+    def find_run(self, experiment: str, tag: str, value: str) -> str | None:
+        """Id of the run in ``experiment`` tagged ``tag = value`` (newest first), else None."""
+        with self._errors(f"searching experiment {experiment!r} for {tag}={value}"):
+            exp = self._call(self.client.get_experiment_by_name, experiment)
+            if exp is None:
+                return None
+            runs = self._call(self.client.search_runs, [exp.experiment_id],
+                              filter_string=f"tags.`{tag}` = '{value}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def run_json(self, run_id: str, path: str) -> Any:
+        """A JSON artifact of the run, parsed."""
+        with self._errors(f"reading {path} of run {run_id}"), \
+                tempfile.TemporaryDirectory() as tmp:
+            local = self._call(self.client.download_artifacts, run_id, path, tmp)
+            with open(local) as f:
+                return json.load(f)
+
+
+__all__ = ["MODEL_ID_TAG", "Runs", "default_tracking_uri"]

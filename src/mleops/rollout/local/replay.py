@@ -1,0 +1,97 @@
+"""Replay observations from a file through the router at a fixed request rate.
+
+So that a whole rollout runs unattended on one machine (tests, the demo, a dry run before a
+real one): an open-loop sender in a thread, cycling through the file's rows in batches, that
+counts every answer a client would have seen.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from collections import Counter
+
+import numpy as np
+
+from mleops.errors import DataError
+from mleops.io import column, read_table
+from mleops.rollout.local.router import PREDICT_PATH
+
+
+def load_rows(path: str, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(rows, names): the named columns (default: every numeric column) of a CSV/Parquet."""
+    table = read_table(path)
+    names = columns or [n for n, a in table.items() if a.dtype.kind in "iufb"]
+    if not names:
+        raise DataError(f"{path}: no numeric columns to replay")
+    return np.column_stack([column(table, n) for n in names]), names
+
+
+class Replayer:
+    """Sends ``rows`` in batches of ``batch`` to ``url`` at ``rate`` requests/s until stopped."""
+
+    def __init__(self, url: str, rows: np.ndarray, names: list[str], *, rate: float = 20.0,
+                 batch: int = 20, timeout: float = 30.0):
+        if not rate > 0 or batch < 1:
+            raise DataError(f"replay needs rate > 0 and batch >= 1, got {rate}, {batch}")
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            raise DataError("nothing to replay")
+        self.url, self.rows, self.names = url, rows, names
+        self.rate, self.batch, self.timeout = float(rate), int(batch), timeout
+        self.statuses: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="mleops-replay")
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s != 200)
+
+    def start(self) -> Replayer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _loop(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+        i, due = 0, time.monotonic()
+        while not self._stop.is_set():
+            rows = self.rows.take(range(i, i + self.batch), axis=0, mode="wrap")
+            i = (i + self.batch) % self.rows.shape[0]
+            body = json.dumps({"data": {"names": self.names,
+                                        "ndarray": rows.tolist()}}).encode()
+            try:
+                conn.request("POST", PREDICT_PATH, body=body,
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                text = resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                status, text = 599, str(e).encode()
+            self.statuses[status] += 1
+            if status != 200 and len(self.failures) < 20:
+                self.failures.append(f"HTTP {status}: {text[:300]!r}")
+            due += 1.0 / self.rate
+            self._stop.wait(max(0.0, due - time.monotonic()))
+        conn.close()
+
+    def __enter__(self) -> Replayer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+__all__ = ["Replayer", "load_rows"]

@@ -1,0 +1,130 @@
+"""Local model servers: start and stop the real Seldon microservice in the serving environment.
+
+seldon-core pins numpy<2, protobuf<4 and Flask<3, so the server runs in its own virtualenv
+(``serving/.venv``, ``make serving-venv``); ``$MLEOPS_SERVING_PYTHON`` names its interpreter,
+else the nearest ``serving/.venv`` above the working directory is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mleops.errors import MleopsError
+
+
+class ServerError(MleopsError, RuntimeError):
+    """The model server could not be started or did not become ready."""
+
+
+def serving_python() -> str:
+    """The server environment's interpreter: ``$MLEOPS_SERVING_PYTHON``, else the first
+    ``serving/.venv/bin/python`` in the working directory or one above it."""
+    if py := os.environ.get("MLEOPS_SERVING_PYTHON"):
+        if not os.path.exists(py):
+            raise ServerError(f"MLEOPS_SERVING_PYTHON={py} does not exist")
+        return py
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (py := d / "serving" / ".venv" / "bin" / "python").exists():
+            return str(py)
+    raise ServerError("serving environment not found: run `make serving-venv` in the "
+                      "repository (seldon-core needs its own environment) or set "
+                      "MLEOPS_SERVING_PYTHON")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_port: int,
+                   max_rows: int = 10_000, workers: int = 1, tracking_uri: str = "",
+                   metrics_interval: float = 0.25) -> list[str]:
+    """``model_dir`` may also be a ``models:/`` URI: the server then fetches it itself."""
+    where = ({"name": "model_uri", "value": model_dir, "type": "STRING"}
+             if model_dir.startswith("models:/") else
+             {"name": "model_dir", "value": os.path.abspath(model_dir), "type": "STRING"})
+    params = [where, {"name": "max_rows", "value": str(max_rows), "type": "INT"},
+              {"name": "metrics_interval", "value": str(metrics_interval), "type": "FLOAT"}]
+    if tracking_uri:
+        params.append({"name": "tracking_uri", "value": tracking_uri, "type": "STRING"})
+    return [serving_python(), "-m", "mleops.serving.launch", "MleopsModel",
+            "--service-type", "MODEL", "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+            "--workers", str(workers), "--parameters", json.dumps(params)]
+
+
+class LocalServer:
+    """A running microservice process; a context manager that always stops it."""
+
+    def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
+                 max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
+                 tracking_uri: str = "", metrics_interval: float = 0.25, workers: int = 1,
+                 threads: int = 4, log_path: str | None = None):
+        self.host = host
+        self.http_port = http_port or free_port()
+        self.grpc_port, self.metrics_port = free_port(), free_port()
+        cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
+                             metrics_port=self.metrics_port, max_rows=max_rows,
+                             tracking_uri=tracking_uri, metrics_interval=metrics_interval,
+                             workers=workers)
+        cmd += ["--threads", str(threads)] if threads > 1 else []
+        env = {**os.environ, "MLEOPS_BIND_HOST": host,
+               "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes), "JAX_PLATFORMS":
+               os.environ.get("JAX_PLATFORMS", "cpu")}
+        self.log = open(log_path or os.devnull, "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"model server exited with status {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/status", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise ServerError(f"model server not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+    def __enter__(self) -> LocalServer:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+__all__ = ["LocalServer", "ServerError", "free_port", "server_command", "serving_python"]

@@ -1,0 +1,88 @@
+"""A real ``mlflow server`` for tests (sqlite backend, proxied artifacts, a free local port).
+
+Use it from a test module with::
+
+    from support.mlflow_server import mlflow_server  # noqa: F401
+
+and take ``mlflow_server`` (the ``http://127.0.0.1:PORT`` URI) as a fixture argument. The server
+is started once per test session and always stopped (terminate, then kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+STARTUP_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's own process group (uvicorn, job runner), then SIGKILL leftovers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # the group start_new_session gave it
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def start_server(workdir: str, timeout: float = STARTUP_TIMEOUT_S) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` storing everything under ``workdir``; (process, uri) once healthy."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log_path = os.path.join(workdir, "server.log")
+    cmd = [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{os.path.join(workdir, 'mlflow.db')}",
+           "--artifacts-destination", os.path.join(workdir, "artifacts")]
+    env = {**os.environ, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None or _healthy(uri):
+            break
+        time.sleep(0.25)
+    if proc.poll() is not None or not _healthy(uri):
+        _stop(proc)
+        with open(log_path) as f:
+            tail = f.read()[-4000:]
+        raise RuntimeError(f"mlflow server at {uri} did not become healthy within {timeout:.0f} s "
+                           f"(exit code {proc.returncode}); its output:\n{tail}")
+    return proc, uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """URI of a running tracking server with registry and artifact proxy; stopped afterwards."""
+    proc, uri = start_server(str(tmp_path_factory.mktemp("mlflow_server")))
+    try:
+        yield uri
+    finally:
+        _stop(proc)
