@@ -13,6 +13,11 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+#: the gate's one default tolerance (library, CLI, pipeline, README): nats/row a candidate may
+#: lose against the champion on held-out rows. Here, not in mleops.gate, so that parsing the
+#: CLI's options does not import scipy.
+GATE_TOLERANCE = 0.002
+
 _CACHE_DEFAULT = os.path.join(os.path.expanduser("~"), ".cache", "mleops", "jax")
 
 

@@ -30,14 +30,14 @@ def read_table(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read {path}: {e}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows")
-    return {name: _to_numpy(table.column(name)) for name in table.column_names}
+    return {name: arrow_to_numpy(table.column(name)) for name in table.column_names}
 
 
 def _bits(buf, offset: int, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(buf, np.uint8), bitorder="little")[offset:offset + n]
 
 
-def _to_numpy(col) -> np.ndarray:
+def arrow_to_numpy(col) -> np.ndarray:
     """Arrow column -> numpy straight from its buffers (nulls -> NaN).
 
     pyarrow's own ``to_numpy`` imports pandas (0.2 s), a cost every fresh CLI process and

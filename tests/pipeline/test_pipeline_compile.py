@@ -6,10 +6,10 @@ import os
 
 import pytest
 import yaml
-from mleops_pipelines import training
 
 from mleops.cli import exits
 from mleops.pipeline import runner
+from mleops_pipelines import training
 
 
 def test_committed_yaml_is_up_to_date(tmp_path):

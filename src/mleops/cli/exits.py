@@ -35,9 +35,10 @@ def for_pipeline(result: dict) -> int:
 
 def for_rollout(phase: str) -> int:
     """``mleops rollout start/resume``: promoted or waiting -> 0, rolled back -> 3, else 1."""
-    from mleops.rollout import PROMOTED, ROLLED_BACK, WAITING
+    from mleops import rollout
 
-    return {PROMOTED: OK, WAITING: OK, ROLLED_BACK: ROLLED_BACK}.get(phase, FAILED)
+    return {rollout.PROMOTED: OK, rollout.WAITING: OK,
+            rollout.ROLLED_BACK: ROLLED_BACK}.get(phase, FAILED)
 
 
 def for_drift(alarm: bool) -> int:

@@ -10,7 +10,7 @@ _uri = click.option("--tracking-uri", default="", help="MLflow tracking URI.")
 
 
 def _registry(uri: str):
-    from mleops.registry.registry import Registry
+    from mleops.registry import Registry
 
     return Registry(uri or None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from mleops.gate import DEFAULT_TOLERANCE
+from mleops._config import GATE_TOLERANCE as DEFAULT_TOLERANCE
 
 #: ``mleops pipeline run``'s options (``--host`` & co. included)
 PIPELINE_RUN = [

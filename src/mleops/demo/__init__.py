@@ -60,10 +60,10 @@ def main() -> int:
 
     from mleops.demo.live import LocalDataPlane, run_rollout
     from mleops.demo.report import write_report
-    from mleops.monitor.cusum import CusumConfig, monitor_rows, registry_baseline
+    from mleops.monitor import CusumConfig, monitor_rows, registry_baseline
     from mleops.pipeline.runner import RunRequest
     from mleops.plots import pit_values, plot_canary, plot_loglik_trend, plot_pit
-    from mleops.registry.registry import Registry
+    from mleops.registry import Registry
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # keep the narration readable
     t_start = time.monotonic()

@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
+from mleops._config import GATE_TOLERANCE
+
 TESTS = ("z", "bootstrap")
-#: the one default tolerance (library, CLI, pipeline, README): nats/row a candidate may lose
-DEFAULT_TOLERANCE = 0.002
+DEFAULT_TOLERANCE = GATE_TOLERANCE  # the one default (see mleops._config)
 #: calibration numbers copied into ``GateDecision.stats`` (None where the kind lacks them)
 CALIB_STATS = ("kind", "ks", "ks_max", "ks_pvalue", "coverage_50", "coverage_80", "coverage_95",
                "coverage_error_max", "coverage_tol", "ece", "ece_max")

@@ -102,9 +102,9 @@ def read_dataset(path: str) -> Table:
         raise DataError(f"dataset not found: {path}")
     tab = pq.read_table(path)
     meta = json.loads((tab.schema.metadata or {}).get(b"mleops", b"{}"))
-    from mleops.io import _to_numpy
+    from mleops.io import arrow_to_numpy
 
-    cols = {n: _to_numpy(tab.column(n)) for n in tab.column_names}
+    cols = {n: arrow_to_numpy(tab.column(n)) for n in tab.column_names}
     features = tuple(meta.pop("features", ()))
     X = None
     if features:

@@ -121,7 +121,7 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
     calib = calibration(art, rows["x"], event=rows["event"], X=rows["X"], seed=seed)
     champ, champ_version = None, ""
     if model_name:
-        from mleops.registry.registry import Registry
+        from mleops.registry import Registry
 
         found = Registry(tracking_uri or None).champion(model_name)
         if found is not None:
@@ -191,7 +191,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
 
     Rejected candidates are logged (so the rejection is auditable) but never registered.
     """
-    from mleops.registry.registry import Registry
+    from mleops.registry import Registry
 
     art = ModelArtifact.load(model_dir)
     _, _, info = load_scores(scores_dir)

@@ -4,16 +4,9 @@ Kubernetes SeldonDeployment traffic + Prometheus)."""
 
 from __future__ import annotations
 
-from mleops.rollout.backend import (
-    MODES,
-    Backend,
-    Observation,
-    RolloutError,
-    backend_from,
-    open_backend,
-    state_store,
-)
+from mleops.rollout.backend import MODES, Backend, Observation, RolloutError
 from mleops.rollout.controller import Controller, parse_steps
+from mleops.rollout.factory import backend_from, open_backend, state_store
 from mleops.rollout.guardrails import Guardrails
 from mleops.rollout.kubernetes import AnnotationStateStore
 from mleops.rollout.state import (

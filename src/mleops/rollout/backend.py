@@ -1,12 +1,13 @@
-"""What a rollout drives: the backend interface, and the one factory that builds a backend
-for a new rollout or from a persisted state's description (Flagger's router/metrics split:
-small interfaces, one file per implementation, a factory)."""
+"""What a rollout drives: the backend interface (Flagger's pattern: a small interface, one file
+per implementation; :mod:`mleops.rollout.factory` picks one).
+
+The factory is a module of its own because the implementations import this interface: were
+it here, backend.py and the backends would import each other.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,57 +54,4 @@ class Backend(Protocol):
     def rollback(self, state: RolloutState) -> None: ...
 
 
-def backend_from(desc: dict[str, Any], registry=None) -> Backend:
-    """The backend a state's ``backend`` description names (what resume/status/abort reuse)."""
-    kind = desc.get("kind")
-    if kind == "local":
-        from mleops.rollout.local import LocalBackend
-
-        return LocalBackend(desc["router"])
-    if kind == "kubernetes":
-        from mleops.rollout.kubernetes import KubernetesBackend
-
-        return KubernetesBackend.from_description(desc, registry=registry)
-    raise RolloutError(f"unknown rollout backend {desc!r}")
-
-
-def state_store(*, kubernetes: bool = False, namespace: str = "models", state_dir: str = ""):
-    """Where rollout states live: an annotation on the SeldonDeployment, or local files."""
-    if kubernetes:
-        from mleops.rollout.kubernetes import AnnotationStateStore
-
-        return AnnotationStateStore(namespace)
-    from mleops.rollout.state import FileStateStore
-
-    return FileStateStore(state_dir)
-
-
-@contextlib.contextmanager
-def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: str = "",
-                 namespace: str = "models", prometheus: str = "",
-                 artifacts_destination: str = "", env_secret: str = "") -> Iterator[Backend]:
-    """The backend for a new rollout of model ``name``.
-
-    Kubernetes: the model's SeldonDeployment, metrics from ``prometheus``. Locally: the
-    router at ``router_url``, or, without one, a data plane started here (champion server
-    behind a router on 127.0.0.1) that lives as long as the ``with`` block.
-    """
-    if kubernetes:
-        from mleops.rollout.kubernetes import KubernetesBackend
-
-        yield KubernetesBackend(
-            name, namespace, prometheus, registry=registry,
-            artifacts_destination=artifacts_destination,
-            render_options={"env_secret_ref_name": env_secret} if env_secret else None)
-        return
-    from mleops.rollout.local import LocalBackend, LocalDataPlane
-
-    if router_url:
-        yield LocalBackend(router_url)
-        return
-    with LocalDataPlane(name, tracking_uri=registry.uri) as plane:
-        yield LocalBackend(plane.url)
-
-
-__all__ = ["MODES", "Backend", "Observation", "RolloutError", "backend_from", "open_backend",
-           "state_store"]
+__all__ = ["MODES", "Backend", "Observation", "RolloutError"]

@@ -77,7 +77,7 @@ class KubernetesBackend:
     # --- traffic -------------------------------------------------------------------------
     def _uri(self, version: str) -> str:
         if self.registry is None:
-            from mleops.registry.registry import Registry
+            from mleops.registry import Registry
 
             self.registry = Registry()
         return model_artifact_uri(self.registry, self.model, version,

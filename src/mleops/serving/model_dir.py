@@ -15,7 +15,7 @@ def resolve_model_dir(model_uri: str, *, tracking_uri: str = "", stage_root: str
         if not os.path.exists(os.path.join(path, "model.json")):
             raise DataError(f"no model.json in {path}")
         return path
-    from mleops.registry.registry import Registry
+    from mleops.registry import Registry
     from mleops.serving.service import stage_model
 
     ref = model_uri[len("models:/"):]

@@ -56,7 +56,7 @@ class LocalDataPlane:
         return server
 
     def start(self) -> LocalDataPlane:
-        from mleops.registry.registry import Registry
+        from mleops.registry import Registry
 
         found = Registry(self.tracking_uri).champion(self.name)
         if found is None:

@@ -1,0 +1,56 @@
+"""The one factory of rollout backends and state stores: for a new rollout (``open_backend``)
+and from a persisted state's description (``backend_from``: resume, status, abort)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from mleops.rollout.backend import Backend, RolloutError
+from mleops.rollout.kubernetes import AnnotationStateStore, KubernetesBackend
+from mleops.rollout.local import LocalBackend, LocalDataPlane
+from mleops.rollout.state import FileStateStore
+
+
+def backend_from(desc: dict[str, Any], registry=None) -> Backend:
+    """The backend a state's ``backend`` description names (what resume/status/abort reuse)."""
+    kind = desc.get("kind")
+    if kind == "local":
+        return LocalBackend(desc["router"])
+    if kind == "kubernetes":
+        return KubernetesBackend.from_description(desc, registry=registry)
+    raise RolloutError(f"unknown rollout backend {desc!r}")
+
+
+def state_store(*, kubernetes: bool = False, namespace: str = "models", state_dir: str = ""):
+    """Where rollout states live: an annotation on the SeldonDeployment, or local files."""
+    if kubernetes:
+        return AnnotationStateStore(namespace)
+    return FileStateStore(state_dir)
+
+
+@contextlib.contextmanager
+def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: str = "",
+                 namespace: str = "models", prometheus: str = "",
+                 artifacts_destination: str = "", env_secret: str = "") -> Iterator[Backend]:
+    """The backend for a new rollout of model ``name``.
+
+    Kubernetes: the model's SeldonDeployment, metrics from ``prometheus``. Locally: the
+    router at ``router_url``, or, without one, a data plane started here (champion server
+    behind a router on 127.0.0.1) that lives as long as the ``with`` block.
+    """
+    if kubernetes:
+        yield KubernetesBackend(
+            name, namespace, prometheus, registry=registry,
+            artifacts_destination=artifacts_destination,
+            render_options={"env_secret_ref_name": env_secret} if env_secret else None)
+        return
+    if router_url:
+        yield LocalBackend(router_url)
+        return
+    with LocalDataPlane(name, tracking_uri=registry.uri) as plane:
+        yield LocalBackend(plane.url)
+
+
+__all__ = ["backend_from", "open_backend", "state_store"]
