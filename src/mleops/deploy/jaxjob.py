@@ -29,9 +29,8 @@ from mleops.deploy.k8s import (
     DNS1123,
     QUANTITY,
     check,
-    check_object,
-    crd_schema,
     find_crd,
+    validate_against_crd,
 )
 from mleops.deploy.seldon import STORAGE_INITIALIZER_IMAGE
 from mleops.families import family_class
@@ -190,10 +189,9 @@ def validate_jaxjob(manifest: dict, schema_path: str | os.PathLike | None = None
     DataError names the first failing field as a path
     (``spec.jaxReplicaSpecs.Worker.replicas: 'two' is not of type 'integer'``).
     """
-    path = Path(schema_path) if schema_path is not None else default_crd_path()
-    check(path.is_file(), f"JAXJob CRD not found at {path} (set ${CRD_ENV})")
-    check_object(manifest, f"{GROUP}/{API_VERSION}", KIND, DNS1035, "DNS-1035",
-                 crd_schema(path, version=API_VERSION, strict=strict))
+    validate_against_crd(manifest, schema_path, env=CRD_ENV, filename=CRD_FILE, group=GROUP,
+                         version=API_VERSION, kind=KIND, name_pattern=DNS1035,
+                         name_rule="DNS-1035", strict=strict)
     _operator_rules(manifest)
     return manifest
 

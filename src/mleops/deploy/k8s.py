@@ -102,6 +102,17 @@ def crd_schema(path: str | os.PathLike, *, version: str, strict: bool = True) ->
     return _crd_schema(str(p.resolve()), p.stat().st_mtime, version, strict)
 
 
+def validate_against_crd(manifest: dict, schema_path: str | os.PathLike | None, *, env: str,
+                         filename: str, group: str, version: str, kind: str,
+                         name_pattern: re.Pattern, name_rule: str, strict: bool = True) -> None:
+    """Kind, name and schema of ``manifest`` against the CRD at ``schema_path`` (default:
+    ``find_crd(env, filename)``); DataError names the first failing field."""
+    path = Path(schema_path) if schema_path is not None else find_crd(env, filename)
+    check(path.is_file(), f"{kind} CRD not found at {path} (set ${env})")
+    check_object(manifest, f"{group}/{version}", kind, name_pattern, name_rule,
+                 crd_schema(path, version=version, strict=strict))
+
+
 def check_object(manifest: dict, api_version: str, kind: str, name_pattern: re.Pattern,
                  name_rule: str, schema: dict) -> None:
     """Kind, name and the CRD's schema (shared by every manifest mleops renders); DataError

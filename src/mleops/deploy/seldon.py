@@ -23,11 +23,10 @@ from mleops.deploy.k8s import (
     QUANTITY,
     SUBDOMAIN,
     check,
-    check_object,
     check_uri,
-    crd_schema,
     find_crd,
     label_value,
+    validate_against_crd,
 )
 
 GROUP, API_VERSION, PLURAL = "machinelearning.seldon.io", "v1", "seldondeployments"
@@ -235,9 +234,8 @@ def validate_manifest(manifest: dict, schema_path: str | os.PathLike | None = No
 
     DataError names the first failing field as a path (``spec.predictors[0].traffic``).
     """
-    path = Path(schema_path) if schema_path is not None else default_crd_path()
-    check(path.is_file(), f"SeldonDeployment CRD not found at {path} (set ${CRD_ENV})")
-    check_object(manifest, f"{GROUP}/{API_VERSION}", KIND, DNS1123, "DNS-1123",
-                 crd_schema(path, version=API_VERSION, strict=strict))
+    validate_against_crd(manifest, schema_path, env=CRD_ENV, filename=CRD_FILE, group=GROUP,
+                         version=API_VERSION, kind=KIND, name_pattern=DNS1123,
+                         name_rule="DNS-1123", strict=strict)
     _seldon_rules(manifest)
     return manifest
