@@ -212,11 +212,17 @@ def test_a_rollout_on_one_seldondeployment(cluster, prom, mode):
     assert cluster.state().phase == "progressing" and cluster.state().weight == 10
     validate_manifest({k: v for k, v in cluster.obj.items()})
     rng = np.random.default_rng(0)
-    c, p = rng.normal(-1.6, 0.5, 400), rng.normal(-1.0, 0.5, 3600)
-    prom.totals("4", {"c-0": (c.size, c.sum(), np.square(c).sum(), 0)})
-    prom.totals("3", {"m-0": (p.size, p.sum(), np.square(p).sum(), 0)})
-    prom.executor(40, 0)
-    state = ctl.tick("claims")
+    totals = np.zeros((2, 3))
+    for tick in range(1, 7):  # each tick's increments are one block of the test
+        c, p = rng.normal(-1.6, 0.5, 80), rng.normal(-1.0, 0.5, 720)
+        totals += [[c.size, c.sum(), np.square(c).sum()], [p.size, p.sum(), np.square(p).sum()]]
+        prom.totals("4", {"c-0": (*totals[0], 0)})
+        prom.totals("3", {"m-0": (*totals[1], 0)})
+        prom.executor(8 * tick, 0)
+        state = ctl.tick("claims")
+        if state.terminal:
+            break
+    assert tick == TestConfig().min_blocks  # no decision before the burn-in, then at once
     assert state.phase == "rolled_back" and "dropped" in state.reason
     assert cluster.state().phase == "rolled_back"  # saved on the object, not lost
     if mode == "split":

@@ -9,6 +9,7 @@ from mleops.rollout.controller import Controller, parse_steps
 from mleops.rollout.factory import backend_from, open_backend, state_store
 from mleops.rollout.guardrails import Guardrails
 from mleops.rollout.kubernetes import AnnotationStateStore
+from mleops.rollout.offline import evaluate_stream
 from mleops.rollout.state import (
     FAILED,
     PROGRESSING,
@@ -23,6 +24,6 @@ from mleops.rollout.statistics import SequentialTest, Summary, TestConfig, Verdi
 
 __all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
            "MODES", "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
-           "TestConfig", "Verdict", "backend_from", "open_backend", "parse_steps",
+           "TestConfig", "Verdict", "backend_from", "evaluate_stream", "open_backend", "parse_steps",
            "state_store", "FAILED", "PROGRESSING", "PROMOTED", "PROMOTING", "ROLLED_BACK",
            "WAITING"]

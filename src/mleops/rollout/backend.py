@@ -32,6 +32,8 @@ class Observation:
 
     canary_rows: np.ndarray  # per-row log-likelihoods (paired: aligned with champion_rows)
     champion_rows: np.ndarray
+    canary_requests: np.ndarray | None = None  # request id of each row (None: unknown)
+    champion_requests: np.ndarray | None = None
     canary_sums: Summary | None = None  # sums-only sources (Prometheus)
     champion_sums: Summary | None = None
     # guardrail inputs per arm ("canary"/"champion"): requests, errors, outside_support_rate,

@@ -21,7 +21,7 @@ import numpy as np
 
 from mleops.errors import DataError, MleopsError
 from mleops.rollout.backend import MODES, Backend, RolloutError
-from mleops.rollout.guardrails import Guardrails, breach_of
+from mleops.rollout.guardrails import Guardrails, absurd_breach, breach_of
 from mleops.rollout.state import (
     FAILED,
     PROMOTED,
@@ -70,8 +70,10 @@ class Controller:
         if mode not in MODES:
             raise DataError(f"mode must be one of {list(MODES)}, got {mode!r}")
         # the mode decides the pairing: shadow scores the same rows, split different ones
+        # (a sums-only backend, e.g. Prometheus, cannot pair rows: its shadow is unpaired)
+        paired = mode == "shadow" and getattr(self.backend, "pairs_rows", True)
         test = dataclasses.replace(test or TestConfig(),
-                                   mode="paired" if mode == "shadow" else "unpaired")
+                                   mode="paired" if paired else "unpaired")
         guardrails = guardrails or Guardrails()
         with self.store.locked(name):
             current = self.store.load(name)
@@ -232,11 +234,11 @@ class Controller:
         if impossible:  # the canary says an observed row cannot happen: nothing to weigh
             return self._rollback(state, f"canary gave {impossible} live row(s) zero "
                                          "likelihood (log-likelihood -inf)")
-        keep_p = np.isfinite(p)
-        c, p = (c[keep_p], p[keep_p]) if state.mode == "shadow" else (c, p[keep_p])
         test = SequentialTest(TestConfig.from_dict(state.test_config), state.test)
-        try:
-            test.update_rows(c, p)
+        try:  # one tick = one block: the test compares the arms within it
+            if c.size or p.size:
+                test.update_block(c, p, canary_requests=obs.canary_requests,
+                                  champion_requests=obs.champion_requests)
             if obs.canary_sums is not None or obs.champion_sums is not None:
                 test.update_sums(obs.canary_sums or Summary(), obs.champion_sums or Summary())
         except DataError as e:  # unusable numbers are no evidence: hold (and time out)
@@ -244,12 +246,12 @@ class Controller:
             return None
         verdict = test.verdict()
         state.test, state.verdict = test.to_dict(), verdict.to_dict()
-        state.guardrail_stats = obs.arms
+        state.guardrail_stats = {**obs.arms, "excluded": test.excluded}
         now = self.clock()
         if obs.canary_count:
             state.last_data_at = now
             state.step_rows += obs.canary_count
-        if breach := breach_of(obs.arms, g):
+        if breach := breach_of(obs.arms, g) or absurd_breach(test.excluded, verdict, g):
             return self._rollback(state, breach)
         if verdict.decision == "rollback":
             return self._rollback(state, f"live log-likelihood dropped: {verdict.reason}")

@@ -1,9 +1,21 @@
-"""The evidence kernels of the rollout test: one implementation for every path that decides.
+"""The evidence kernels of the rollout test: block contrasts, their variance, mixture e-values.
 
-:class:`~mleops.rollout.statistics.SequentialTest` (the controller, row by row) and
-:func:`~mleops.rollout.trace.trace` (many simulated streams at once) add the same clipped sums
-and turn them into the same mixture e-values and decisions through these functions; the
-arrays may carry leading batch axes. See :mod:`mleops.rollout.statistics` for the method.
+Every look of :class:`~mleops.rollout.statistics.SequentialTest` goes through these functions,
+whatever fed it (the controller's ticks, :func:`mleops.rollout.evaluate_stream`, a benchmark).
+
+A *block* is what one tick saw. Its contrast ``c_b`` is canary minus champion within the block
+(paired: the mean per-request difference of the same rows; split: the difference of the two
+arms' request means), so anything both arms share within a block (the traffic mix drifting over
+the day, a slow backend) cancels. Blocks combine with weights ``w_b`` (requests, or the
+harmonic count ``1/(1/m_c + 1/m_p)`` in split mode) into ``theta = sum w c / W``.
+
+Its variance comes from the requests' long-run variance (Newey-West, Bartlett weights, up to
+``LAGS`` neighbouring requests), so serially correlated requests count for less than
+independent ones: paired differences around their overall mean (they cross blocks), each
+split arm around its block's means (so a drift cannot pass for variance). A floor ties it to the data's scale: the
+per-request sd of a contrast is at least ``scale_floor`` times the log-likelihoods' own sd (and
+at least ``min_drop``), so a short run in which the rare rows have not shown up yet cannot
+look precise. The cluster-robust between-block variance is reported alongside.
 """
 
 from __future__ import annotations
@@ -17,62 +29,150 @@ if TYPE_CHECKING:  # typing only: statistics builds on these kernels
     from mleops.rollout.statistics import TestConfig
 
 _RATIOS = np.array([0.8, 1.6, 3.2, 6.4, 0.4, 0.2, 0.1])  # drifts, in units of min_drop
-_LOG_W = np.log(np.array([0.75, 0.09, 0.05, 0.03, 0.04, 0.025, 0.015]))
-REF_ROWS = 256  # reference block for the clipping levels (pooled over arms)
-_MAD_SD = 1.4826  # MAD -> sd for a normal sample
-_MEAN_AD_SD = 1.2533  # mean absolute deviation -> sd (fallback when over half the rows tie)
-_WIDE = 2.0  # variance sums clip at this many times the mean's clip (see part_sums)
-_VAR_FLOOR = 1.0  # per-row sd >= min_drop: finer precision in a short window usually means rare
-# rows have not shown up yet (a canary 0.01 worse on 97% of rows, 3 nats better on 3% would
-# be rolled back on its first 100 rows 5% of the time); it also keeps identical rows finite
+_LOG_W = np.log(np.array([0.9, 0.03, 0.02, 0.01, 0.02, 0.01, 0.01]))  # most at the design drift
+LAGS = 10  # Newey-West lags of the long-run variance (requests in arrival order)
+_BARTLETT = 1.0 - np.arange(1, LAGS + 1) / (LAGS + 1)
+#: accumulator layout (one float vector, so a state round-trips through JSON exactly)
+FIELDS = ("blocks", "W", "S1", "S2", "S3", "S4", "A_c", "A_p", "ss_d", "df_d", "ss_c", "df_c",
+          "ss_p", "df_p", "ss_llc", "df_llc", "ss_llp", "df_llp", "rows_c", "rows_p",
+          "units_c", "units_p", "nw_c", "den_c", "nw_p", "den_p", "sum_d", "sumsq_d",
+          *(f"lag{k}_d" for k in range(1, LAGS + 1)))
+IDX = {f: i for i, f in enumerate(FIELDS)}
 
 
-def part_sums(cfg: TestConfig, c: np.ndarray, p: np.ndarray, centre: Any, half: Any
-               ) -> np.ndarray:
-    """Sums of clipped rows along the last axis, shape (3 parts, 5, ...).
+Stats = tuple[int, float, float, float, float]  # units, mean, ss, Newey-West sum, its divisor
 
-    Parts: paired differences, canary rows, champion rows. Columns: n, sum and sum of squares
-    of the rows clipped at ``centre +- half`` (the mean), then of the rows clipped at
-    ``_WIDE`` times that (the variance): a clipped outlier still moves the mean by up to
-    ``half``, so it must widen the uncertainty by more than its clipped value says, or three
-    absurd rows would add up to a push no A/A noise makes.
+
+def arm_stats(units: np.ndarray) -> Stats:
+    """One series of per-request values in arrival order: (units, mean, squared deviations
+    from the block mean, their Newey-West sum, the divisor that makes it unbiased).
+
+    Deviations from the block's own mean are what let a shared drift cancel, but they sum to
+    zero, which biases their autocovariances down by about the variance over the block's size;
+    the divisor takes that out exactly for independent requests (and nearly for correlated
+    ones). Lags stop at a third of the block, where the correction is still small.
     """
-    centre, half = np.asarray(centre)[..., None], np.asarray(half)[..., None]
-    out = np.zeros((3, 5) + c.shape[:-1])
-    for k, x in ((0, c - p), (1, c[..., :0]), (2, p[..., :0])) if cfg.mode == "paired" else (
-            (1, c), (2, p)):
-        narrow = np.clip(x, centre - half, centre + half)
-        wide = np.clip(x, centre - _WIDE * half, centre + _WIDE * half)
-        out[k] = [np.full(x.shape[:-1], float(x.shape[-1])), narrow.sum(-1),
-                  (narrow * narrow).sum(-1), wide.sum(-1), (wide * wide).sum(-1)]
+    u = np.asarray(units, dtype=float)
+    if not u.size:
+        return 0, math.nan, 0.0, 0.0, 0.0
+    m, mean = u.size, float(u.mean())
+    e = u - mean
+    ss = float(e @ e)
+    nw, den = ss, float(m - 1)
+    for k in range(1, min(LAGS, m // 3) + 1):
+        w = _BARTLETT[k - 1]
+        nw += 2.0 * w * float(e[k:] @ e[:-k])
+        den -= 2.0 * w * (m - k) / m
+    return m, mean, ss, nw, den
+
+
+def sums_stats(n: float, total: float, total_sq: float) -> Stats:
+    """The same from (rows, sum, sum of squares) alone: no order, so no lag products."""
+    n_i = int(round(n))
+    ss = max(total_sq - total * total / n, 0.0)
+    return n_i, total / n, ss, ss, float(max(n_i - 1, 0))
+
+
+def paired_lags(d: np.ndarray, tail: list[float]) -> np.ndarray:
+    """Lag-1..LAGS products of the paired differences, continuing across blocks (``tail``:
+    the previous requests' differences, oldest first)."""
+    x = np.concatenate([np.asarray(tail, float), np.asarray(d, float)])
+    start = len(tail)
+    out = np.zeros(LAGS)
+    for k in range(1, LAGS + 1):
+        lo = max(start, k)
+        if lo < x.size:
+            out[k - 1] = float(x[lo:] @ x[lo - k:x.size - k])
     return out
 
 
-def sample_var(n: Any, total: Any, total_sq: Any) -> Any:
-    n = np.maximum(n, 2.0)
-    return np.maximum((total_sq - total * total / n) / (n - 1.0), 0.0)
+def paired_long_run(acc: np.ndarray, head: list[float], tail: list[float]) -> float:
+    """Newey-West (Bartlett) long-run variance of the paired differences around their overall
+    mean, from uncentered sums: exact, the first and last ``LAGS`` values correct the ends."""
+    n, s, q = acc[IDX["W"]], acc[IDX["sum_d"]], acc[IDX["sumsq_d"]]
+    if n < 2:
+        return 0.0
+    theta = s / n
+    nw, den = max(q - n * theta * theta, 0.0), n - 1.0
+    for k in range(1, min(LAGS, int(n) - 1) + 1):
+        w = _BARTLETT[k - 1]
+        c = (acc[IDX[f"lag{k}_d"]] - theta * (s - sum(head[:k])) - theta * (s - sum(tail[-k:]))
+             + (n - k) * theta * theta)
+        nw += 2.0 * w * c
+        den -= 2.0 * w * (n - k) / n
+    return max(nw, 0.0) / den if den > 0 else 0.0
 
 
-def evidence(cfg: TestConfig, sums: np.ndarray) -> tuple[Any, Any]:
-    """(mean difference, information) from ``part_sums``-shaped sums.
+def block_terms(paired: bool, c: Stats, p: Stats, rows_c: int, rows_p: int,
+                ll_c: Stats | None = None, ll_p: Stats | None = None) -> np.ndarray:
+    """One block's contribution to the accumulator (``FIELDS`` order), from ``arm_stats``.
 
-    Scores and informations add over independent pieces, so rows scored twice (paired) and
-    sums-only increments (unpaired) combine by inverse-variance weighting.
+    Paired: ``c`` holds the per-request differences (``p`` is unused) and ``ll_c`` / ``ll_p``
+    each arm's per-request log-likelihoods (the scale). Split: each arm's request means.
     """
-    floor = _VAR_FLOOR * cfg.min_drop ** 2
-    n, mean, var = [], [], []
-    for s in sums:
-        n.append(np.maximum(s[0], 1.0))
-        mean.append(s[1] / n[-1])
-        var.append(np.maximum(np.maximum(sample_var(*s[:3]), sample_var(s[0], s[3], s[4])), floor) / n[-1])
-    ok_d, ok_u = sums[0, 0] >= 2, (sums[1, 0] >= 2) & (sums[2, 0] >= 2)
-    info_d, info_u = np.where(ok_d, 1 / var[0], 0.0), np.where(ok_u, 1 / (var[1] + var[2]), 0.0)
-    info = info_d + info_u
-    score = info_d * mean[0] + info_u * (mean[1] - mean[2])
-    return np.where(info > 0, score / np.where(info > 0, info, 1.0), np.nan), info
+    acc = np.zeros(len(FIELDS))
+    put = lambda f, v: acc.__setitem__(IDX[f], v)  # noqa: E731
+    df = lambda s: max(s[0] - 1, 0)  # noqa: E731
+    def lags(name: str, st: Stats) -> None:
+        put(f"nw_{name}", st[3]), put(f"den_{name}", st[4])
+
+    if paired:  # lag products of the differences: paired_lags (they cross blocks)
+        m, mean, ss, _, _ = c
+        contrast, w = mean, float(m)
+        put("A_c", w), put("ss_d", ss), put("df_d", df(c))
+        put("sum_d", m * mean), put("sumsq_d", ss + m * mean * mean)
+        put("units_c", m), put("units_p", m)
+    else:
+        contrast, w = c[1] - p[1], 1.0 / (1.0 / c[0] + 1.0 / p[0])
+        put("A_c", w * w / c[0]), put("A_p", w * w / p[0])
+        put("ss_c", c[2]), put("df_c", df(c)), put("ss_p", p[2]), put("df_p", df(p))
+        lags("c", c), lags("p", p)
+        put("units_c", c[0]), put("units_p", p[0])
+        ll_c, ll_p = c, p
+    put("blocks", 1.0), put("W", w), put("S1", w * contrast)
+    put("S2", w * w * contrast * contrast), put("S3", w * w * contrast), put("S4", w * w)
+    for name, s in (("llc", ll_c), ("llp", ll_p)):
+        if s is not None:
+            put(f"ss_{name}", s[2]), put(f"df_{name}", df(s))
+    put("rows_c", rows_c), put("rows_p", rows_p)
+    return acc
 
 
-def logsumexp(x: np.ndarray) -> np.ndarray:
+def _pooled(acc: np.ndarray, ss: str, df: str) -> float:
+    return acc[IDX[ss]] / acc[IDX[df]] if acc[IDX[df]] > 0 else 0.0
+
+
+def _long_run(acc: np.ndarray, name: str) -> float:
+    """Newey-West (Bartlett) long-run variance of one series: its variance plus the weighted
+    autocovariances of neighbouring requests, so serially correlated rows count for less."""
+    den = acc[IDX[f"den_{name}"]]
+    return max(acc[IDX[f"nw_{name}"]], 0.0) / den if den > 0 else 0.0
+
+
+def estimate(cfg: TestConfig, acc: np.ndarray, head: list[float] | None = None,
+             tail: list[float] | None = None) -> tuple[float, float, dict[str, float]]:
+    """(mean contrast, its variance, the estimates behind it) from the accumulator (paired:
+    with the first and last differences, see ``paired_long_run``)."""
+    a = lambda f: acc[IDX[f]]  # noqa: E731
+    W, B = a("W"), a("blocks")
+    if W <= 0:
+        return math.nan, math.inf, {}
+    theta = a("S1") / W
+    between = (max(a("S2") - 2 * theta * a("S3") + theta * theta * a("S4"), 0.0) / (W * W)
+               * (B / (B - 1)) if B >= 2 else math.inf)
+    if cfg.mode == "paired":
+        long_run = paired_long_run(acc, head or [], tail or []) / W
+        spread = a("A_c") / (W * W)  # = 1/W: per-request variance -> variance of theta
+    else:
+        long_run = (_long_run(acc, "c") * a("A_c") + _long_run(acc, "p") * a("A_p")) / (W * W)
+        spread = (a("A_c") + a("A_p")) / (W * W)
+    sd_ll = math.sqrt(max(_pooled(acc, "ss_llc", "df_llc"), _pooled(acc, "ss_llp", "df_llp")))
+    floor = max(cfg.min_drop, cfg.scale_floor * sd_ll) ** 2 * spread
+    return theta, max(long_run, floor), {"long_run": long_run, "floor": floor,
+                                         "between_blocks": between}
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
     top = x.max(axis=-1)
     return top + np.log(np.exp(x - top[..., None]).sum(axis=-1))
 
@@ -83,60 +183,38 @@ def log_e(cfg: TestConfig, score: Any, info: Any) -> tuple[Any, Any]:
     s, i = np.asarray(score, dtype=float)[..., None], np.asarray(info, dtype=float)[..., None]
     s = np.where(np.isfinite(s), s, 0.0)
     quad = theta * theta * i / 2
-    log_drop = logsumexp(_LOG_W - theta * s - quad)
-    log_safe = logsumexp(_LOG_W + theta * (s + cfg.min_drop * i) - quad)
+    log_drop = _logsumexp(_LOG_W - theta * s - quad)
+    log_safe = _logsumexp(_LOG_W + theta * (s + cfg.min_drop * i) - quad)
     return log_drop, log_safe
 
 
-def decide(cfg: TestConfig, log_drop: Any, log_safe: Any, n_c: Any, n_p: Any) -> np.ndarray:
-    """Rollback beats not_worse when both cross (safety first); nothing before min_rows."""
-    ready = (np.asarray(n_c) >= cfg.min_rows) & (np.asarray(n_p) >= cfg.min_rows)
-    drop = ready & (log_drop >= math.log(1 / cfg.alpha))
-    safe = ready & (log_safe >= math.log(1 / cfg.beta))
-    return np.where(drop, 1, np.where(safe, 2, 0))
+def decide(cfg: TestConfig, log_drop: float, log_safe: float, ready: bool) -> int:
+    """0 continue, 1 rollback, 2 not_worse: rollback beats not_worse when both cross (safety
+    first); nothing before the burn-in (``ready``)."""
+    if not ready:
+        return 0
+    if log_drop >= math.log(1 / cfg.alpha):
+        return 1
+    return 2 if log_safe >= math.log(1 / cfg.beta) else 0
 
 
 def half_width(cfg: TestConfig, info: float) -> float:
-    """Half-width of the two-sided (alpha/2 per side) confidence sequence from the mixture."""
-    if info <= 0:
+    """Half-width of the two-sided (alpha/2 per side) confidence sequence from the mixture:
+    the x where the mixture of ``exp(d x I - d^2 I / 2)`` reaches ``2/alpha`` (one vectorised
+    evaluation on a grid, then linear interpolation: it is shown, not decided on)."""
+    if not info > 0 or not math.isfinite(info):
         return math.inf
     theta, level = cfg.min_drop * _RATIOS, math.log(2 / cfg.alpha)
-    f = lambda x: logsumexp(_LOG_W + theta * x * info - theta * theta * info / 2) - level
-    lo, hi = 0.0, float(np.min((level - _LOG_W) / (theta * info) + theta / 2))
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-    return hi
+    hi = float(np.min((level - _LOG_W) / (theta * info) + theta / 2))  # one term alone
+    x = np.linspace(0.0, hi, 257)
+    f = _logsumexp(_LOG_W + np.outer(x, theta) * info - theta * theta * info / 2) - level
+    k = int(np.searchsorted(f, 0.0))  # f increases in x (each term does, for x > d/2)
+    if k == 0:
+        return 0.0
+    if k >= x.size:
+        return hi
+    return float(x[k - 1] + (x[k] - x[k - 1]) * (-f[k - 1]) / (f[k] - f[k - 1]))
 
 
-def ref_levels(cfg: TestConfig, ref_c: np.ndarray, ref_p: np.ndarray) -> tuple[Any, Any]:
-    """Clip centre and half-width from the reference rows (along the last axis).
-
-    Unpaired: median +- clip * robust sd of the pooled log-likelihoods (both arms alike, so A/A
-    stays exchangeable). Paired: around the median difference, but never narrower than clip *
-    the robust sd of the log-likelihoods themselves: when the models agree on most rows the
-    differences' own scale is tiny, and clipping at it would hide a canary that fails badly
-    on a few percent of rows; a glitch row is one absurd on the log-likelihood scale.
-    """
-    def scale(x: np.ndarray) -> Any:  # MAD-based sd; mean-deviation-based when most rows tie
-        dev = np.abs(x - np.median(x, axis=-1, keepdims=True))
-        mad = _MAD_SD * np.median(dev, axis=-1)
-        return np.where(mad > 0, mad, _MEAN_AD_SD * dev.mean(axis=-1))
-
-    pooled = np.concatenate([ref_c, ref_p], axis=-1)
-    x = ref_c - ref_p if cfg.mode == "paired" else pooled
-    sd = scale(pooled) if cfg.mode == "unpaired" else np.maximum(scale(x), scale(pooled))
-    return np.median(x, axis=-1), np.where(sd > 0, cfg.clip * sd, np.inf)
-
-
-def ref_take(have: int, n_c: int, n_p: int) -> tuple[int, int]:
-    """How many of a batch's rows (per arm) still go into the reference block."""
-    room = max(REF_ROWS - have, 0)
-    if n_c + n_p <= room:
-        return n_c, n_p
-    take_c = room * n_c // (n_c + n_p)
-    return take_c, room - take_c
-
-
-__all__ = ["REF_ROWS", "decide", "evidence", "half_width", "log_e", "part_sums", "ref_levels",
-           "ref_take", "sample_var"]
+__all__ = ["FIELDS", "IDX", "LAGS", "arm_stats", "block_terms", "paired_lags", "paired_long_run",
+           "sums_stats", "decide", "estimate", "half_width", "log_e"]

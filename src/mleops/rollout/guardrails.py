@@ -17,6 +17,8 @@ class Guardrails:
     max_error_rate: float = 0.05  # canary failures / canary requests
     min_requests: int = 10  # canary requests before the error/latency rates count
     max_outside_support_rate: float = 0.02  # excess over the champion's, per request
+    max_absurd_rate: float = 0.01  # excess of absurd rows (the test leaves them out), per row
+    min_absurd_rows: int = 10  # ... and at least this many of them: a glitch or two is not a trend
     max_p99_ms: float = 1000.0
     step_min_rows: int = 200  # canary rows at each step before it may advance
     max_rows: int = 50_000  # canary rows without a decision: inconclusive -> rollback
@@ -29,7 +31,8 @@ class Guardrails:
             if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0 \
                     or not math.isfinite(v):
                 raise DataError(f"guardrail {f.name} must be a positive number, got {v!r}")
-        if not self.max_error_rate < 1 or not self.max_outside_support_rate < 1:
+        if not self.max_error_rate < 1 or not self.max_outside_support_rate < 1 \
+                or not self.max_absurd_rate < 1:
             raise DataError("guardrail rates must be below 1")
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,4 +61,18 @@ def breach_of(arms: dict[str, dict[str, Any]], g: Guardrails) -> str:
     return ""
 
 
-__all__ = ["Guardrails", "breach_of"]
+def absurd_breach(excluded: dict[str, dict[str, int]], verdict, g: Guardrails) -> str:
+    """Rows the test left out (not a number, or absurd: far below their block's median) are
+    evidence of their own: a canary producing clearly more of them than the champion is
+    rolled back, with that reason; a handful (a glitch) is not."""
+    rows = {"canary": verdict.rows_canary, "champion": verdict.rows_champion}
+    rate = {a: sum(excluded.get(a, {}).values()) / max(rows[a] + sum(
+        excluded.get(a, {}).values()), 1) for a in rows}
+    count = sum(excluded.get("canary", {}).values())
+    if count >= g.min_absurd_rows and rate["canary"] - rate["champion"] > g.max_absurd_rate:
+        return (f"canary gave {rate['canary']:.1%} absurd or non-numeric log-likelihood rows "
+                f"(champion {rate['champion']:.1%}; limit +{g.max_absurd_rate:.1%})")
+    return ""
+
+
+__all__ = ["Guardrails", "absurd_breach", "breach_of"]

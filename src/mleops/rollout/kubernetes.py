@@ -6,7 +6,9 @@ manifest and validated against the CRD before it is applied. Live log-likelihood
 model servers' cumulative ``mleops_rows_total`` / ``mleops_loglik_sum`` /
 ``mleops_loglik_sq_sum`` per registered version, read per series (pod x worker): the cursor
 keeps each series' last values and the test gets the increments (a series that went down
-restarted with its pod: its new values are the increment; a sum over pods could not tell). Sums cannot be paired row by row, so shadow mode is analysed
+restarted with its pod: its new values are the increment; a sum over pods could not tell); each
+tick's increments are one block, so the arms are compared within the same interval. Sums cannot
+be paired row by row, so shadow mode is analysed
 as two independent samples here (conservative); the local router pairs rows exactly.
 Errors and p99 latency come from Seldon's executor metrics for the canary predictor.
 """
@@ -50,6 +52,8 @@ SERIES = ("mleops_rows_total", "mleops_loglik_sum", "mleops_loglik_sq_sum",
 
 class KubernetesBackend:
     """Drives SeldonDeployment ``deployment`` in ``namespace`` for registered model ``model``."""
+
+    pairs_rows = False  # Prometheus sums cannot be paired row by row: shadow is unpaired here
 
     def __init__(self, model: str, namespace: str, prometheus_url: str, *, registry=None,
                  api=None, deployment: str = "", artifacts_destination: str = "",

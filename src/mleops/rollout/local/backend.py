@@ -220,8 +220,11 @@ class LocalBackend:
         base = state.cursor.get("base", {})
         arms = {arm: _since(stats.get(v, {}), base.get(v, {}))
                 for arm, v in (("canary", cand), ("champion", champ))}
-        flat = lambda chunks: np.concatenate(chunks) if chunks else np.zeros(0)
-        return Observation(flat(canary), flat(champion), arms=arms)
+        flat = lambda chunks: np.concatenate(chunks) if chunks else np.zeros(0)  # noqa: E731
+        ids = lambda chunks: np.repeat(np.arange(len(chunks)), [len(r) for r in chunks])  # noqa: E731
+        # every record is one request: its rows share it (the test weighs requests, not rows)
+        return Observation(flat(canary), flat(champion), canary_requests=ids(canary),
+                           champion_requests=ids(champion), arms=arms)
 
 
 def _since(now: dict, base: dict) -> dict[str, Any]:
