@@ -276,3 +276,64 @@ def test_calibration_allows_for_sampling_noise_at_small_n():
     wrong = rng.uniform(size=400) ** 1.6  # PIT piled up near 0: a too-heavy right tail
     d = decide(ll, None, {"kind": "continuous", "n": 400, **_pit_summary(wrong)})
     assert not d.passed and "n=400" in d.reasons[1]
+
+
+# --- three outcomes, and what estimation noise may and may not do -----------------------------
+GOOD_CALIB = {"kind": "continuous", "n": 2000, "ks": 0.01, "coverage_50": 0.5,
+              "coverage_80": 0.8, "coverage_95": 0.95, "coverage_error_max": 0.0}
+
+
+@pytest.mark.parametrize("shift, outcome, passed", [
+    (0.0, "passed", True),  # bounds within the margin: not worse
+    (-0.0025, "inconclusive", True),  # the interval straddles -tolerance: registered
+    (-0.05, "rejected", False),  # the rows show it is worse
+])
+def test_likelihood_has_three_outcomes(rng, shift, outcome, passed):
+    champ = rng.normal(-1.0, 0.8, 2000)
+    d = rng.normal(0.0, 0.05, 2000)
+    cand = champ + d - d.mean() + shift  # mean difference exactly `shift`
+    dec = decide(cand, champ, GOOD_CALIB, GateConfig())
+    assert (dec.outcome, dec.passed) == (outcome, passed)
+    assert dec.stats["lower_bound"] < dec.stats["mean_diff"] < dec.stats["upper_bound"]
+    strict = decide(cand, champ, GOOD_CALIB, GateConfig(on_inconclusive="reject"))
+    assert strict.passed == (outcome == "passed")
+    with pytest.raises(ValueError, match="on_inconclusive"):
+        GateConfig(on_inconclusive="maybe")
+
+
+def test_one_default_tolerance_everywhere():
+    from mleops._config import GATE_TOLERANCE
+    from mleops.cli.main import main
+    from mleops.pipeline import RunRequest
+    from mleops_pipelines.training import training_pipeline
+
+    run = main.commands["pipeline"].commands["run"]
+    cli_default = next(p.default for p in run.params if p.name == "gate_tolerance")
+    ir_default = training_pipeline.pipeline_spec.root.input_definitions.parameters[
+        "gate_tolerance"].default_value.number_value
+    assert GateConfig().tolerance == RunRequest("d", "gamma", "m").gate_tolerance == \
+        cli_default == ir_default == GATE_TOLERANCE
+
+
+def _lognormal_world(rng, n_train=3000, n_heldout=2000, worse=0.0):
+    """Champion and candidate: lognormal MLEs from independent training sets; ``worse``
+    nats/row of expected held-out loss are added to the candidate (a shifted location)."""
+    truth_mu, truth_s = 0.0, 0.6
+    held = np.exp(rng.normal(truth_mu, truth_s, n_heldout))
+    fits = []
+    for _ in range(2):
+        logs = rng.normal(truth_mu, truth_s, n_train)
+        fits.append((logs.mean(), logs.std()))
+    (mu_c, s_c), (mu_p, s_p) = fits
+    mu_c += truth_s * np.sqrt(2 * worse)  # E[loss] = delta^2 / (2 s^2)
+    ll = lambda mu, s: stats.lognorm(s, scale=np.exp(mu)).logpdf(held)  # noqa: E731
+    return ll(mu_c, s_c), ll(mu_p, s_p)
+
+
+def test_an_equally_good_retrain_passes_and_a_worse_one_fails(rng):
+    """Issue 12's gate targets at 3,000 training and 2,000 held-out rows: an equally good
+    retrain is registered (passed or inconclusive) >= 99% of the time, a candidate worse by
+    0.02 nats/row is rejected >= 99%."""
+    equal = [decide(*_lognormal_world(rng), GOOD_CALIB).passed for _ in range(300)]
+    worse = [decide(*_lognormal_world(rng, worse=0.02), GOOD_CALIB).passed for _ in range(300)]
+    assert np.mean(equal) >= 0.99 and np.mean(worse) <= 0.01

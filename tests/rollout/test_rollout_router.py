@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -132,8 +133,12 @@ def test_shadow_pairs_rows_and_answers_with_the_champion(plane):
     router.set_routes(100, "shadow")
     answers = [_post(url, ROWS)[1]["data"]["ndarray"][0][0] for _ in range(8)]
     assert answers == [-1.0] * 8
-    router.close()  # waits for the mirrored calls
-    paired = [r for r in router.read(0)["records"] if r.get("paired")]
+    deadline = time.time() + 20  # mirrored calls run after the answer (close() drops queued ones)
+    while time.time() < deadline:
+        paired = [r for r in router.read(0)["records"] if r.get("paired")]
+        if len(paired) == 8:
+            break
+        time.sleep(0.05)
     assert len(paired) == 8
     assert paired[0]["canary"] == [-2.0] * 3 and paired[0]["champion"] == [-1.0] * 3
 

@@ -10,7 +10,6 @@ import pytest
 
 from mleops.errors import DataError
 from mleops.rollout.statistics import (
-    DECISIONS,
     SequentialTest,
     Summary,
     TestConfig,

@@ -46,6 +46,8 @@ def _retrain_with(pipeline_args: str):
 
 
 def _print(out: dict) -> None:
+    from mleops.gate import outcome_of
+
     b = out["baseline"]
     click.echo(f"model {out['model']} version {out['version']}: baseline mean {b['mean']:.5g} "
                f"sd {b['sd']:.4g} ({b['source']})")
@@ -60,7 +62,7 @@ def _print(out: dict) -> None:
     if "retrain" in out:
         r = out["retrain"]
         click.echo("retrain: " + (f"submitted KFP run {r['kfp_run_id']}" if r.get("submitted")
-                                  else f"gate {'PASSED' if r['gate']['passed'] else 'REJECTED'},"
+                                  else f"gate {outcome_of(r['gate']).upper()},"
                                   f" registered version {r['registered_version']}"))
 
 

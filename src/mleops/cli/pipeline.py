@@ -35,6 +35,7 @@ def compile_cmd(output) -> None:
 @pipeline_run_options
 def run_cmd(host, pipeline_root, no_cache, as_json, **kw) -> None:
     """Run the training pipeline; the exit code says whether a version was registered."""
+    from mleops.gate import outcome_of
     from mleops.pipeline import RunRequest, run_pipeline
 
     req = RunRequest(**kw)
@@ -48,7 +49,7 @@ def run_cmd(host, pipeline_root, no_cache, as_json, **kw) -> None:
             click.echo(f"submitted KFP run {result['kfp_run_id']} to {host}")
         else:
             g = result["gate"]
-            click.echo(f"gate: {'PASSED' if g['passed'] else 'REJECTED'}")
+            click.echo(f"gate: {outcome_of(g).upper()}")
             for r in g["reasons"]:
                 click.echo(f"  - {r}")
             click.echo(f"MLflow run {result['run_id']}; registered version: "

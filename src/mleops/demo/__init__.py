@@ -40,8 +40,10 @@ def _say(title: str, lines: list[str], story: list[dict]) -> None:
 
 
 def _gate_lines(label: str, res: dict) -> list[str]:
+    from mleops.gate import outcome_of
+
     g = res["gate"]
-    head = (f"{label}: gate {'PASSED' if g['passed'] else 'REJECTED'}"
+    head = (f"{label}: gate {outcome_of(g).upper()}"
             + (f" -> registered v{res['registered_version']}" if res["registered_version"]
                else " -> nothing registered"))
     return [head] + [f"  {r}" for r in g["reasons"]]

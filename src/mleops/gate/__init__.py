@@ -7,9 +7,9 @@ from mleops.gate.calibration import (
     heldout_loglik,
     summary_metrics,
 )
-from mleops.gate.decision import DEFAULT_TOLERANCE, GateConfig, GateDecision, decide
+from mleops.gate.decision import DEFAULT_TOLERANCE, GateConfig, GateDecision, decide, outcome_of
 from mleops.gate.report import write_report
 
 __all__ = ["CALIBRATION_KEYS", "COVERAGE_LEVELS", "DEFAULT_TOLERANCE", "GateConfig",
            "GateDecision", "calibration", "decide", "heldout_loglik", "summary_metrics",
-           "write_report"]
+           "outcome_of", "write_report"]

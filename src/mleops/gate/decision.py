@@ -2,12 +2,24 @@
 
 Two checks, both required:
 
-* likelihood (non-inferiority): on the SAME held-out rows, the per-row differences
-  d_i = log f_cand(x_i) - log f_champ(x_i) are paired, so their noise largely cancels. The
-  candidate passes iff the one-sided lower confidence bound of mean(d) is >= -tolerance,
-  i.e. it is at most ``tolerance`` nats per row worse, with the stated confidence. The bound is
-  either Vuong's normal one, mean - z * sd / sqrt(n), or a seeded percentile bootstrap.
-  Comparing two averages without pairing would throw that cancellation away.
+* likelihood: on the SAME held-out rows, the per-row differences
+  d_i = log f_cand(x_i) - log f_champ(x_i) are paired, so their noise largely cancels. Three
+  outcomes, from the one-sided confidence bounds of mean(d) (Vuong's normal bounds,
+  mean -+ z * sd / sqrt(n), or a seeded percentile bootstrap):
+
+  - ``not_worse``: the lower bound is >= -tolerance (at most ``tolerance`` nats/row worse,
+    with the stated confidence);
+  - ``worse``: the ``worse_confidence`` (80%) upper bound is < -tolerance: the rows show it
+    is worse than that. A weaker bound than the lower one on purpose: an equally good
+    retrain sits a whole tolerance above the margin, so it is almost never called worse,
+    while a candidate 0.02 nats/row worse is caught >= 99% of the time at 2,000 rows;
+  - ``inconclusive``: neither; the held-out rows cannot tell two honest fits apart (their
+    difference is estimation noise of order k/(2n) nats/row for k parameters and n training
+    rows, below what a few thousand held-out rows resolve). ``on_inconclusive="register"``
+    (the default) registers it as challenger, so the canary decides on live traffic;
+    ``"reject"`` keeps the old burden of proof on the candidate.
+
+  Comparing two averages without pairing would throw the cancellation away.
 * calibration: KS distance of the PIT and worst central-coverage error (continuous / count),
   or expected calibration error (binary), within configured limits. Like the likelihood
   check, a candidate fails only when the data show it is beyond a limit: the observed KS
@@ -17,8 +29,6 @@ Two checks, both required:
   (0.05 is below the 95% critical value 0.068 at that n) and good retrains get rejected.
 
 Without a champion (the first model) only calibration is checked, and the reasons say so.
-Note that ``tolerance=0`` makes the likelihood check a superiority test (the candidate must be
-significantly better); a small positive tolerance lets an equally good retrain through.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from scipy import stats
 from mleops._config import GATE_TOLERANCE
 
 TESTS = ("z", "bootstrap")
+INCONCLUSIVE_POLICIES = ("register", "reject")
 DEFAULT_TOLERANCE = GATE_TOLERANCE  # the one default (see mleops._config)
 #: calibration numbers copied into ``GateDecision.stats`` (None where the kind lacks them)
 CALIB_STATS = ("kind", "ks", "ks_max", "ks_pvalue", "coverage_50", "coverage_80", "coverage_95",
@@ -48,6 +59,8 @@ class GateConfig:
     ks_max: float = 0.05
     coverage_tol: float = 0.05
     ece_max: float = 0.05
+    on_inconclusive: str = "register"  # what an inconclusive likelihood comparison does
+    worse_confidence: float = 0.8  # one-sided confidence of the upper bound that says "worse"
 
     def __post_init__(self):
         def num(name, lo, hi, lo_open=False, hi_open=False):
@@ -61,9 +74,13 @@ class GateConfig:
 
         num("tolerance", 0.0, math.inf, hi_open=True)
         num("confidence", 0.5, 1.0, lo_open=True, hi_open=True)
+        num("worse_confidence", 0.5, 1.0, hi_open=True)
         num("ks_max", 0.0, 1.0, lo_open=True)
         num("coverage_tol", 0.0, 1.0)
         num("ece_max", 0.0, 1.0)
+        if self.on_inconclusive not in INCONCLUSIVE_POLICIES:
+            raise ValueError(f"GateConfig.on_inconclusive must be one of "
+                             f"{INCONCLUSIVE_POLICIES}, got {self.on_inconclusive!r}")
         if self.test not in TESTS:
             raise ValueError(f"GateConfig.test must be one of {TESTS}, got {self.test!r}")
         for name, lo in (("n_boot", 100), ("seed", 0)):
@@ -75,9 +92,10 @@ class GateConfig:
 
 @dataclass
 class GateDecision:
-    passed: bool
+    passed: bool  # registered (not_worse, or inconclusive under on_inconclusive="register")
     reasons: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    outcome: str = ""  # passed | inconclusive | rejected
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,16 +146,28 @@ def _likelihood_check(cand: np.ndarray, champ: np.ndarray, cfg: GateConfig):
           "candidate_avg_loglik": float(cand.mean()), "champion_avg_loglik": float(champ.mean())}
     if cfg.test == "z":
         lb = mean - z_crit * se
+        ub = mean + float(stats.norm.ppf(cfg.worse_confidence)) * se
     else:
         boot = _bootstrap_means(d, cfg.n_boot, cfg.seed)
-        lb = float(np.quantile(boot, 1 - cfg.confidence))
+        lb, ub = (float(np.quantile(boot, q)) for q in (1 - cfg.confidence,
+                                                         cfg.worse_confidence))
         p_value = float(np.mean(boot < -cfg.tolerance))  # share of resamples below the margin
-    st.update(p_value=p_value, lower_bound=float(lb))
-    ok = bool(lb >= -cfg.tolerance)
-    word = "passes" if ok else "FAILS"
-    reason = (f"likelihood {word}: candidate - champion mean per-row log-likelihood "
-              f"{mean:+.5g} nats over {n} paired held-out rows; {cfg.confidence:.0%} lower bound "
-              f"({cfg.test}) {lb:+.5g} {'>=' if ok else '<'} -tolerance {-cfg.tolerance:+.5g}")
+    st.update(p_value=p_value, lower_bound=float(lb), upper_bound=float(ub))
+    margin = -cfg.tolerance
+    outcome = "not_worse" if lb >= margin else ("worse" if ub < margin else "inconclusive")
+    st["likelihood_outcome"] = outcome
+    head = (f"candidate - champion mean per-row log-likelihood {mean:+.5g} nats over {n} "
+            f"paired held-out rows; bounds ({cfg.test}, {cfg.confidence:.0%} lower, "
+            f"{cfg.worse_confidence:.0%} upper) [{lb:+.5g}, {ub:+.5g}] vs -tolerance "
+            f"{margin:+.5g}")
+    reason = {"not_worse": f"likelihood passes: {head}: not worse",
+              "worse": f"likelihood FAILS: {head}: worse beyond the tolerance",
+              "inconclusive": f"likelihood INCONCLUSIVE: {head}: the held-out rows cannot tell "
+                              f"(" + ("registered as challenger: the canary decides on live "
+                                      "traffic)" if cfg.on_inconclusive == "register" else
+                                      "on_inconclusive=reject)")}[outcome]
+    ok = outcome == "not_worse" or (outcome == "inconclusive"
+                                    and cfg.on_inconclusive == "register")
     return ok, reason, st
 
 
@@ -205,7 +235,8 @@ def decide(candidate_ll, champion_ll, calib: dict, config: GateConfig | None = N
     if champion_ll is None:
         ll_ok = True
         st.update(dict.fromkeys(("mean_diff", "sd_diff", "se", "z", "z_crit", "p_value",
-                                 "lower_bound", "champion_avg_loglik")))
+                                 "lower_bound", "upper_bound", "champion_avg_loglik")))
+        st["likelihood_outcome"] = "first_model"
         reasons.append("no champion registered: first model, gated on calibration alone")
     else:
         champ = _finite_rows(champion_ll, "champion_ll")
@@ -219,7 +250,16 @@ def decide(candidate_ll, champion_ll, calib: dict, config: GateConfig | None = N
     st.update(cal_st)
     reasons.extend(cal_reasons)
     st.update(likelihood_passed=bool(ll_ok), calibration_passed=bool(cal_ok))
-    return GateDecision(passed=bool(ll_ok and cal_ok), reasons=reasons, stats=st)
+    passed = bool(ll_ok and cal_ok)
+    outcome = ("rejected" if not passed else
+               "inconclusive" if st["likelihood_outcome"] == "inconclusive" else "passed")
+    return GateDecision(passed=passed, reasons=reasons, stats=st, outcome=outcome)
 
 
-__all__ = ["DEFAULT_TOLERANCE", "GateConfig", "GateDecision", "decide"]
+def outcome_of(decision: dict) -> str:
+    """``passed`` / ``inconclusive`` / ``rejected`` of a decision dict (also one written
+    before outcomes existed)."""
+    return decision.get("outcome") or ("passed" if decision.get("passed") else "rejected")
+
+
+__all__ = ["DEFAULT_TOLERANCE", "GateConfig", "GateDecision", "decide", "outcome_of"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from mleops.artifact import ModelArtifact
 from mleops.errors import DataError
+from mleops.gate.decision import outcome_of
 from mleops.pipeline.dataset import (
     ColumnSpec,
     Table,
@@ -154,7 +155,7 @@ def load_scores(scores_dir: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
 
 
 def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dict:
-    """Paired non-inferiority + calibration decision.
+    """Paired held-out likelihood comparison + calibration decision.
 
     Writes ``decision_dir``/{decision.json, pit.png} and the self-contained HTML report (the
     plot is embedded) to ``report_html``.
@@ -169,7 +170,7 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
     with open(os.path.join(decision_dir, DECISION_FILE), "w") as f:
         json.dump(out, f, indent=2)
     paths = write_report(info["calibration"], decision, decision_dir,
-                         title=f"mleops gate: {'PASSED' if decision.passed else 'REJECTED'}")
+                         title=f"mleops gate: {decision.outcome.upper()}")
     os.makedirs(os.path.dirname(os.path.abspath(report_html)), exist_ok=True)
     shutil.move(paths["report_html"], report_html)
     return out
@@ -204,7 +205,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     lineage = {"mleops.pipeline_run": run_tag, "mleops.data_hash": art.metadata.get("data_hash", ""),
                "mleops.git_commit": git_commit(), "mleops.family": art.family["name"],
                "mleops.device": art.metadata.get("device", "")}
-    tags = {**lineage, "mleops.gate": "passed" if decision["passed"] else "rejected",
+    tags = {**lineage, "mleops.gate": outcome_of(decision),
             "mleops.champion_version_compared": decision.get("champion_version", "")}
     reg = Registry(tracking_uri or None)
     report_dir = tempfile.mkdtemp(prefix="mleops-report-")

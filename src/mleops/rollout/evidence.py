@@ -93,14 +93,17 @@ def paired_long_run(acc: np.ndarray, head: list[float], tail: list[float]) -> fl
     if n < 2:
         return 0.0
     theta = s / n
-    nw, den = max(q - n * theta * theta, 0.0), n - 1.0
+    plain = max(q - n * theta * theta, 0.0) / (n - 1.0)
+    nw, den = plain * (n - 1.0), n - 1.0
     for k in range(1, min(LAGS, int(n) - 1) + 1):
         w = _BARTLETT[k - 1]
         c = (acc[IDX[f"lag{k}_d"]] - theta * (s - sum(head[:k])) - theta * (s - sum(tail[-k:]))
              + (n - k) * theta * theta)
         nw += 2.0 * w * c
         den -= 2.0 * w * (n - k) / n
-    return max(nw, 0.0) / den if den > 0 else 0.0
+    # never below the variance of independent requests: the lags only ever add (their noise
+    # must not pass for precision: an A/A stream would roll back more often)
+    return max(nw / den if den > 0 else 0.0, plain)
 
 
 def block_terms(paired: bool, c: Stats, p: Stats, rows_c: int, rows_p: int,
@@ -146,7 +149,8 @@ def _long_run(acc: np.ndarray, name: str) -> float:
     """Newey-West (Bartlett) long-run variance of one series: its variance plus the weighted
     autocovariances of neighbouring requests, so serially correlated rows count for less."""
     den = acc[IDX[f"den_{name}"]]
-    return max(acc[IDX[f"nw_{name}"]], 0.0) / den if den > 0 else 0.0
+    nw = max(acc[IDX[f"nw_{name}"]], 0.0) / den if den > 0 else 0.0
+    return max(nw, _pooled(acc, f"ss_{name}", f"df_{name}"))  # lags only ever add
 
 
 def estimate(cfg: TestConfig, acc: np.ndarray, head: list[float] | None = None,
