@@ -97,7 +97,7 @@ def test_sums_path_equals_row_path_on_the_same_windows(champ):
     rng = np.random.default_rng(5)
     x = np.concatenate([champ["draw"](rng, 1500), champ["draw"](rng, 1530, scale=1.3)])
     ll = champ["art"].loglik_rows(x)
-    b, cfg = champ["baseline"], CusumConfig(horizon=31)
+    b, cfg = champ["baseline"], CusumConfig(horizon=31, serial=False)  # sums carry no order
     r = cfg.row_clip * b.sd
     clipped = np.clip(ll, b.mean - r, b.mean + r)  # rows winsorise, sums cannot: do it here
     assert (clipped != ll).sum() > 0
@@ -415,3 +415,30 @@ def test_registry_champion_and_retrain_through_the_real_pipeline(mlflow_server, 
     assert report["retrain"]["registered_version"] == "2", report["retrain"]["gate"]["reasons"]
     assert {v["version"]: v["aliases"] for v in reg.list_versions(name)} == {
         "1": ["champion"], "2": ["challenger"]}
+
+
+def test_serially_correlated_rows_do_not_page_and_a_slowdown_still_does():
+    """AR(1) rows at rho 0.5 triple a window mean's variance; the detector widens its z by
+    the live rows' long-run variance factor (benchmarks/drift_monitor.py measures at scale)."""
+    from scipy import signal
+
+    rng = np.random.default_rng(3)
+
+    def ar(n):
+        e = rng.standard_normal(n)
+        return np.concatenate([e[:1], signal.lfilter([np.sqrt(0.75)], [1.0, -0.5], e[1:],
+                                                     zi=[0.5 * e[0]])[0]])
+
+    base, cfg = Baseline(-1.0, 0.8, 5000), CusumConfig(horizon=1000, window=100)
+    alarms = 0
+    for _ in range(40):
+        det = CusumDetector(base, cfg)
+        det.update_rows(-1.0 + 0.8 * ar(100_000))
+        alarms += det.alarm
+        assert 2.4 < det.serial_factor < 3.3  # (1 + rho) / (1 - rho) = 3, Bartlett-truncated
+    assert alarms <= 1
+    det = CusumDetector(base, cfg)
+    det.update_rows(-1.0 + 0.8 * ar(2000))
+    det.update_rows(-1.0 - np.log(1.6) + 0.8 * ar(1000))
+    assert det.alarm and det.state.alarm_window - 19 <= 6
+    assert CusumDetector.from_dict(det.to_dict()).serial_factor == det.serial_factor

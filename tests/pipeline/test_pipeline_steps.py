@@ -51,3 +51,22 @@ def test_ingest_writes_schema_and_checks_the_hash(tmp_path):
     with pytest.raises(DataError, match="unsupported data URI scheme"):
         steps.ingest("s3://bucket/d.csv", str(tmp_path / "x.parquet"), family="gamma",
                      spec=spec)
+
+
+def test_held_out_rows_the_champion_trained_on_are_found(rng):
+    """The champion's training-row sketch tells a fair comparison from an unfair one."""
+    from mleops.pipeline.dataset import Table
+    from mleops.pipeline.overlap import overlap, sketch
+
+    x = rng.gamma(2.0, 1.0, 20000)
+    train = sketch(Table(x[:16000]))
+    assert overlap(Table(x[16000:]), train)["share"] == 0.0  # disjoint split
+    assert overlap(Table(x[8000:12000]), train)["share"] == 1.0  # scored on its own rows
+    part = overlap(Table(np.concatenate([x[15000:16000], x[16000:19000]])), train)["share"]
+    assert 0.15 < part < 0.35  # a quarter of them, estimated from the sketch
+    small = sketch(Table(x[:500]))  # fewer rows than the sketch holds: exact
+    assert overlap(Table(x[400:600]), small) == {"share": 0.5, "exact": True,
+                                                 "rows_compared": 200, "note": "exact"}
+    counts = overlap(Table(rng.poisson(2, 3000).astype(float)),
+                     sketch(Table(rng.poisson(2, 9000).astype(float))))
+    assert counts["share"] is None and "undetermined" in counts["note"]

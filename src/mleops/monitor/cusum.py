@@ -19,6 +19,12 @@ by chance would raise the false-alarm rate without bound. So the budget is split
 reference ``mu_ref`` is the one-sided ``1 - alpha/2`` lower confidence bound of the baseline
 mean and the CUSUM gets ``alpha/2`` (union bound: total <= alpha).
 
+Serial correlation: live rows are rarely independent (a slow hour, a noisy neighbour), and a
+window of positively correlated rows has a mean far noisier than ``sd / sqrt(n)``: with AR(1)
+rows at rho 0.5, three times the variance, and the CUSUM would page on noise. Row input
+therefore scales each window's z by the live rows' long-run variance factor (Newey-West over
+neighbouring rows, pooled over all rows seen, never below 1).
+
 Robustness: per-row log-likelihoods are winsorised at ``row_clip`` baseline sds (row input
 only: a single absurd row cannot dominate a window) and window z-scores at ``clip``, so an
 alarm needs at least ``ceil(h / (clip - k))`` bad windows: a sustained drop, not a spike.
@@ -39,6 +45,7 @@ import numpy as np
 from scipy import optimize
 
 from mleops.errors import DataError
+from mleops.fit.inference import newey_west
 from mleops.monitor.baseline import Baseline
 
 #: Siegmund's correction for the overshoot of a Gaussian random walk over the threshold
@@ -83,6 +90,7 @@ class CusumConfig:
     window: int = 100
     min_rows: int = 30
     history: int = 10_000  # windows kept for reports and plots
+    serial: bool = True  # widen z by the live rows' long-run variance factor (row input)
 
     def __post_init__(self) -> None:
         if not 0 < self.false_alarm < 1:
@@ -122,6 +130,8 @@ class _State:
     alarm_at_row: int | None = None
     alarm_window: int | None = None
     windows: list[dict] = field(default_factory=list)
+    # pooled (ss, df, nw, den) of the live rows (newey_west): their serial correlation
+    long_run: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
 
 class CusumDetector:
@@ -149,6 +159,7 @@ class CusumDetector:
         i, w, p = 0, self.config.window, self.state.pending
         while i < ll.size:
             take = ll[i:i + max(w - int(p[0]), 1)]
+            self.state.long_run = [a + b for a, b in zip(self.state.long_run, newey_west(take))]
             p[0] += take.size
             p[1] += float(take.sum())
             p[2] += float(np.square(take).sum())
@@ -178,15 +189,27 @@ class CusumDetector:
         st.pending[:] = [0.0, 0.0, 0.0]  # in place: update_rows holds this list
         mean = s / n
         var = max(ss / n - mean * mean, 0.0) * n / max(n - 1, 1)
-        z = math.sqrt(n) * (mean - self.reference_mean) / sd
+        f = self.serial_factor
+        z = math.sqrt(n) * (mean - self.reference_mean) / (sd * math.sqrt(f))
         st.s = max(0.0, st.s - min(max(z, -cfg.clip), cfg.clip) - cfg.k)
         st.rows += n
         st.n_windows += 1
         if st.alarm_at_row is None and st.s > self.h:
             st.alarm_at_row, st.alarm_window = st.rows, st.n_windows - 1
         st.windows.append({"index": st.n_windows - 1, "end_row": st.rows, "n": n,
-                           "mean": mean, "sd": math.sqrt(var), "z": z, "statistic": st.s})
+                           "mean": mean, "sd": math.sqrt(var), "z": z, "statistic": st.s,
+                           "serial_factor": f})
         del st.windows[:-cfg.history]
+
+    @property
+    def serial_factor(self) -> float:
+        """How much serial correlation widens a window mean's variance (>= 1): the live rows'
+        Newey-West long-run variance over their plain variance, pooled over everything seen.
+        Row input only; sums (Prometheus) carry no order, and assume independent rows."""
+        ss, df, nw, den = self.state.long_run
+        if not self.config.serial or df < 30 or den <= 0 or ss <= 0:
+            return 1.0
+        return max(1.0, (nw / den) / (ss / df))
 
     # --- output ---------------------------------------------------------------------------
     @property

@@ -84,12 +84,14 @@ def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=Non
           method: str = "auto", seed: int = 0) -> ModelArtifact:
     """Fit the family; the artifact records provenance and the device JAX ran on."""
     from mleops.fit import fit
+    from mleops.pipeline.overlap import sketch
 
     t = read_dataset(train_path)
     r = fit(t.x, family, method=method, seed=seed, **family_options(family, threshold, k),
             **_fit_args(t))
     art = ModelArtifact.from_fit(r, data_hash=t.meta.get("data_hash", ""),
-                                 n_train=t.n, source=t.meta.get("source", ""))
+                                 n_train=t.n, source=t.meta.get("source", ""),
+                                 train_rows_sketch=sketch(t))
     art.save(model_dir)
     return art
 
@@ -130,7 +132,8 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
             if champ_art.features != art.features:
                 raise DataError(f"champion v{champ_version} uses covariates {champ_art.features},"
                                 f" the candidate {art.features}: not comparable")
-            champ = heldout_loglik(champ_art, **champ_art.modeled_rows(held.x, event=held.event, X=held.X))
+            champ = heldout_loglik(champ_art, **champ_art.modeled_rows(
+                held.x, event=held.event, X=held.X))
     os.makedirs(out_dir, exist_ok=True)
     arrays = {"candidate": cand}
     if champ is not None:
@@ -138,6 +141,11 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
     np.savez(os.path.join(out_dir, SCORES_FILE), **arrays)
     info = {"calibration": calib, "champion_version": champ_version,
             "metrics": summary_metrics(cand, calib)}
+    if champ is not None:  # a champion scored on its own training rows is no fair judge
+        from mleops.pipeline.overlap import overlap
+
+        info["champion_train_overlap"] = overlap(held, champ_art.metadata.get(
+            "train_rows_sketch"))
     if champ is not None:
         info["metrics"]["champion_heldout_avg_loglik"] = float(np.mean(champ))
     with open(os.path.join(out_dir, CALIB_FILE), "w") as f:
@@ -165,6 +173,14 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
 
     cand, champ, info = load_scores(scores_dir)
     decision = decide(cand, champ, info["calibration"], config)
+    if (ov := info.get("champion_train_overlap")) is not None:
+        decision.stats["heldout_overlap_champion_train"] = ov.get("share")
+        share = ov.get("share")
+        decision.reasons.append(
+            f"held-out rows the champion trained on: {share:.1%} ({ov['note']})"
+            + ("; its held-out score is partly a training score, so the comparison favours "
+               "the champion" if share > 0.01 else "") if share is not None else
+            f"held-out rows the champion trained on: {ov['note']}")
     out = {**decision.to_dict(), "champion_version": info.get("champion_version", "")}
     os.makedirs(decision_dir, exist_ok=True)
     with open(os.path.join(decision_dir, DECISION_FILE), "w") as f:

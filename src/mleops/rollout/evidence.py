@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mleops.fit.inference import LAGS, newey_west
+
 if TYPE_CHECKING:  # typing only: statistics builds on these kernels
     from mleops.rollout.statistics import TestConfig
 
 _RATIOS = np.array([0.8, 1.6, 3.2, 6.4, 0.4, 0.2, 0.1])  # drifts, in units of min_drop
 _LOG_W = np.log(np.array([0.9, 0.03, 0.02, 0.01, 0.02, 0.01, 0.01]))  # most at the design drift
-LAGS = 10  # Newey-West lags of the long-run variance (requests in arrival order)
 _BARTLETT = 1.0 - np.arange(1, LAGS + 1) / (LAGS + 1)
 #: accumulator layout (one float vector, so a state round-trips through JSON exactly)
 FIELDS = ("blocks", "W", "S1", "S2", "S3", "S4", "A_c", "A_p", "ss_d", "df_d", "ss_c", "df_c",
@@ -45,25 +46,12 @@ Stats = tuple[int, float, float, float, float]  # units, mean, ss, Newey-West su
 
 def arm_stats(units: np.ndarray) -> Stats:
     """One series of per-request values in arrival order: (units, mean, squared deviations
-    from the block mean, their Newey-West sum, the divisor that makes it unbiased).
-
-    Deviations from the block's own mean are what let a shared drift cancel, but they sum to
-    zero, which biases their autocovariances down by about the variance over the block's size;
-    the divisor takes that out exactly for independent requests (and nearly for correlated
-    ones). Lags stop at a third of the block, where the correction is still small.
-    """
+    from the block mean, their Newey-West sum and its divisor: see ``newey_west``)."""
     u = np.asarray(units, dtype=float)
     if not u.size:
         return 0, math.nan, 0.0, 0.0, 0.0
-    m, mean = u.size, float(u.mean())
-    e = u - mean
-    ss = float(e @ e)
-    nw, den = ss, float(m - 1)
-    for k in range(1, min(LAGS, m // 3) + 1):
-        w = _BARTLETT[k - 1]
-        nw += 2.0 * w * float(e[k:] @ e[:-k])
-        den -= 2.0 * w * (m - k) / m
-    return m, mean, ss, nw, den
+    ss, _, nw, den = newey_west(u, LAGS)
+    return int(u.size), float(u.mean()), ss, nw, den
 
 
 def sums_stats(n: float, total: float, total_sq: float) -> Stats:
