@@ -74,12 +74,13 @@ def paired_lags(d: np.ndarray, tail: list[float]) -> np.ndarray:
     return out
 
 
-def paired_long_run(acc: np.ndarray, head: list[float], tail: list[float]) -> float:
+def paired_long_run(acc: np.ndarray, head: list[float], tail: list[float]
+                    ) -> tuple[float, float]:
     """Newey-West (Bartlett) long-run variance of the paired differences around their overall
     mean, from uncentered sums: exact, the first and last ``LAGS`` values correct the ends."""
     n, s, q = acc[IDX["W"]], acc[IDX["sum_d"]], acc[IDX["sumsq_d"]]
     if n < 2:
-        return 0.0
+        return 0.0, 0.0
     theta = s / n
     plain = max(q - n * theta * theta, 0.0) / (n - 1.0)
     nw, den = plain * (n - 1.0), n - 1.0
@@ -91,7 +92,7 @@ def paired_long_run(acc: np.ndarray, head: list[float], tail: list[float]) -> fl
         den -= 2.0 * w * (n - k) / n
     # never below the variance of independent requests: the lags only ever add (their noise
     # must not pass for precision: an A/A stream would roll back more often)
-    return max(nw / den if den > 0 else 0.0, plain)
+    return max(nw / den if den > 0 else 0.0, plain), plain
 
 
 def block_terms(paired: bool, c: Stats, p: Stats, rows_c: int, rows_p: int,
@@ -133,12 +134,13 @@ def _pooled(acc: np.ndarray, ss: str, df: str) -> float:
     return acc[IDX[ss]] / acc[IDX[df]] if acc[IDX[df]] > 0 else 0.0
 
 
-def _long_run(acc: np.ndarray, name: str) -> float:
+def _long_run(acc: np.ndarray, name: str) -> tuple[float, float]:
     """Newey-West (Bartlett) long-run variance of one series: its variance plus the weighted
     autocovariances of neighbouring requests, so serially correlated rows count for less."""
     den = acc[IDX[f"den_{name}"]]
     nw = max(acc[IDX[f"nw_{name}"]], 0.0) / den if den > 0 else 0.0
-    return max(nw, _pooled(acc, f"ss_{name}", f"df_{name}"))  # lags only ever add
+    plain = _pooled(acc, f"ss_{name}", f"df_{name}")
+    return max(nw, plain), plain  # the lags only ever add
 
 
 def estimate(cfg: TestConfig, acc: np.ndarray, head: list[float] | None = None,
@@ -153,15 +155,20 @@ def estimate(cfg: TestConfig, acc: np.ndarray, head: list[float] | None = None,
     between = (max(a("S2") - 2 * theta * a("S3") + theta * theta * a("S4"), 0.0) / (W * W)
                * (B / (B - 1)) if B >= 2 else math.inf)
     if cfg.mode == "paired":
-        long_run = paired_long_run(acc, head or [], tail or []) / W
+        lr, plain = paired_long_run(acc, head or [], tail or [])
+        long_run, ratios = lr / W, [plain / lr if lr > 0 else 1.0]
         spread = a("A_c") / (W * W)  # = 1/W: per-request variance -> variance of theta
     else:
-        long_run = (_long_run(acc, "c") * a("A_c") + _long_run(acc, "p") * a("A_p")) / (W * W)
+        (lr_c, pl_c), (lr_p, pl_p) = _long_run(acc, "c"), _long_run(acc, "p")
+        long_run = (lr_c * a("A_c") + lr_p * a("A_p")) / (W * W)
+        ratios = [pl / lr if lr > 0 else 1.0 for lr, pl in ((lr_c, pl_c), (lr_p, pl_p))]
         spread = (a("A_c") + a("A_p")) / (W * W)
     sd_ll = math.sqrt(max(_pooled(acc, "ss_llc", "df_llc"), _pooled(acc, "ss_llp", "df_llp")))
     floor = max(cfg.min_drop, cfg.scale_floor * sd_ll) ** 2 * spread
+    # correlated requests carry less information: the burn-in counts effective requests
     return theta, max(long_run, floor), {"long_run": long_run, "floor": floor,
-                                         "between_blocks": between}
+                                         "between_blocks": between,
+                                         "effective_share": min(ratios)}
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

@@ -100,7 +100,7 @@ class TestConfig:
     min_drop: float = 0.05  # nats/row: the smallest drop worth catching (the tolerance)
     alpha: float = 0.01  # false-rollback probability on A/A, over the whole rollout
     beta: float = 0.05  # chance of "not_worse" when the canary is worse by >= min_drop
-    min_rows: int = 100  # per arm, before any decision
+    min_rows: int = 200  # per arm, before any decision (effective rows: correlated count less)
     min_blocks: int = 5  # ticks with both arms, before any decision
     scale_floor: float = 0.1  # per-request sd of a contrast >= this x the log-likelihoods' sd
     absurd_nats: float = 100.0  # a row this far below its block's median is absurd: not tested
@@ -140,7 +140,7 @@ class Verdict:
     decision: str  # "rollback" | "not_worse" | "continue"
     rows_canary: int
     rows_champion: int
-    mean_diff: float  # canary minus champion, nats/row, after clipping (nan before any data)
+    mean_diff: float  # canary minus champion, nats/row (per request; nan before any data)
     ci_low: float  # always-valid (1 - alpha) confidence sequence on the mean difference
     ci_high: float
     log_e_drop: float  # against "canary not worse": rollback when >= log(1/alpha)
@@ -254,11 +254,12 @@ class SequentialTest:
 
     def verdict(self) -> Verdict:
         cfg, a = self.config, self._acc
-        mean, var, _ = self.estimate()
+        mean, var, parts = self.estimate()
         info = 1.0 / var if var > 0 and math.isfinite(var) else 0.0
         log_drop, log_safe = (float(v) for v in log_e(cfg, mean * info if info else 0.0, info))
         n_c, n_p = int(a[IDX["rows_c"]]), int(a[IDX["rows_p"]])
-        ready = (min(n_c, n_p) >= cfg.min_rows and a[IDX["blocks"]] >= cfg.min_blocks
+        effective = min(n_c, n_p) * parts.get("effective_share", 1.0)
+        ready = (effective >= cfg.min_rows and a[IDX["blocks"]] >= cfg.min_blocks
                  and info > 0)
         code = decide(cfg, log_drop, log_safe, ready)
         half = half_width(cfg, info)
