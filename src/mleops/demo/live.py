@@ -15,7 +15,7 @@ from mleops.rollout.local import LocalBackend, LocalDataPlane, Replayer, load_ro
 def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, mode: str,
                 live_path: str, state_dir: str, rate: float = 40.0,
                 steps: str = "10,25,50,100", min_drop: float = 0.05,
-                timeout: float = 150.0) -> dict[str, Any]:
+                timeout: float = 240.0) -> dict[str, Any]:
     """Canary ``candidate`` with live rows replayed at ``rate`` requests/s; what happened."""
     rows, names = load_rows(live_path)
     seq0 = plane.router.next_seq

@@ -101,6 +101,7 @@ class TestConfig:
     alpha: float = 0.01  # false-rollback probability on A/A, over the whole rollout
     beta: float = 0.05  # chance of "not_worse" when the canary is worse by >= min_drop
     min_rows: int = 200  # per arm, before any decision (effective rows: correlated count less)
+    min_units: int = 30  # requests per arm, before any decision (a variance needs them)
     min_blocks: int = 5  # ticks with both arms, before any decision
     scale_floor: float = 0.1  # per-request sd of a contrast >= this x the log-likelihoods' sd
     absurd_nats: float = 100.0  # a row this far below its block's median is absurd: not tested
@@ -115,6 +116,7 @@ class TestConfig:
             (_finite(self.beta) and 0 < self.beta < 1, "beta must be in (0, 1)"),
             (integer(self.min_rows, 2), "min_rows must be an integer >= 2"),
             (integer(self.min_blocks, 2), "min_blocks must be an integer >= 2"),
+            (integer(self.min_units, 2), "min_units must be an integer >= 2"),
             (_finite(self.scale_floor) and self.scale_floor >= 0, "scale_floor must be >= 0"),
             (_finite(self.absurd_nats) and self.absurd_nats > 0, "absurd_nats must be > 0"),
         ]
@@ -259,8 +261,9 @@ class SequentialTest:
         log_drop, log_safe = (float(v) for v in log_e(cfg, mean * info if info else 0.0, info))
         n_c, n_p = int(a[IDX["rows_c"]]), int(a[IDX["rows_p"]])
         effective = min(n_c, n_p) * parts.get("effective_share", 1.0)
-        ready = (effective >= cfg.min_rows and a[IDX["blocks"]] >= cfg.min_blocks
-                 and info > 0)
+        units = min(a[IDX["units_c"]], a[IDX["units_p"]])
+        ready = (effective >= cfg.min_rows and units >= cfg.min_units
+                 and a[IDX["blocks"]] >= cfg.min_blocks and info > 0)
         code = decide(cfg, log_drop, log_safe, ready)
         half = half_width(cfg, info)
         lo, hi = mean - half, mean + half
