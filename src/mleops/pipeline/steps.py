@@ -174,13 +174,14 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
     cand, champ, info = load_scores(scores_dir)
     decision = decide(cand, champ, info["calibration"], config)
     if (ov := info.get("champion_train_overlap")) is not None:
-        decision.stats["heldout_overlap_champion_train"] = ov.get("share")
-        share = ov.get("share")
-        decision.reasons.append(
-            f"held-out rows the champion trained on: {share:.1%} ({ov['note']})"
-            + ("; its held-out score is partly a training score, so the comparison favours "
-               "the champion" if share > 0.01 else "") if share is not None else
-            f"held-out rows the champion trained on: {ov['note']}")
+        share = decision.stats["heldout_overlap_champion_train"] = ov.get("share")
+        line = f"held-out rows the champion trained on: {ov['note']}"
+        if share is not None:
+            line = f"held-out rows the champion trained on: {share:.1%} ({ov['note']})"
+            if share > 0.01:
+                line += ("; its held-out score is partly a training score, so the comparison "
+                         "favours the champion")
+        decision.reasons.append(line)
     out = {**decision.to_dict(), "champion_version": info.get("champion_version", "")}
     os.makedirs(decision_dir, exist_ok=True)
     with open(os.path.join(decision_dir, DECISION_FILE), "w") as f:
