@@ -72,13 +72,14 @@ def evaluate(model: Input[Model], heldout: Input[Dataset], tracking_uri: str, mo
 
 @component
 def gate(scores: Input[Artifact], tolerance: float, confidence: float, test: str,
-         ks_max: float, coverage_tol: float, ece_max: float, decision: Output[Artifact],
-         report: Output[HTML]) -> bool:
+         ks_max: float, coverage_tol: float, ece_max: float, on_inconclusive: str,
+         decision: Output[Artifact], report: Output[HTML]) -> bool:
     from mleops.gate import GateConfig
     from mleops.pipeline import steps
 
     cfg = GateConfig(tolerance=tolerance, confidence=confidence, test=test, ks_max=ks_max,
-                     coverage_tol=coverage_tol, ece_max=ece_max)
+                     coverage_tol=coverage_tol, ece_max=ece_max,
+                     on_inconclusive=on_inconclusive)
     out = steps.gate(scores.path, decision.path, report.path, config=cfg)
     decision.metadata.update({"passed": out["passed"], "reasons": out["reasons"]})
     return bool(out["passed"])

@@ -10,7 +10,7 @@ import os
 
 from kfp import dsl
 
-from mleops.gate import DEFAULT_TOLERANCE
+from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
 from mleops_components import training as c
 
 NAME = "mleops-training"
@@ -40,6 +40,7 @@ def training_pipeline(
     gate_tolerance: float = DEFAULT_TOLERANCE,
     gate_confidence: float = 0.95,
     gate_test: str = "z",
+    gate_on_inconclusive: str = INCONCLUSIVE_POLICIES[0],
     gate_ks_max: float = 0.05,
     gate_coverage_tol: float = 0.05,
     gate_ece_max: float = 0.05,
@@ -74,7 +75,8 @@ def training_pipeline(
                     seed=seed).set_caching_options(False)  # reads the current champion
     gt = c.gate(scores=ev.outputs["scores"], tolerance=gate_tolerance,
                 confidence=gate_confidence, test=gate_test, ks_max=gate_ks_max,
-                coverage_tol=gate_coverage_tol, ece_max=gate_ece_max)
+                coverage_tol=gate_coverage_tol, ece_max=gate_ece_max,
+                on_inconclusive=gate_on_inconclusive)
     common = dict(model=trn.outputs["model"], scores=ev.outputs["scores"],
                   decision=gt.outputs["decision"], report=gt.outputs["report"],
                   tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,

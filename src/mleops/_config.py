@@ -17,6 +17,8 @@ jax.config.update("jax_enable_x64", True)
 #: lose against the champion on held-out rows. Here, not in mleops.gate, so that parsing the
 #: CLI's options does not import scipy.
 GATE_TOLERANCE = 0.002
+#: what the gate may do with an inconclusive likelihood comparison (the first is the default)
+INCONCLUSIVE_POLICIES = ("register", "reject")
 
 _CACHE_DEFAULT = os.path.join(os.path.expanduser("~"), ".cache", "mleops", "jax")
 

@@ -315,6 +315,26 @@ def test_one_default_tolerance_everywhere():
         cli_default == ir_default == GATE_TOLERANCE
 
 
+def test_one_inconclusive_policy_everywhere_and_wired_to_the_gate_task():
+    """``--gate-on-inconclusive`` reaches the gate component of the compiled pipeline."""
+    from mleops._config import INCONCLUSIVE_POLICIES
+    from mleops.cli.main import main
+    from mleops.pipeline import RunRequest
+    from mleops_pipelines.training import training_pipeline
+
+    run = main.commands["pipeline"].commands["run"]
+    opt = next(p for p in run.params if p.name == "gate_on_inconclusive")
+    spec = training_pipeline.pipeline_spec
+    ir_default = spec.root.input_definitions.parameters[
+        "gate_on_inconclusive"].default_value.string_value
+    assert list(opt.type.choices) == list(INCONCLUSIVE_POLICIES)
+    assert GateConfig().on_inconclusive == RunRequest("d", "gamma", "m").gate_on_inconclusive \
+        == opt.default == ir_default == "register"
+    gate_task = spec.root.dag.tasks["gate"]
+    assert gate_task.inputs.parameters["on_inconclusive"].component_input_parameter == \
+        "gate_on_inconclusive"
+
+
 def _lognormal_world(rng, n_train=3000, n_heldout=2000, worse=0.0):
     """Champion and candidate: lognormal MLEs from independent training sets; ``worse``
     nats/row of expected held-out loss are added to the candidate (a shifted location)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from mleops._config import GATE_TOLERANCE as DEFAULT_TOLERANCE
+from mleops._config import INCONCLUSIVE_POLICIES
 
 #: ``mleops pipeline run``'s options (``--host`` & co. included)
 PIPELINE_RUN = [
@@ -29,6 +30,10 @@ PIPELINE_RUN = [
                  help="Allowed held-out loglik deficit per row (nats) vs the champion."),
     click.option("--gate-confidence", type=float, default=0.95),
     click.option("--gate-test", type=click.Choice(["z", "bootstrap"]), default="z"),
+    click.option("--gate-on-inconclusive", type=click.Choice(list(INCONCLUSIVE_POLICIES)),
+                 default=INCONCLUSIVE_POLICIES[0], show_default=True,
+                 help="When held-out rows cannot tell candidate and champion apart: register "
+                      "as challenger (the canary decides, exit 0) or reject (exit 3)."),
     click.option("--accelerator-type", "train_accelerator_type", default="",
                  help="KFP accelerator for the train task (e.g. nvidia.com/gpu)."),
     click.option("--deploy-namespace", default="models", help="Namespace of the SeldonDeployment."),

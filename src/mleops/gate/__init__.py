@@ -7,9 +7,17 @@ from mleops.gate.calibration import (
     heldout_loglik,
     summary_metrics,
 )
-from mleops.gate.decision import DEFAULT_TOLERANCE, GateConfig, GateDecision, decide, outcome_of
+from mleops.gate.decision import (
+    DEFAULT_TOLERANCE,
+    INCONCLUSIVE_POLICIES,
+    GateConfig,
+    GateDecision,
+    decide,
+    outcome_of,
+)
 from mleops.gate.report import write_report
 
 __all__ = ["CALIBRATION_KEYS", "COVERAGE_LEVELS", "DEFAULT_TOLERANCE", "GateConfig",
+           "INCONCLUSIVE_POLICIES",
            "GateDecision", "calibration", "decide", "heldout_loglik", "summary_metrics",
            "outcome_of", "write_report"]

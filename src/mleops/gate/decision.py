@@ -39,10 +39,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-from mleops._config import GATE_TOLERANCE
+from mleops._config import GATE_TOLERANCE, INCONCLUSIVE_POLICIES
 
 TESTS = ("z", "bootstrap")
-INCONCLUSIVE_POLICIES = ("register", "reject")
 DEFAULT_TOLERANCE = GATE_TOLERANCE  # the one default (see mleops._config)
 #: calibration numbers copied into ``GateDecision.stats`` (None where the kind lacks them)
 CALIB_STATS = ("kind", "ks", "ks_max", "ks_pvalue", "coverage_50", "coverage_80", "coverage_95",
@@ -59,7 +58,7 @@ class GateConfig:
     ks_max: float = 0.05
     coverage_tol: float = 0.05
     ece_max: float = 0.05
-    on_inconclusive: str = "register"  # what an inconclusive likelihood comparison does
+    on_inconclusive: str = INCONCLUSIVE_POLICIES[0]  # what an inconclusive likelihood comparison does
     worse_confidence: float = 0.8  # one-sided confidence of the upper bound that says "worse"
 
     def __post_init__(self):
@@ -262,4 +261,4 @@ def outcome_of(decision: dict) -> str:
     return decision.get("outcome") or ("passed" if decision.get("passed") else "rejected")
 
 
-__all__ = ["DEFAULT_TOLERANCE", "GateConfig", "GateDecision", "decide", "outcome_of"]
+__all__ = ["DEFAULT_TOLERANCE", "INCONCLUSIVE_POLICIES", "GateConfig", "GateDecision", "decide", "outcome_of"]

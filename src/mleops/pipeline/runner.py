@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Protocol
 
 from mleops.errors import DataError, MleopsError
-from mleops.gate import DEFAULT_TOLERANCE
+from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
 from mleops.pipeline.dataset import ColumnSpec, load_source, split_indices
 from mleops.pipeline.steps import family_options
 
@@ -48,6 +48,7 @@ class RunRequest:
     gate_tolerance: float = DEFAULT_TOLERANCE
     gate_confidence: float = 0.95
     gate_test: str = "z"
+    gate_on_inconclusive: str = INCONCLUSIVE_POLICIES[0]
     train_accelerator_type: str = ""
     deploy_namespace: str = "models"
     deploy_canary_traffic: int = 10
@@ -75,7 +76,7 @@ class RunRequest:
                           time_ordered=self.time_ordered, order=t.order)
         try:
             GateConfig(tolerance=self.gate_tolerance, confidence=self.gate_confidence,
-                       test=self.gate_test)
+                       test=self.gate_test, on_inconclusive=self.gate_on_inconclusive)
         except ValueError as e:
             raise DataError(str(e)) from None
 

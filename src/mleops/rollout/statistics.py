@@ -100,7 +100,7 @@ class TestConfig:
     min_drop: float = 0.05  # nats/row: the smallest drop worth catching (the tolerance)
     alpha: float = 0.01  # false-rollback probability on A/A, over the whole rollout
     beta: float = 0.05  # chance of "not_worse" when the canary is worse by >= min_drop
-    min_rows: int = 200  # per arm, before any decision (effective rows: correlated count less)
+    min_rows: int = 300  # per arm, before any decision (effective rows: correlated count less)
     min_units: int = 30  # requests per arm, before any decision (a variance needs them)
     min_blocks: int = 5  # ticks with both arms, before any decision
     scale_floor: float = 0.1  # per-request sd of a contrast >= this x the log-likelihoods' sd
