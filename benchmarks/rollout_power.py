@@ -8,7 +8,9 @@ with ``step_min_rows`` large enough that an A/A rollout is watched for its whole
 (every rollback in it is a false one). Scenarios are the conditions the seed essay and issue
 12 name: shared drift of everyone's log-likelihood while the canary weight ramps, requests of
 several correlated rows, serially correlated (AR(1)) rows, right-skewed differences with
-mean 0, a better canary whose gains are rare and large, absurd outlier rows, heavy tails.
+mean 0, a better canary whose gains are rare and large, absurd outlier rows, heavy tails;
+the ``k8s`` scenarios replay the same rows as the Kubernetes backend sees them (per-tick
+Prometheus sums per version: no request ids, no order, no pairing: ``source="sums"``).
 
 The baseline is the fixed-sample oracle: a one-sided z-test at the same alpha with 90% power
 that knows the per-request sd, ``n = ((z_a + z_0.9) sd / drop)^2`` canary requests (shadow;
@@ -176,6 +178,21 @@ def scenarios() -> list[Scenario]:
         S("split AR(1) A/A", "split", "aa", "rows AR(1) rho 0.5", sd=0.7, ar=0.5),
         S("split outliers A/A", "split", "aa", "3 canary rows at -1000 nats", sd=0.7,
           outliers=3),
+        # the Kubernetes backend's evidence: per-tick Prometheus sums per version, no pairing
+        S("k8s shadow drift A/A", "shadow", "aa", "sums path; everyone's log-lik rises 0.2",
+          drift=0.2, extra={"source": "sums"}),
+        S("k8s split drift ramp A/A", "split", "aa", "sums path; shared drift 0.2 during the "
+          "ramp", sd=0.7, drift=0.2, ramp=True, extra={"source": "sums"}),
+        S("k8s split requests A/A", "split", "aa", "sums path; 20 rows/request, ICC 0.3",
+          sd=0.7, rows_per_request=20, icc=0.3, requests_per_tick=50,
+          extra={"source": "sums"}),
+        S("k8s split AR(1) A/A", "split", "aa", "sums path; rows AR(1) rho 0.5", sd=0.7,
+          ar=0.5, extra={"source": "sums"}),
+        S("k8s split requests worse", "split", "worse_min", "sums path; 20 rows/request, ICC "
+          "0.3, worse by min_drop", sd=0.7, rows_per_request=20, icc=0.3,
+          requests_per_tick=50, drop=0.05, horizon=60000, extra={"source": "sums"}),
+        S("k8s split gauss drop", "split", "drop", "sums path; per-row sd 0.7, drop 0.05",
+          sd=0.7, drop=0.05, extra={"source": "sums"}),
     ]
 
 

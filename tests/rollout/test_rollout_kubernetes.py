@@ -213,7 +213,7 @@ def test_a_rollout_on_one_seldondeployment(cluster, prom, mode):
     validate_manifest({k: v for k, v in cluster.obj.items()})
     rng = np.random.default_rng(0)
     totals = np.zeros((2, 3))
-    for tick in range(1, 7):  # each tick's increments are one block of the test
+    for tick in range(1, 41):  # each tick's increments are one block of the test
         c, p = rng.normal(-1.6, 0.5, 80), rng.normal(-1.0, 0.5, 720)
         totals += [[c.size, c.sum(), np.square(c).sum()], [p.size, p.sum(), np.square(p).sum()]]
         prom.totals("4", {"c-0": (*totals[0], 0)})
@@ -222,7 +222,8 @@ def test_a_rollout_on_one_seldondeployment(cluster, prom, mode):
         state = ctl.tick("claims")
         if state.terminal:
             break
-    assert tick == TestConfig().min_blocks  # no decision before the burn-in, then at once
+    # sums have no request ids: ticks are the units, and the burn-in needs min_units of them
+    assert tick == TestConfig().min_units  # no decision before the burn-in, then at once
     assert state.phase == "rolled_back" and "dropped" in state.reason
     assert cluster.state().phase == "rolled_back"  # saved on the object, not lost
     if mode == "split":

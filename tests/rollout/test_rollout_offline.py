@@ -42,6 +42,20 @@ def test_a_worse_canary_is_rolled_back_and_an_equal_one_promoted(rng, mode):
     assert good["canary_rows"] >= 3 * 300  # every step's rows before the last one
 
 
+@pytest.mark.parametrize("mode", ["split", "shadow"])
+def test_the_kubernetes_sums_path_decides_too_and_a_shared_drift_cancels(rng, mode):
+    """``source="sums"``: per-tick count/sum/sum of squares per version, as the Kubernetes
+    backend reads them from Prometheus (shadow unpaired: the champion's sums cover every row
+    it served). A drift everyone shares does not roll back; a clear drop does."""
+    share = 0.5 if mode == "shadow" else 0.1
+    cfg = {"mode": mode, "source": "sums", "step_min_rows": 10**6}
+    bad = evaluate_stream(stream(rng, mode, drop=0.3, share=share), cfg)
+    assert bad["decision"] == "rollback", bad["reason"]
+    drifting = [evaluate_stream(stream(rng, mode, share=share, drift=0.4, ticks=200), cfg)
+                for _ in range(5)]
+    assert all(o["decision"] == "continue" for o in drifting), [o["reason"] for o in drifting]
+
+
 def test_rows_that_run_out_leave_the_decision_open(rng):
     out = evaluate_stream(stream(rng, ticks=3), {"mode": "split"})
     assert out["decision"] == "continue" and out["ticks"] == 3
@@ -76,6 +90,8 @@ def test_a_dataframe_and_the_testconfig_keys_work(rng):
      {"mode": "blue-green"}, "mode must be"),
     ({"time": [0.0], "request": [0], "arm": ["canary"], "loglik": [-1.0]},
      {"tick_seconds": 0}, "tick_seconds"),
+    ({"time": [0.0], "request": [0], "arm": ["canary"], "loglik": [-1.0]},
+     {"source": "prometheus"}, "source must be"),
 ])
 def test_bad_input_is_a_data_error(rows, config, message):
     with pytest.raises(DataError, match=message):

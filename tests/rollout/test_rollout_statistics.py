@@ -131,6 +131,15 @@ def test_state_from_another_config_or_version_is_refused():
         SequentialTest(TestConfig(), {"version": 1, "config": TestConfig().to_dict()})
 
 
+def test_a_version_2_state_resumes(rng):
+    """Version 2 lacked only the sums-block count (its blocks were rows blocks: 0)."""
+    t = SequentialTest(TestConfig())
+    t.update_block(rng.normal(-1, 0.7, 50), rng.normal(-1, 0.7, 450))
+    old = {**t.to_dict(), "version": 2}
+    old["acc"] = old["acc"][:-1]
+    assert SequentialTest(TestConfig(), old).verdict() == t.verdict()
+
+
 # --- exact resumption ------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["paired", "unpaired"])
 @pytest.mark.parametrize("cut", [1, 7, 30])
@@ -157,7 +166,8 @@ def test_a_block_with_one_arm_waits_for_the_other(rng):
 
 def test_sums_blocks_are_row_blocks_without_order(rng):
     """With at most two rows per arm in a block there are no lag products: the sums path
-    and the rows path give the same test."""
+    sees what the rows path sees, and its variance is the larger of that and the
+    between-block one (sums have no request ids: the block is their unit)."""
     cfg = TestConfig(min_rows=10)
     rows, sums = SequentialTest(cfg), SequentialTest(cfg)
     for _ in range(60):
@@ -165,8 +175,32 @@ def test_sums_blocks_are_row_blocks_without_order(rng):
         rows.update_block(c, p)
         sums.update_sums(Summary.of(c), Summary.of(p))
     a, b = rows.verdict(), sums.verdict()
-    assert a.decision == b.decision and a.rows_canary == b.rows_canary == 120
-    assert a.mean_diff == pytest.approx(b.mean_diff) and a.ci_low == pytest.approx(b.ci_low)
+    assert a.rows_canary == b.rows_canary == 120 and a.mean_diff == pytest.approx(b.mean_diff)
+    (_, var_rows, parts), (_, var_sums, _) = rows.estimate(), sums.estimate()
+    assert var_sums == pytest.approx(max(var_rows, parts["between_blocks"]))
+
+
+def test_sums_count_a_block_not_a_row_as_the_unit(rng):
+    """Prometheus sums of requests of 20 correlated rows (ICC 0.3): without request ids the
+    rows would pass for independent (7x too little variance); the between-block variance
+    gives about what the rows path gets from the request ids, and the burn-in counts
+    effective rows."""
+    m, icc = 20, 0.3
+    cfg = TestConfig(scale_floor=0.0, min_drop=0.001)
+    rows, sums = SequentialTest(cfg), SequentialTest(cfg)
+    for _ in range(300):
+        arms = []
+        for k in (5, 20):  # requests per arm in the tick
+            e = np.sqrt(1 - icc) * rng.standard_normal(k * m) + np.sqrt(icc) * np.repeat(
+                rng.standard_normal(k), m)
+            arms.append((-1 + 0.7 * e, np.repeat(np.arange(k), m)))
+        (c, gc), (p, gp) = arms
+        rows.update_block(c, p, canary_requests=gc, champion_requests=gp)
+        sums.update_sums(Summary.of(c), Summary.of(p))
+    (_, var_rows, _), (_, var_sums, parts) = rows.estimate(), sums.estimate()
+    naive = var_sums * parts["effective_share"]
+    assert 0.75 < var_sums / var_rows < 1.33
+    assert var_sums / naive > 5  # rows as units: (icc + (1 - icc) / m) m = 6.7x too small
 
 
 # --- what is compared ------------------------------------------------------------------------

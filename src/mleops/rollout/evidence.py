@@ -38,7 +38,7 @@ _RHO_MAX = 0.9  # prewhitening AR(1) coefficient bound (a near-unit root would e
 FIELDS = ("blocks", "W", "S1", "S2", "S3", "S4", "A_c", "A_p", "ss_d", "df_d", "ss_c", "df_c",
           "ss_p", "df_p", "ss_llc", "df_llc", "ss_llp", "df_llp", "rows_c", "rows_p",
           "units_c", "units_p", "nw_c", "den_c", "nw_p", "den_p", "sum_d", "sumsq_d",
-          *(f"lag{k}_d" for k in range(1, LAGS + 1)))
+          *(f"lag{k}_d" for k in range(1, LAGS + 1)), "sum_blocks")
 IDX = {f: i for i, f in enumerate(FIELDS)}
 
 
@@ -56,7 +56,8 @@ def arm_stats(units: np.ndarray) -> Stats:
 
 
 def sums_stats(n: float, total: float, total_sq: float) -> Stats:
-    """The same from (rows, sum, sum of squares) alone: no order, so no lag products."""
+    """The same from (rows, sum, sum of squares) alone: no order, so no lag products (the
+    block is the unit: see ``estimate``)."""
     n_i = int(round(n))
     ss = max(total_sq - total * total / n, 0.0)
     return n_i, total / n, ss, ss, float(max(n_i - 1, 0))
@@ -186,6 +187,12 @@ def estimate(cfg: TestConfig, acc: np.ndarray, head: list[float] | None = None,
         long_run = (lr_c * a("A_c") + lr_p * a("A_p")) / (W * W)
         ratios = [pl / lr if lr > 0 else 1.0 for lr, pl in ((lr_c, pl_c), (lr_p, pl_p))]
         spread = (a("A_c") + a("A_p")) / (W * W)
+        if a("sum_blocks") > 0 and math.isfinite(between) and between > long_run:
+            # sums carry no request ids and no order: rows of one request, or serially
+            # correlated rows, look independent. The block (tick) is the unit then: the
+            # between-block variance of the contrasts sees any correlation within a block.
+            ratios.append(long_run / between if between > 0 else 1.0)
+            long_run = between
     sd_ll = math.sqrt(max(_pooled(acc, "ss_llc", "df_llc"), _pooled(acc, "ss_llp", "df_llp")))
     floor = max(cfg.min_drop, cfg.scale_floor * sd_ll) ** 2 * spread
     # correlated requests carry less information: the burn-in counts effective requests

@@ -23,18 +23,21 @@ from mleops.rollout.backend import MODES, Observation
 from mleops.rollout.controller import Controller
 from mleops.rollout.guardrails import Guardrails
 from mleops.rollout.state import PROMOTED, ROLLED_BACK, WAITING, RolloutState
-from mleops.rollout.statistics import TestConfig
+from mleops.rollout.statistics import Summary, TestConfig
 
 #: what ``mleops rollout start`` uses when an option is not given
-DEFAULTS = {"mode": "split", "tick_seconds": 1.0, "steps": "10,25,50,100"}
+DEFAULTS = {"mode": "split", "tick_seconds": 1.0, "steps": "10,25,50,100", "source": "rows"}
 COLUMNS = ("time", "request", "arm", "loglik")
+#: "rows": the local router's evidence (rows with request ids); "sums": what the Kubernetes
+#: backend reads (per-version count, sum and sum of squares per tick, no pairing)
+SOURCES = ("rows", "sums")
 
 
 class _Replay:
     """A backend that plays one tick of recorded rows per ``read``."""
 
-    def __init__(self, ticks: list[Observation]):
-        self.ticks, self.next = ticks, 0
+    def __init__(self, ticks: list[Observation], pairs_rows: bool = True):
+        self.ticks, self.next, self.pairs_rows = ticks, 0, pairs_rows
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "replay"}
@@ -115,7 +118,8 @@ def _columns(rows: Any) -> dict[str, np.ndarray]:
     return cols
 
 
-def _ticks(cols: dict[str, np.ndarray], mode: str, tick: float) -> list[Observation]:
+def _ticks(cols: dict[str, np.ndarray], mode: str, tick: float, source: str
+           ) -> list[Observation]:
     t = cols["time"]
     if not t.size:
         return []
@@ -132,8 +136,16 @@ def _ticks(cols: dict[str, np.ndarray], mode: str, tick: float) -> list[Observat
             if not paired:
                 raise DataError("shadow mode needs loglik_champion (both scores of a row)")
             c = c_mask & np.isfinite(cols["loglik_champion"][sl])
-            obs = Observation(ll[c], cols["loglik_champion"][sl][c], canary_requests=req[c],
-                              champion_requests=req[c])
+            if source == "sums":  # per-version sums: the champion's over every row it served
+                champ = np.where(c_mask, cols["loglik_champion"][sl], ll)
+                obs = Observation(np.zeros(0), np.zeros(0), canary_sums=Summary.of(ll[c]),
+                                  champion_sums=Summary.of(champ[np.isfinite(champ)]))
+            else:
+                obs = Observation(ll[c], cols["loglik_champion"][sl][c],
+                                  canary_requests=req[c], champion_requests=req[c])
+        elif source == "sums":
+            obs = Observation(np.zeros(0), np.zeros(0), canary_sums=Summary.of(ll[c_mask]),
+                              champion_sums=Summary.of(ll[~c_mask]))
         else:
             obs = Observation(ll[c_mask], ll[~c_mask], canary_requests=req[c_mask],
                               champion_requests=req[~c_mask])
@@ -153,6 +165,8 @@ def _config(config: Any) -> tuple[dict[str, Any], TestConfig, Guardrails]:
     unknown = set(cfg) - test_keys - guard_keys - set(DEFAULTS)
     if unknown:
         raise DataError(f"evaluate_stream: unknown config keys {sorted(unknown)}")
+    if cfg["source"] not in SOURCES:
+        raise DataError(f"source must be one of {list(SOURCES)}, got {cfg['source']!r}")
     if cfg["mode"] not in MODES:
         raise DataError(f"mode must be one of {list(MODES)}, got {cfg['mode']!r}")
     if not (isinstance(cfg["tick_seconds"], int | float) and cfg["tick_seconds"] > 0
@@ -171,7 +185,8 @@ def evaluate_stream(rows: Mapping[str, Any] | Any, config: Any = None) -> dict[s
     (``"canary"`` / ``"champion"``: who served the row), ``loglik`` (the serving arm's
     log-likelihood of the row) and, for shadow mode, ``loglik_champion`` (the champion's
     log-likelihood of the same row). ``config``: a dict (or a :class:`TestConfig`) with
-    ``mode`` (``split``/``shadow``), ``tick_seconds``, ``steps`` and any field of
+    ``mode`` (``split``/``shadow``), ``tick_seconds``, ``steps``, ``source`` (``rows``: the
+    local router's evidence; ``sums``: the Kubernetes backend's per-tick sums) and any field of
     :class:`TestConfig` or :class:`Guardrails` (``min_drop``, ``alpha``, ``beta``,
     ``step_min_rows`` ...); missing keys take the CLI's defaults.
 
@@ -181,10 +196,11 @@ def evaluate_stream(rows: Mapping[str, Any] | Any, config: Any = None) -> dict[s
     """
     cfg, test, guards = _config(config)
     cols = _columns(rows)
-    ticks = _ticks(cols, cfg["mode"], float(cfg["tick_seconds"]))
+    ticks = _ticks(cols, cfg["mode"], float(cfg["tick_seconds"]), cfg["source"])
     t0 = float(cols["time"][0]) if cols["time"].size else 0.0
     now = [t0]
-    controller = Controller(_Memory(), _Replay(ticks), _Registry(), clock=lambda: now[0])
+    replay = _Replay(ticks, pairs_rows=cfg["source"] == "rows")
+    controller = Controller(_Memory(), replay, _Registry(), clock=lambda: now[0])
     state = controller.start("offline", "2", steps=cfg["steps"], mode=cfg["mode"], test=test,
                              guardrails=guards)
     for i in range(len(ticks)):
@@ -200,4 +216,4 @@ def evaluate_stream(rows: Mapping[str, Any] | Any, config: Any = None) -> dict[s
             "ticks": controller.backend.next, "verdict": v}
 
 
-__all__ = ["DEFAULTS", "evaluate_stream"]
+__all__ = ["DEFAULTS", "SOURCES", "evaluate_stream"]

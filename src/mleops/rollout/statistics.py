@@ -47,7 +47,7 @@ from mleops.rollout.evidence import (
 
 MODES = ("paired", "unpaired")
 DECISIONS = ("continue", "rollback", "not_worse")
-STATE_VERSION = 2
+STATE_VERSION = 3  # 2: without the last accumulator field (sum_blocks), read as 0
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class TestConfig:
     alpha: float = 0.01  # false-rollback probability on A/A, over the whole rollout
     beta: float = 0.05  # chance of "not_worse" when the canary is worse by >= min_drop
     min_rows: int = 300  # per arm, before any decision (effective rows: correlated count less)
-    min_units: int = 30  # requests per arm, before any decision (a variance needs them)
+    min_units: int = 30  # requests per arm (sums: ticks) before any decision: a variance needs them
     min_blocks: int = 5  # ticks with both arms, before any decision
     scale_floor: float = 0.1  # per-request sd of a contrast >= this x the log-likelihoods' sd
     absurd_nats: float = 100.0  # a row this far below its block's median is absurd: not tested
@@ -232,7 +232,9 @@ class SequentialTest:
         if canary.n < 1 or champion.n < 1:
             return  # one arm silent this tick: no within-block contrast
         c, p = (sums_stats(s.n, s.total, s.total_sq) for s in (canary, champion))
-        self._acc += block_terms(False, c, p, c[0], p[0])
+        terms = block_terms(False, c, p, c[0], p[0])
+        terms[IDX["sum_blocks"]] = 1.0
+        self._acc += terms
 
     def _keep(self, x: np.ndarray, arm: str, centre: float) -> np.ndarray:
         """Rows the test weighs; the others are counted by reason (for the guardrails)."""
@@ -262,6 +264,8 @@ class SequentialTest:
         n_c, n_p = int(a[IDX["rows_c"]]), int(a[IDX["rows_p"]])
         effective = min(n_c, n_p) * parts.get("effective_share", 1.0)
         units = min(a[IDX["units_c"]], a[IDX["units_p"]])
+        if a[IDX["sum_blocks"]] > 0:  # sums: the variance comes from the blocks, they are the units
+            units = min(units, a[IDX["sum_blocks"]])
         ready = (effective >= cfg.min_rows and units >= cfg.min_units
                  and a[IDX["blocks"]] >= cfg.min_blocks and info > 0)
         code = decide(cfg, log_drop, log_safe, ready)
@@ -280,13 +284,15 @@ class SequentialTest:
 
     def _load(self, state: dict[str, Any]) -> None:
         try:
-            if state.get("version") != STATE_VERSION:
+            version = state.get("version")
+            if version not in (2, STATE_VERSION):
                 raise DataError(f"unknown rollout test state version {state.get('version')!r} "
                                 f"(this mleops writes {STATE_VERSION}): start a new rollout")
             if (recorded := TestConfig.from_dict(state["config"])) != self.config:
                 raise DataError(f"rollout test state was recorded under {recorded}, not "
                                 f"{self.config}: start a new test to change the config")
-            self._acc = np.array(state["acc"], dtype=float).reshape(len(FIELDS))
+            acc = [float(v) for v in state["acc"]] + ([0.0] if version == 2 else [])
+            self._acc = np.array(acc, dtype=float).reshape(len(FIELDS))
             self._pending = {a: [float(v) for v in state["pending"][a]]
                              for a in ("canary", "champion")}
             self._pending_rows = [int(v) for v in state["pending_rows"]]
