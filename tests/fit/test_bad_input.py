@@ -33,10 +33,19 @@ def test_precise_errors(x, family, kw, match):
         mleops.fit(x, family, **kw)
 
 
-def test_degenerate_data_reports_instead_of_nan():
-    """All-equal values have no finite MLE for a scale: a FitError saying so, never NaN."""
-    with pytest.raises(mleops.FitError, match="normal fit failed.*degenerate data"):
-        mleops.fit(np.full(50, 3.0), "normal")
+@pytest.mark.parametrize("family", ["normal", "lognormal", "gamma", "weibull", "student_t",
+                                    "gaussian_mixture"])
+def test_constant_data_is_one_clear_error_for_every_scale_family(family):
+    """All-equal values have no MLE for a family with a scale and a shape: the same DataError
+    for all of them (gamma used to return garbage, the t to claim convergence), never NaN."""
+    with pytest.raises(DataError, match=f"all 50 values equal 3.0: the {family} MLE does not "
+                                        "exist"):
+        mleops.fit(np.full(50, 3.0), family)
+
+
+def test_constant_data_is_fine_where_the_mle_exists():
+    assert mleops.fit(np.full(50, 3.0), "exponential").params["scale"] == pytest.approx(3.0)
+    assert mleops.fit(np.full(50, 3.0), "poisson").params["mu"] == pytest.approx(3.0)
 
 
 def test_non_convergence_is_reported():

@@ -35,6 +35,29 @@ class Family:
     multistart: ClassVar[bool] = False
     #: ``fit_many`` can fit many series of it in one vmapped call
     batchable: ClassVar[bool] = True
+    #: the family this one tends to at an edge of its parameter space (negative binomial ->
+    #: Poisson as n -> inf, Student t -> normal as df -> inf). Every fit also fits the limit:
+    #: an MLE no better than the limit's is on the boundary, and is reported so
+    limit_family: ClassVar[str] = ""
+
+    def limit_options(self) -> dict:
+        """Options of :attr:`limit_family` (a GLM's limit keeps its features)."""
+        return {}
+
+    def at_limit(self, p: np.ndarray) -> bool:
+        """Whether ``p`` is so close to the limit that its own log-likelihood is round-off
+        (a Student t with df 1e10): then the limit's fit is the answer."""
+        return False
+
+    def boundary(self, p: np.ndarray, x: np.ndarray, X: np.ndarray | None) -> str:
+        """Why fitted natural parameters ``p`` are no interior MLE (the likelihood is
+        unbounded, or its supremum is not attained), or "" for an ordinary fit."""
+        return ""
+
+    def degenerate(self, p: np.ndarray, x: np.ndarray, w: np.ndarray) -> str:
+        """Why ``p`` is a degenerate optimum that must not be reported (a mixture component
+        collapsed onto a few points, where the likelihood is unbounded), or ""."""
+        return ""
 
     @property
     def outcome(self) -> str:

@@ -176,6 +176,10 @@ class StudentT(Family):
     name = "student_t"
     param_names = ("df", "loc", "scale")
     constraints = (positive, real, positive)
+    limit_family = "normal"  # df -> inf: tails no heavier than normal
+
+    def at_limit(self, p):
+        return bool(p[0] > 1e6)
 
     def logpdf(self, x, p, X=None):
         return jst.t.logpdf(x, p[0], p[1], p[2])

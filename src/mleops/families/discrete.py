@@ -63,6 +63,10 @@ class NegativeBinomial(Family):
     lower = 0.0
     param_names = ("n", "p")
     constraints = (positive, unit_interval)
+    limit_family = "poisson"  # n -> inf with n (1 - p) / p fixed: counts not over-dispersed
+
+    def at_limit(self, p):
+        return bool(p[1] > 1 - 1e-9)
 
     def logpdf(self, x, p, X=None):
         return jst.nbinom.logpmf(x, p[0], p[1])

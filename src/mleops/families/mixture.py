@@ -3,6 +3,12 @@
 The likelihood is multimodal and invariant to relabelling, so fits use several vmapped
 starts and components are reported sorted by ``loc`` (a fixed labelling makes SEs and
 comparisons across fits meaningful).
+
+It is also unbounded: a component that collapses onto a few points (scale -> 0) sends it to
++inf, so the "best" optimum of many starts is often such a spike. Optima with a component
+narrower than ``SCALE_FLOOR`` x the data's sd, or carrying fewer than ``MIN_ROWS`` rows of
+weight, are degenerate (:meth:`GaussianMixture.degenerate`) and never reported; the fit keeps
+the best of the others.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from jax.scipy.special import logsumexp
 
 from mleops.families.base import Family
 from mleops.families.constraints import positive, real
+
+SCALE_FLOOR = 0.01  # a component's scale, as a share of the data's sd
+MIN_ROWS = 5.0  # weighted rows a component must explain
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,21 @@ class GaussianMixture(Family):
         sd = jnp.sqrt(jnp.sum(w * (x - jnp.sum(w * x) / sw) ** 2) / sw)
         return jnp.concatenate([jnp.full(self.k, 1.0 / self.k), locs,
                                 jnp.full(self.k, jnp.maximum(sd / self.k, 1e-6))])
+
+    def degenerate(self, p, x, w):
+        import numpy as np
+
+        weights, _, scales = (np.asarray(v, float) for v in self._split(np.asarray(p, float)))
+        x, w = np.asarray(x, float), np.asarray(w, float)
+        total = float(w.sum())
+        sd = float(np.sqrt(np.sum(w * (x - np.sum(w * x) / total) ** 2) / total))
+        rows = weights * total
+        if (scales < SCALE_FLOOR * sd).any() or (rows < MIN_ROWS).any():
+            j = int(np.argmin(np.minimum(scales / (SCALE_FLOOR * sd), rows / MIN_ROWS)))
+            return (f"component {j} collapsed (scale {scales[j]:.3g} vs the data's sd "
+                    f"{sd:.3g}, {rows[j]:.3g} rows of weight): a spike on a few points, where "
+                    f"the mixture likelihood is unbounded")
+        return ""
 
     def canonical(self, p):
         """Sort components by loc so labels are stable across fits."""

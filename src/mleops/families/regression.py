@@ -82,6 +82,22 @@ class Logistic(_GLM):
     def init(self, y, w, X=None):
         return self._irls_start(y, w, X, 4.0 * (y - 0.5))
 
+    def boundary(self, p, x, X):
+        """Separation: where the covariates predict some responses exactly, the likelihood
+        keeps rising as coefficients grow, so no finite MLE exists (Albert & Anderson 1984).
+        Rows fitted at probability within 1e-10 of their 0/1 response are separated."""
+        eta = np.asarray(X, float) @ np.asarray(p, float)[: len(self.features)]
+        y = np.asarray(x, float)
+        separated = ((y == 1) & (eta > 23.0)) | ((y == 0) & (eta < -23.0))
+        k = int(separated.sum())
+        if not k:
+            return ""
+        what = "complete" if k == y.size else "quasi-complete"
+        return (f"no finite maximum-likelihood estimate: {what} separation ({k} of {y.size} "
+                f"rows predicted exactly by the covariates; the coefficients grow without "
+                f"bound and their standard errors mean nothing). Drop or merge the separating "
+                f"covariates, or use a penalised (Firth) fit")
+
 
 @dataclass(frozen=True)
 class PoissonGLM(_GLM):
@@ -109,6 +125,13 @@ class PoissonGLM(_GLM):
 @dataclass(frozen=True)
 class NegBinGLM(_GLM):
     name = "negbin_glm"
+    limit_family = "poisson_glm"  # alpha -> 0: no over-dispersion left
+
+    def limit_options(self) -> dict:
+        return {"features": self.features}
+
+    def at_limit(self, p):
+        return bool(p[-1] < 1e-9)
 
     @property
     def param_names(self):

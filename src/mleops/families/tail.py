@@ -88,5 +88,18 @@ class GenPareto(Family):
         scale = jnp.where(xi < 0, jnp.maximum(scale, -xi * ymax * 1.01), scale)
         return jnp.stack([xi, scale])
 
+    def boundary(self, p, x, X):
+        """Below shape -1 the likelihood is unbounded (Smith 1985): letting the end point
+        -scale/shape close in on the largest exceedance sends it to +inf, so no MLE exists
+        (between -1 and -0.5 one exists but is not asymptotically normal)."""
+        if p[0] > -1.0 + 1e-6:
+            return ""
+        top = float(np.max(x))
+        return (f"no maximum-likelihood estimate exists: the generalized Pareto likelihood is "
+                f"unbounded for shape < -1 (Smith 1985), and the fit ran to shape "
+                f"{p[0]:.3g} with its end point {self.threshold - p[1] / p[0]:.6g} on the "
+                f"largest exceedance {top:.6g}: the exceedances have a hard upper end; model "
+                f"it directly (e.g. a bounded family) instead")
+
     def describe(self):
         return {"name": self.name, "threshold": self.threshold}

@@ -11,8 +11,10 @@ import numpy as np
 
 from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family, get_family
+from mleops.fit.boundary import check_spread, with_boundary
 from mleops.fit.core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
 from mleops.fit.data import Data, make_data, with_weights
+from mleops.fit.design import standardise, to_user_scale
 from mleops.fit.result import FitResult
 from mleops.fit.sharded import shard_data
 
@@ -59,7 +61,14 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
     d = make_data(fam, x, weights=weights, event=event, kind=kind, upper=upper,
                   truncation=truncation, X=X)
+    xs = np.asarray(d.x)
+    check_spread(fam, xs, None if d.w is None else np.asarray(d.w),
+                 exact=d.kind is None or not np.asarray(d.kind).any())
     n_rows = d.n
+    M = None
+    if d.X is not None:  # fit on a standard scale: badly scaled columns stall Newton
+        Z, M = standardise(np.asarray(d.X))
+        d = d._replace(X=jnp.asarray(Z))
     if sharded:
         d = shard_data(d)
     if method == "auto":
@@ -70,7 +79,12 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
         out, it_starts = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
     else:
         out, it_starts = fit_kernel(fam, d, method, max_iter, tol), 0
-    return _result(fam, d, out, method, n_rows, extra, it_starts)
+    result = _result(fam, d, out, method, n_rows, extra, it_starts)
+    if M is not None:
+        result = to_user_scale(result, M)
+    limit = lambda lim: fit(x, lim, **arrays, truncation=truncation, method=method,  # noqa: E731
+                            max_iter=max_iter, tol=tol)
+    return with_boundary(fam, result, xs, None if X is None else np.asarray(X), limit)
 
 
 def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):
@@ -88,6 +102,15 @@ def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):
     thetas = jnp.concatenate([th0[None], rand])
     states = multistart_kernel(fam, d, thetas, method, max_iter, tol)
     f = np.where(np.isfinite(np.asarray(states.f)), np.asarray(states.f), -np.inf)
+    # the best *non-degenerate* optimum: a collapsed component has an unbounded likelihood
+    x, w, natural = np.asarray(d.x), np.asarray(d.w), np.asarray(jax.vmap(fam.to_natural)(
+        states.theta))
+    spikes = [fam.degenerate(p, x, w) for p in natural]
+    f = np.where([bool(s) for s in spikes], -np.inf, f)
+    if not np.isfinite(f).any():
+        raise FitError(f"{fam.name}: every one of {len(spikes)} starts collapsed onto a "
+                       f"degenerate optimum ({spikes[0]}); try fewer components or more "
+                       "starts (n_starts)")
     best = int(np.argmax(f))
     # Fix the labelling (components sorted by loc) and re-verify from there.
     theta = fam.to_unconstrained(fam.canonical(fam.to_natural(states.theta[best])))

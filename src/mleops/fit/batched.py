@@ -6,6 +6,7 @@ so padding never changes a likelihood; validation runs once on the concatenation
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import jax
@@ -77,6 +78,22 @@ def _as_series(data, what: str) -> list[np.ndarray]:
     return series
 
 
+def _validated(fam: Family, lens: list[int], x, **arrays) -> Data:
+    """``make_data`` on all series at once, its errors naming the series and the row in it
+    (not the row of the concatenation)."""
+    try:
+        return make_data(fam, x, **arrays)
+    except DataError as e:
+        starts = np.concatenate([[0], np.cumsum(lens)])
+
+        def where(m: re.Match) -> str:
+            i = int(m.group(1))
+            s = int(np.searchsorted(starts, i, side="right") - 1)
+            return f"series {s}, row {i - int(starts[s])}"
+
+        raise DataError(re.sub(r"\brow (\d+)", where, str(e))) from None
+
+
 def _rectangular(data, weights, event) -> bool:
     two_d = lambda a: a is None or (hasattr(a, "ndim") and a.ndim == 2)  # noqa: E731
     return hasattr(data, "ndim") and data.ndim == 2 and two_d(weights) and two_d(event)
@@ -88,7 +105,7 @@ def _batch_data(fam: Family, data, weights, event) -> tuple[Data, np.ndarray]:
         x = np.asarray(data)
         N, L = x.shape
         rav = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
-        d = make_data(fam, x.reshape(-1), weights=rav(weights), event=rav(event))
+        d = _validated(fam, [L] * N, x.reshape(-1), weights=rav(weights), event=rav(event))
         if weights is not None and (np.asarray(weights).sum(axis=1) <= 0).any():
             raise DataError("some series have zero total weight")
         shape = lambda a: None if a is None else a.reshape(N, L)  # noqa: E731
@@ -98,8 +115,9 @@ def _batch_data(fam: Family, data, weights, event) -> tuple[Data, np.ndarray]:
     flat = lambda v, what: None if v is None else np.concatenate(  # noqa: E731
         [np.asarray(s, float).ravel() for s in _as_series(v, what)])
     flat_w, flat_e = flat(weights, "weights"), flat(event, "event")
-    d_all = with_weights(make_data(fam, np.concatenate([np.asarray(s).ravel() for s in series]),
-                                   weights=flat_w, event=flat_e))
+    d_all = with_weights(_validated(fam, lens, np.concatenate([np.asarray(s).ravel()
+                                                               for s in series]),
+                                    weights=flat_w, event=flat_e))
     cuts = np.cumsum(lens)[:-1]
     x, mask = _pad(np.split(np.asarray(d_all.x), cuts))
     w = np.where(mask, _pad(np.split(np.asarray(d_all.w), cuts), False)[0], 0.0)

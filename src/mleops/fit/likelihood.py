@@ -1,8 +1,12 @@
 """Per-row log-likelihood with censoring and truncation, in log space throughout.
 
 A row contributes log f(x) (exact), log S(x) (right), log F(x) (left), log P(x < X <= u)
-(interval), minus log P(lo < X <= hi) under truncation. For counts, right-censored at x means
-X >= x. Masked branches are evaluated at in-support stand-ins so their gradients stay finite.
+(interval), minus log P(lo < X <= hi) under truncation. Intervals are half-open (x, u] for
+every family, as lifelines' ``S(L) - S(R)`` and R's ``Surv(type="interval2")``: for counts
+P(x < X <= u) = F(u) - F(x), so interval (1, 3] holds the counts 2 and 3. Right-censored
+counts at x mean "at least x" (X >= x: a count cut off by a reporting cap); truncation
+(lo, hi] keeps lo itself out, so ``truncation=(0, None)`` is the zero-truncated model.
+Masked branches are evaluated at in-support stand-ins so their gradients stay finite.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ _MAX_LOG_RATIO = -1e-12
 
 
 def log_prob_between(fam: Family, a, b, p, X, stand_in):
-    """log P(a < X <= b), stable in both tails; a may be -inf and b +inf."""
-    a_in = (a > fam.lower) & jnp.isfinite(a)
+    """log P(a < X <= b), stable in both tails; a may be -inf and b +inf.
+
+    ``a`` at the lower end of the support still counts for counts: P(X <= 0) = P(X = 0) > 0
+    (for a density F(lower) = 0, and the stand-in avoids log 0)."""
+    a_in = ((a >= fam.lower) if fam.discrete else (a > fam.lower)) & jnp.isfinite(a)
     b_in = jnp.isfinite(b)
     a_s = jnp.where(a_in, a, stand_in)
     b_s = jnp.where(b_in, b, stand_in)
@@ -46,7 +53,7 @@ def row_loglik(fam: Family, p: jax.Array, d: Data) -> jax.Array:
         left = fam.logcdf(d.x, p, d.X)
         ll = jnp.where(d.kind == RIGHT, right, jnp.where(d.kind == LEFT, left, ll))
         if d.upper is not None:
-            inter = log_prob_between(fam, d.x - step, d.upper, p, d.X, d.x)
+            inter = log_prob_between(fam, d.x, d.upper, p, d.X, d.x)
             ll = jnp.where(d.kind == INTERVAL, inter, ll)
     if d.trunc_lo is not None:
         ll = ll - log_prob_between(fam, d.trunc_lo, d.trunc_hi, p, d.X, d.x)

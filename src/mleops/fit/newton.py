@@ -3,7 +3,9 @@
 The Hessian is modified to its absolute eigenvalues (so a step is always an ascent direction,
 even away from the optimum), and a backtracking Armijo line search rejects steps that leave
 the support (non-finite log-likelihood). Converged means the Newton decrement - the predicted
-gain of one more step - is below ``tol * (1 + |loglik|)``. Everything is a ``lax.while_loop``,
+gain of one more step - is below ``tol * (1 + |loglik|)`` *and* the gradient is small
+(``GRAD_RTOL * (1 + |loglik|)``): a huge curvature makes the decrement tiny anywhere, so the
+decrement alone once called a Student t on constant data converged with gradient norm 50. Everything is a ``lax.while_loop``,
 so the solver jits, vmaps (``fit_many``, multi-start) and runs on sharded data unchanged.
 """
 
@@ -14,6 +16,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+GRAD_RTOL = 1e-6  # largest |gradient| component at convergence, relative to 1 + |loglik|
 
 
 class SolverState(NamedTuple):
@@ -66,7 +70,8 @@ def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
 
     def body(s):
         d, dec = _ascent_direction(s.g, s.H)
-        small = 0.5 * dec <= tol * (1.0 + jnp.abs(s.f))
+        flat = jnp.max(jnp.abs(s.g)) <= GRAD_RTOL * (1.0 + jnp.abs(s.f))
+        small = (0.5 * dec <= tol * (1.0 + jnp.abs(s.f))) & flat
 
         def try_step(k):
             t = 0.5 ** k
@@ -85,7 +90,7 @@ def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
         f, g, H = jax.lax.cond(ok, derivs, lambda t: (s.f, s.g, s.H), theta)
         # A failed line search at a point where the decrement is tiny is round-off, not failure.
         stuck = (k >= 60) & ~small
-        converged = small | (stuck & (0.5 * dec <= 1e-8 * (1.0 + jnp.abs(s.f))))
+        converged = small | (stuck & flat & (0.5 * dec <= 1e-8 * (1.0 + jnp.abs(s.f))))
         return SolverState(theta, f, g, H, s.it + ok.astype(s.it.dtype), small | stuck,
                            converged)
 

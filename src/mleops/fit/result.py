@@ -27,6 +27,10 @@ class FitResult:
     device: str = "cpu"
     message: str = ""
     extra: dict = field(default_factory=dict)
+    #: why this is no interior MLE ("" for an ordinary fit): see mleops.fit.boundary
+    boundary: str = ""
+    #: the limit family's fit (family, params, loglik, lr_statistic) where the family has one
+    limit: dict = field(default_factory=dict)
 
     @property
     def aic(self) -> float:
@@ -58,7 +62,8 @@ class FitResult:
             "cov": self.cov.tolist(), "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
             "n_obs": self.n_obs, "n_params": self.n_params, "converged": self.converged,
             "iterations": self.iterations, "grad_norm": self.grad_norm, "method": self.method,
-            "device": self.device, "message": self.message, **self.extra,
+            "device": self.device, "message": self.message, "boundary": self.boundary,
+            "limit": self.limit, **self.extra,
         }
 
     def summary(self) -> str:
@@ -70,6 +75,8 @@ class FitResult:
         lines.append(f"loglik={self.loglik:.6f}  aic={self.aic:.4f}  bic={self.bic:.4f}")
         lines.append(f"converged={self.converged}  iterations={self.iterations}  "
                      f"grad_norm={self.grad_norm:.3g}")
+        if self.boundary:
+            lines.append(f"BOUNDARY: {self.boundary}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
