@@ -13,7 +13,7 @@ from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family, get_family
 from mleops.fit.boundary import check_spread, with_boundary
 from mleops.fit.core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
-from mleops.fit.data import Data, make_data, with_weights
+from mleops.fit.data import EXACT, RIGHT, Data, make_data, with_weights
 from mleops.fit.design import standardise, to_user_scale
 from mleops.fit.result import FitResult
 from mleops.fit.sharded import shard_data
@@ -62,8 +62,14 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     d = make_data(fam, x, weights=weights, event=event, kind=kind, upper=upper,
                   truncation=truncation, X=X)
     xs = np.asarray(d.x)
+    codes = None if d.kind is None else np.asarray(d.kind)
     check_spread(fam, xs, None if d.w is None else np.asarray(d.w),
-                 exact=d.kind is None or not np.asarray(d.kind).any())
+                 exact=codes is None or not codes.any())
+    right_only = bool(codes is not None and codes.max() <= RIGHT and d.trunc_lo is None
+                      and d.X is None)
+    if right_only and not (codes == EXACT).any():
+        raise DataError(f"no observed events: all {codes.size} rows are right-censored, so "
+                        "the likelihood keeps rising as the scale grows and no MLE exists")
     n_rows = d.n
     M = None
     if d.X is not None:  # fit on a standard scale: badly scaled columns stall Newton
@@ -78,7 +84,7 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     if fam.multistart:
         out, it_starts = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
     else:
-        out, it_starts = fit_kernel(fam, d, method, max_iter, tol), 0
+        out, it_starts = fit_kernel(fam, d, method, max_iter, tol, right_only), 0
     result = _result(fam, d, out, method, n_rows, extra, it_starts)
     if M is not None:
         result = to_user_scale(result, M)

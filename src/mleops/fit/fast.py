@@ -23,23 +23,25 @@ class WeibullPrep(NamedTuple):
 
     lxc: jax.Array  # log x - m, <= 0 on weighted rows: exp(c * lxc) never overflows
     w: jax.Array
-    W: jax.Array
-    Slx: jax.Array  # sum w log x
+    W: jax.Array  # weight of the events (every row, for exact data)
+    Slx: jax.Array  # sum w log x over the events
     m: jax.Array  # max log x over weighted rows
+    we: jax.Array  # event weights (right-censored rows 0; = w for exact data)
 
 
 def weibull_prep(d: Data) -> WeibullPrep:
     lx = jnp.log(d.x)
     m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
-    return WeibullPrep(lx - m, d.w, jnp.sum(d.w), jnp.sum(d.w * lx), m)
+    return WeibullPrep(lx - m, d.w, jnp.sum(d.w), jnp.sum(d.w * lx), m, d.w)
 
 
 def _weibull_profile(wp: WeibullPrep, iters: int):
-    """Newton on g(c) = 1/c - S1/S0 + mean(log x) = 0 with S_j = sum w x^c (log x)^j,
-    started from the log-moment estimate c0 = pi / (sqrt(6) sd(log x))."""
+    """Newton on g(c) = 1/c - S1/S0 + mean(log x) = 0 with S_j = sum w x^c (log x)^j over
+    every row and the mean over the events (right censoring keeps this form), started from
+    the log-moment estimate c0 = pi / (sqrt(6) sd(log x)) of the events."""
     lxc, w, W = wp.lxc, wp.w, wp.W
-    mlxc = wp.Slx / W - wp.m  # mean of lxc
-    var = jnp.sum(w * (lxc - mlxc) ** 2) / W
+    mlxc = wp.Slx / W - wp.m  # mean of lxc over the events
+    var = jnp.sum(wp.we * (lxc - mlxc) ** 2) / W
     c0 = jnp.pi / jnp.sqrt(6 * jnp.maximum(var, 1e-300))
 
     def sums(c):

@@ -29,7 +29,7 @@ def weibull_objective(fam: Family, d: Data, wp: WeibullPrep | None = None):
     ~40 passes on CPU, and far more under vmap).
     Returns ``(objective, derivs)`` where ``derivs(theta) -> (f, g, H)``.
     """
-    lxc, _, W, Slx, m = wp if wp is not None else weibull_prep(d)
+    lxc, _, W, Slx, m, _ = wp if wp is not None else weibull_prep(d)
 
     def parts(theta):
         c, u = jnp.exp(theta[0]), theta[1]
