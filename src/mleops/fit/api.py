@@ -33,13 +33,16 @@ def resolve_family(family: str | dict | Family, *, threshold=None, k=None, featu
 def _modeled(fam: Family, x, others: dict):
     """Keep the rows the family models (peaks over threshold: exceedances); others alike."""
     xa = np.asarray(x)
-    if xa.dtype.kind not in "iuf" or (keep := fam.modeled_rows(xa.astype(float))) is None:
+    if xa.dtype.kind not in "iuf":
         return x, others, {}
+    xa = np.asarray(xa, dtype=np.float64)  # no copy for float64 input
+    if (keep := fam.modeled_rows(xa)) is None:
+        return xa, others, {}
     if not keep.any():
         raise DataError(f"no values above the threshold {fam.threshold}: nothing to fit")
     others = {k: (np.asarray(v)[keep] if v is not None and np.shape(v)[:1] == xa.shape else v)
               for k, v in others.items()}
-    return xa.astype(float)[keep], others, {"threshold": fam.threshold,
+    return xa[keep], others, {"threshold": fam.threshold,
                                             "n_exceedances": int(keep.sum()),
                                             "n_below_threshold": int((~keep).sum())}
 
@@ -61,7 +64,7 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
     d = make_data(fam, x, weights=weights, event=event, kind=kind, upper=upper,
                   truncation=truncation, X=X)
-    xs = np.asarray(d.x)
+    xs = x if isinstance(x, np.ndarray) and x.dtype == np.float64 else np.asarray(d.x)
     codes = None if d.kind is None else np.asarray(d.kind)
     check_spread(fam, xs, None if d.w is None else np.asarray(d.w),
                  exact=codes is None or not codes.any())
