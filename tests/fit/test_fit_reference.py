@@ -179,3 +179,10 @@ def test_right_censored_fits_match_lifelines(family):
 def test_all_censored_has_no_mle():
     with pytest.raises(mleops.DataError, match="no observed events"):
         mleops.fit([1.0, 2.0, 3.0], "weibull", event=[0, 0, 0])
+
+
+def test_the_censored_kernels_normal_log_sf_matches_scipy_far_into_both_tails():
+    from mleops.fit.censored import log_sf
+
+    z = np.linspace(-40, 60, 20001)
+    np.testing.assert_allclose(np.asarray(log_sf(z)), stats.norm.logsf(z), rtol=1e-12, atol=1e-15)
