@@ -64,7 +64,7 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
     d = make_data(fam, x, weights=weights, event=event, kind=kind, upper=upper,
                   truncation=truncation, X=X)
-    xs = x if isinstance(x, np.ndarray) and x.dtype == np.float64 else np.asarray(d.x)
+    xs = np.asarray(x, dtype=np.float64)  # validated; no copy for float64 input
     codes = None if d.kind is None else np.asarray(d.kind)
     check_spread(fam, xs, None if d.w is None else np.asarray(d.w),
                  exact=codes is None or not codes.any())

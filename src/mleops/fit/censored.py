@@ -25,8 +25,9 @@ from jax.scipy.special import erfc
 
 from mleops.families import Family
 from mleops.fit.data import EXACT, Data
-from mleops.fit.fast import WeibullPrep, weibull_start
+from mleops.fit.fast import weibull_prep, weibull_start
 from mleops.fit.reduced import weibull_objective
+from mleops.fit.suffstats import _centred, _normal_ll
 
 _HALF_LOG_2PI = 0.9189385332046727
 _SQRT_HALF = 0.7071067811865476
@@ -52,10 +53,7 @@ def event_weights(d: Data):
 
 
 def weibull_censored(fam: Family, d: Data):
-    we, _ = event_weights(d)
-    lx = jnp.log(d.x)
-    m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
-    wp = WeibullPrep(lx - m, d.w, jnp.sum(we), jnp.sum(we * lx), m, we)
+    wp = weibull_prep(d, event_weights(d)[0])
     p0, it = weibull_start(wp)
     return (*weibull_objective(fam, d, wp), p0, it)
 
@@ -64,10 +62,8 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool):
     """Normal on y = x (or y = log x: lognormal, with the events' Jacobian -sum log y)."""
     we, wc = event_weights(d)
     y = jnp.log(d.x) if log_scale else d.x
-    We = jnp.sum(we)
-    y0 = jnp.sum(we * y) / jnp.maximum(We, 1e-300)  # shift: no cancellation far from 0
-    s1, s2 = jnp.sum(we * (y - y0)), jnp.sum(we * (y - y0) ** 2)
-    jac = -jnp.sum(we * y) if log_scale else 0.0
+    We, m, M2 = _centred(y, we, y[0])  # the events' weight, mean and squared deviations
+    jac = -We * m if log_scale else 0.0  # -sum log x over the events
 
     def natural(theta):  # (mu, log sigma) from the family's unconstrained coordinates
         return (theta[1], theta[0]) if log_scale else (theta[0], theta[1])
@@ -75,10 +71,9 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool):
     def pieces(theta):
         mu, s = natural(theta)
         sigma = jnp.exp(s)
-        a = (y0 - mu) / sigma  # events: sum z = (s1 + We a sigma)/sigma, via shifted sums
-        ez1 = s1 / sigma + We * a
-        ez2 = s2 / sigma**2 + 2 * a * s1 / sigma + We * a * a
-        f_e = -We * (s + _HALF_LOG_2PI) - 0.5 * ez2 + jac
+        a = (m - mu) / sigma
+        ez1, ez2 = We * a, M2 / sigma**2 + We * a * a  # the events' sum of z and of z^2
+        f_e = _normal_ll(mu, sigma, We, m, M2) + jac
         z = (y - mu) / sigma
         return mu, s, sigma, ez1, ez2, f_e, z
 
@@ -103,9 +98,8 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool):
         return f, jnp.stack([g_mu, g_s]), jnp.array([[h_mm, h_ms], [h_ms, h_ss]])
 
     # start: the events' mean and sd (biased low under censoring; Newton corrects it)
-    mu0 = y0 + s1 / jnp.maximum(We, 1e-300)
-    sd0 = jnp.sqrt(jnp.maximum(s2 / jnp.maximum(We, 1e-300) - (mu0 - y0) ** 2, 1e-12))
-    p0 = jnp.stack([sd0, jnp.exp(mu0)]) if log_scale else jnp.stack([mu0, sd0])
+    sd0 = jnp.sqrt(jnp.maximum(M2 / We, 1e-12))
+    p0 = jnp.stack([sd0, jnp.exp(m)]) if log_scale else jnp.stack([m, sd0])
     return objective, derivs, p0, jnp.asarray(0)
 
 

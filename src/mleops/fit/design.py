@@ -18,15 +18,14 @@ def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(Z, M)``: the standardised design and the map from its coefficients to ``X``'s."""
     X = np.asarray(X, dtype=np.float64)
     p = X.shape[1]
-    lo, hi = X.min(axis=0), X.max(axis=0)
-    constant = lo == hi
+    constant = X.min(axis=0) == X.max(axis=0)
     intercept = next((j for j in range(p) if constant[j] and X[0, j] != 0.0), None)
     centre = X.mean(axis=0) if intercept is not None else np.zeros(p)
     scale = X.std(axis=0)
     M = np.eye(p)
     Z = X.copy()
     for j in range(p):
-        if constant[j] or not scale[j] > 0:
+        if constant[j]:  # (every other column has sd > 0)
             continue
         Z[:, j] = (X[:, j] - centre[j]) / scale[j]
         M[j, j] = 1.0 / scale[j]

@@ -29,10 +29,12 @@ class WeibullPrep(NamedTuple):
     we: jax.Array  # event weights (right-censored rows 0; = w for exact data)
 
 
-def weibull_prep(d: Data) -> WeibullPrep:
+def weibull_prep(d: Data, we: jax.Array | None = None) -> WeibullPrep:
+    """``we``: the events' weights under right censoring (None: every row is an event)."""
+    we = d.w if we is None else we
     lx = jnp.log(d.x)
     m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
-    return WeibullPrep(lx - m, d.w, jnp.sum(d.w), jnp.sum(d.w * lx), m, d.w)
+    return WeibullPrep(lx - m, d.w, jnp.sum(we), jnp.sum(we * lx), m, we)
 
 
 def _weibull_profile(wp: WeibullPrep, iters: int):
