@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# seldon-core 1.18 pins numpy<2, protobuf<4, Flask<3: the model server gets its own venv.
+# seldon-core 1.17.1 (last Apache-2.0 release; 1.18+ is BSL 1.1) pins numpy<2, protobuf<4, Flask<3: the model server gets its own venv.
 $(SERVING_STAMP): serving/requirements.txt pyproject.toml
 	$(PYTHON) -m venv serving/.venv
 	$(SERVING_PY) -m pip install --quiet --upgrade "pip<25"

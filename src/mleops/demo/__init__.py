@@ -111,7 +111,7 @@ def main() -> int:
     with LocalDataPlane(NAME, tracking_uri=tracking, stage_root=path("models"),
                         log_dir=root) as plane:
         champion = reg.champion(NAME)[0]
-        _say("[3/6] Serving", [f"champion v{champion} on a seldon-core 1.18 microservice behind "
+        _say("[3/6] Serving", [f"champion v{champion} on a seldon-core 1.17.1 microservice behind "
                                f"the router at {plane.url} (127.0.0.1 only)"], story)
 
         # 3. canary of the challenger: promoted ------------------------------------------

@@ -31,7 +31,7 @@ from mleops.deploy.k8s import (
 
 GROUP, API_VERSION, PLURAL = "machinelearning.seldon.io", "v1", "seldondeployments"
 KIND = "SeldonDeployment"
-STORAGE_INITIALIZER_IMAGE = "seldonio/rclone-storage-initializer:1.18.2"
+STORAGE_INITIALIZER_IMAGE = "seldonio/rclone-storage-initializer:1.17.1"
 CONTAINER, MAIN, CANARY = "model", "main", "canary"
 MOUNT, MODEL_DIR, VOLUME = "/mnt/models", "/mnt/models/artifacts", "model-provision-location"
 METRICS_PORT, METRICS_PATH = 6000, "/prometheus"

@@ -6,11 +6,10 @@ click or pandas (checked by tests/test_boundaries.py).
 """
 
 from mleops.serving.client import predict
+from mleops.serving.contract import DEFAULT_QUANTILES, OUTPUTS, ContractError, Limits
 from mleops.serving.model_dir import resolve_model_dir
 from mleops.serving.process import LocalServer, ServerError, free_port, serving_python
 from mleops.serving.service import (
-    DEFAULT_QUANTILES,
-    OUTPUTS,
     SERVING_INFO,
     LikelihoodService,
     ServingError,
@@ -18,6 +17,6 @@ from mleops.serving.service import (
     stage_model,
 )
 
-__all__ = ["DEFAULT_QUANTILES", "OUTPUTS", "SERVING_INFO", "LikelihoodService", "LocalServer",
+__all__ = ["ContractError", "DEFAULT_QUANTILES", "Limits", "OUTPUTS", "SERVING_INFO", "LikelihoodService", "LocalServer",
            "ServerError", "ServingError", "Totals", "free_port", "predict", "resolve_model_dir",
            "serving_python", "stage_model"]

@@ -1,10 +1,13 @@
-"""Start ``seldon-core-microservice`` bound to a chosen host (default 127.0.0.1).
+"""Start ``seldon-core-microservice`` bound to a chosen host (default 127.0.0.1), guarded.
 
-seldon-core 1.18 hard-codes 0.0.0.0 for its REST, metrics and gRPC servers; locally that
+seldon-core 1.17 hard-codes 0.0.0.0 for its REST, metrics and gRPC servers; locally that
 would expose the model on every interface. This entry point (run with the server
 environment's python) rewrites the bind address before handing over to Seldon's own main.
-In a pod, set ``MLEOPS_BIND_HOST=0.0.0.0`` (the rendered manifests do). Request bodies above
-``MLEOPS_MAX_BODY_BYTES`` (default 8 MiB) are refused with 413 before they are parsed.
+In a pod, set ``MLEOPS_BIND_HOST=0.0.0.0`` (the rendered manifests do). It also puts the
+request contract in front of Seldon's REST app (:mod:`mleops.serving.guard`; bounds from
+``MLEOPS_MAX_*``, e.g. ``MLEOPS_MAX_BODY_BYTES``, default 8 MiB), makes Seldon's metrics store
+exact under threads, times out slow reads, and ties every server process to its owner
+(:mod:`mleops.serving.lifetime`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ def _rebind(address: str, host: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     host = os.environ.get("MLEOPS_BIND_HOST", "127.0.0.1")
-    from seldon_core import microservice
+    from mleops.serving import guard, lifetime
+    from mleops.serving.contract import Limits
+
+    lifetime.watch_owner()
+    from seldon_core import microservice, wrapper
+
+    guard.lock_metrics_store()
+    guard.time_out_slow_reads()
+    limits = Limits.from_env()
 
     def bound(base):  # gunicorn applications: REST (UserModelApplication) and metrics
         class Bound(base):
@@ -35,32 +46,19 @@ def main(argv: list[str] | None = None) -> None:
     run_grpc = microservice._run_grpc_server
 
     def bound_grpc(user_object, seldon_metrics, args, annotations, bind_address):
+        user_object.seldon_metrics = seldon_metrics
         return run_grpc(user_object, seldon_metrics, args, annotations,
                         _rebind(bind_address, host))
 
-    from seldon_core import wrapper
-
     make_app = wrapper.get_rest_microservice
-    max_body = int(os.environ.get("MLEOPS_MAX_BODY_BYTES", str(8 << 20)))
 
-    def limited_app(user_model, seldon_metrics):
-        # Oversize bodies get 413 from Flask before any JSON parsing (row limits are checked
-        # after parsing, by the model).
-        from flask import jsonify
-        from werkzeug.exceptions import RequestEntityTooLarge
-
+    def guarded_app(user_model, seldon_metrics):
         app = make_app(user_model, seldon_metrics)
-        app.config["MAX_CONTENT_LENGTH"] = max_body
-
-        @app.errorhandler(RequestEntityTooLarge)  # more specific than Seldon's catch-all 500
-        def too_large(_):
-            body = {"status": {"status": 1, "code": -1, "reason": "MLEOPS_PAYLOAD_TOO_LARGE",
-                               "info": f"request body over {max_body} bytes"}}
-            return jsonify(body), 413
-
+        user_model.seldon_metrics = seldon_metrics  # the model flushes its own metrics
+        guard.install(app, limits, host)
         return app
 
-    wrapper.get_rest_microservice = limited_app
+    wrapper.get_rest_microservice = guarded_app
     microservice.StandaloneApplication = bound(microservice.StandaloneApplication)
     microservice.UserModelApplication = bound(microservice.UserModelApplication)
     microservice._run_grpc_server = bound_grpc

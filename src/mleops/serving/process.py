@@ -7,8 +7,10 @@ else the nearest ``serving/.venv`` above the working directory is used.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -17,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from mleops.errors import MleopsError
+from mleops.serving.contract import Limits
+from mleops.serving.lifetime import OWNER_ENV, SERVER_ID_ENV
 
 
 class ServerError(MleopsError, RuntimeError):
@@ -45,6 +49,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_free(host: str, port: int) -> None:
+    """Raise ServerError if ``host:port`` is taken (a server started on it would fail to bind
+    while its readiness check was answered by whatever holds the port)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ServerError(f"port {port} on {host} is already in use ({e.strerror}); "
+                              "choose another with --port") from None
+
+
 def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_port: int,
                    max_rows: int = 10_000, workers: int = 1, tracking_uri: str = "",
                    metrics_interval: float = 0.25) -> list[str]:
@@ -68,8 +83,13 @@ class LocalServer:
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
                  max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
                  tracking_uri: str = "", metrics_interval: float = 0.25, workers: int = 1,
-                 threads: int = 4, log_path: str | None = None):
+                 threads: int = 4, log_path: str | None = None,
+                 limits: Limits | None = None):
+        """``limits`` bound each request (rows, columns, quantile levels, JSON depth); the
+        ``max_rows``/``max_body_bytes`` arguments win over theirs."""
         self.host = host
+        if http_port:
+            port_free(host, http_port)
         self.http_port = http_port or free_port()
         self.grpc_port, self.metrics_port = free_port(), free_port()
         cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
@@ -77,9 +97,13 @@ class LocalServer:
                              tracking_uri=tracking_uri, metrics_interval=metrics_interval,
                              workers=workers)
         cmd += ["--threads", str(threads)] if threads > 1 else []
-        env = {**os.environ, "MLEOPS_BIND_HOST": host,
+        self.server_id = secrets.token_hex(8)
+        bounds = {f"MLEOPS_{k.upper()}": str(v) for k, v in
+                  dataclasses.asdict(limits or Limits.from_env()).items()}
+        env = {**os.environ, **bounds, "MLEOPS_MAX_ROWS": str(max_rows), "MLEOPS_BIND_HOST": host,
                "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes), "JAX_PLATFORMS":
-               os.environ.get("JAX_PLATFORMS", "cpu")}
+               os.environ.get("JAX_PLATFORMS", "cpu"), OWNER_ENV: str(os.getpid()),
+               SERVER_ID_ENV: self.server_id}
         self.log = open(log_path or os.devnull, "w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -99,9 +123,13 @@ class LocalServer:
                 raise ServerError(f"model server exited with status {self.proc.returncode}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health/status", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
+                    answer = json.loads(r.read())
+                if (answer.get("jsonData") or answer).get("server_id") == self.server_id:
+                    return
+                self.stop()
+                raise ServerError(f"port {self.http_port} on {self.host} answers as another "
+                                  "server (it was taken after this one was started)")
+            except (urllib.error.URLError, OSError, ValueError, AttributeError):
                 pass
             time.sleep(0.3)
         self.stop()
@@ -127,4 +155,4 @@ class LocalServer:
         self.stop()
 
 
-__all__ = ["LocalServer", "ServerError", "free_port", "server_command", "serving_python"]
+__all__ = ["LocalServer", "ServerError", "free_port", "port_free", "server_command", "serving_python"]

@@ -1,27 +1,31 @@
 """Seldon Core v1 python-wrapper adapter (``serving/MleopsModel.py`` re-exports it).
 
-Runs inside the server environment (seldon-core 1.18, numpy < 2): imports seldon_core lazily
+Runs inside the server environment (seldon-core 1.17.1, numpy < 2): imports seldon_core lazily
 and only here. Request options travel in ``meta.tags`` (Seldon propagates tags):
 ``output`` = loglik (default) | cdf | sf | quantiles, ``quantiles`` = list of levels.
-Responses carry the model name and version in ``meta.tags``. Custom metrics (Seldon's
-``metrics()`` hook, exported on its Prometheus endpoint, labelled by model version):
-``mleops_requests`` / ``mleops_rows`` / ``mleops_rows_outside_support`` counters and the
-``mleops_loglik_sum`` and ``mleops_loglik_sq_sum`` gauges (cumulative since start), so the
-live average log-likelihood per version over a window is
-``delta(mleops_loglik_sum[w]) / increase(mleops_rows[w])`` and a canary controller can also
-estimate its variance from the sum of squares.
-Rejected requests never reach Seldon's ``metrics()`` call; their outside-support rows are
-exported with the next successful request or health check (Kubernetes readiness/liveness
-probes hit ``/health/status`` every few seconds, so a server rejecting everything still
-reports it). Gauges and the rows/requests counters are flushed from the predict path only,
-so each has a single ``method`` series and sums over pods/workers are exact.
+Responses carry the model name and version in ``meta.tags``. Custom metrics (on Seldon's
+Prometheus endpoint, labelled by registered model and version):
+``mleops_requests`` / ``mleops_rows`` / ``mleops_rows_outside_support`` /
+``mleops_rejected_requests`` counters and the ``mleops_loglik_sum`` and
+``mleops_loglik_sq_sum`` gauges (cumulative since start), so the live average log-likelihood
+per version over a window is ``delta(mleops_loglik_sum[w]) / increase(mleops_rows[w])`` and a
+canary controller can also estimate its variance from the sum of squares.
+
+The model writes its metrics into Seldon's store itself (``launch`` hands it the store), from
+a flusher thread every ``metrics_interval`` seconds and on health checks, always under the
+``method="predict"`` label: so each series exists once, refused requests are exported too,
+and no response carries the cumulative totals (Seldon copies whatever the ``metrics()`` hook
+returns into every response's ``meta``). Without a store (a bare ``seldon-core-microservice``
+start) it falls back to the ``metrics()`` hook.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import threading
+import time
 
+from mleops.serving.lifetime import SERVER_ID_ENV
 from mleops.serving.service import LikelihoodService, ServingError, Totals
 
 
@@ -47,11 +51,14 @@ class MleopsModel:
         self.model_uri, self.tracking_uri = model_uri, tracking_uri
         self.service = LikelihoodService(model_dir, max_rows=int(max_rows),
                                          model_name=model_name, model_version=model_version)
+        self.seldon_metrics = None  # set by mleops.serving.launch
         self._reported = Totals()
         self._metrics_interval = float(metrics_interval)
         self._last_flush = 0.0
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._flusher_pid = 0
+        self._flush_lock = threading.Lock()
 
     def load(self) -> None:
         if self.model_uri:
@@ -75,19 +82,24 @@ class MleopsModel:
     def health_status(self):
         if not self.service.ready:
             raise _seldon_error(ServingError("model not loaded yet", status=503))
-        return {"ready": True, **self.service.labels()}
+        self._start_flusher()
+        self._flush(force=True)
+        return {"ready": True, "server_id": os.environ.get(SERVER_ID_ENV, ""),
+                **self.service.labels()}
 
     def predict(self, X, features_names=None, meta=None):
         tags = (meta or {}).get("tags") or {}
         output = str(tags.get("output", "loglik"))
+        self._start_flusher()
         try:
             out, names = self.service.evaluate(X, list(features_names or []) or None, output,
                                                tags.get("quantiles"))
         except ServingError as e:
+            self._flush()
             raise _seldon_error(e) from None
+        self._flush()
         self._local.names = names
         self._local.output = output
-        self._local.predicted = True  # the metrics() call Seldon makes next is predict's
         return out if out.ndim == 2 else out[:, None]
 
     def class_names(self):
@@ -97,47 +109,59 @@ class MleopsModel:
         return {**self.service.labels(), "output": getattr(self._local, "output", "loglik")}
 
     def metrics(self):
-        """Increments since the last flush (counters) and the cumulative sums (gauges).
+        """Seldon's hook, called after every predict: empty when the model flushes its own
+        metrics (the normal case), else the increments since the last call."""
+        return [] if self.seldon_metrics is not None else self._increments()
 
-        Seldon calls this after every predict and every health check and labels the result
-        with the calling ``method``. A gauge set from both paths would exist twice (one series
-        per method, both holding the whole total) and any ``sum()`` over it would double: so
-        the cumulative gauges, and the rows/requests counters they are read against, are
-        flushed from the predict path only; the health path flushes refusals only (their rows
-        never reach a successful predict). Flushed at most every ``metrics_interval`` seconds:
-        each flush is several round trips to Seldon's shared metrics store, which would
-        otherwise dominate the latency tail at a few hundred requests/s. Counters are
-        cumulative, so nothing is lost, only delayed.
-        """
-        import time
-
-        from_predict = getattr(self._local, "predicted", False)
-        self._local.predicted = False
+    def _increments(self) -> list[dict]:
         with self._lock:
-            now = time.monotonic()
-            if now - self._last_flush < self._metrics_interval:
-                return []
-            self._last_flush = now
-            t, r = self.service.totals, self._reported
-            labels = {"registered_model": self.service.model_name,
-                      "registered_version": self.service.model_version}
-            out = [{"type": "COUNTER", "key": "mleops_rows_outside_support",
-                    "value": t.outside_support - r.outside_support, "tags": labels}]
-            if not from_predict:
-                self._reported = dataclasses.replace(r, outside_support=t.outside_support)
-                return out
-            out += [
-                {"type": "COUNTER", "key": "mleops_requests", "value": t.requests - r.requests,
-                 "tags": labels},
-                {"type": "COUNTER", "key": "mleops_rows", "value": t.rows - r.rows,
-                 "tags": labels},
+            t, r = self.service.snapshot(), self._reported
+            self._reported = t
+        labels = {"registered_model": self.service.model_name,
+                  "registered_version": self.service.model_version}
+        counters = {"mleops_rows_outside_support": t.outside_support - r.outside_support,
+                    "mleops_rejected_requests": t.rejected - r.rejected,
+                    "mleops_requests": t.requests - r.requests, "mleops_rows": t.rows - r.rows}
+        return [*({"type": "COUNTER", "key": k, "value": v, "tags": dict(labels)}
+                  for k, v in counters.items()),
                 {"type": "GAUGE", "key": "mleops_loglik_sum", "value": float(t.loglik_sum),
-                 "tags": labels},
-                {"type": "GAUGE", "key": "mleops_loglik_sq_sum",
-                 "value": float(t.loglik_sq_sum), "tags": labels},
-            ]
-            self._reported = dataclasses.replace(t)
-        return out
+                 "tags": dict(labels)},
+                {"type": "GAUGE", "key": "mleops_loglik_sq_sum", "value": float(t.loglik_sq_sum),
+                 "tags": dict(labels)}]
+
+    def _flush(self, force: bool = False) -> None:
+        """Write what changed into Seldon's store. One writer at a time, so the store's
+        counters equal the service's totals after every flush."""
+        if self.seldon_metrics is None:
+            return
+        with self._flush_lock:
+            now = time.monotonic()
+            if not force and now - self._last_flush < self._metrics_interval:
+                return
+            self._last_flush = now
+            if self.service.snapshot() == self._reported:
+                return
+            self.seldon_metrics.update(self._increments(), "predict")
+
+    def _start_flusher(self) -> None:
+        """One flusher thread per worker process (started in the worker, after the fork)."""
+        if self._flusher_pid == os.getpid() or self.seldon_metrics is None:
+            return
+        with self._lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+            self._flush_lock = threading.Lock()
+
+        def loop() -> None:
+            while True:
+                time.sleep(max(self._metrics_interval, 0.05))
+                try:
+                    self._flush(force=True)
+                except Exception:  # the store's manager is gone: the server is stopping
+                    return
+
+        threading.Thread(target=loop, daemon=True, name="mleops-metrics").start()
 
 
 __all__ = ["MleopsModel"]

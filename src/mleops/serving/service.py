@@ -8,6 +8,7 @@ a canary controller can compute the live average log-likelihood per model versio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -17,9 +18,9 @@ import numpy as np
 
 from mleops.artifact import FILENAME, ModelArtifact
 from mleops.errors import DataError, MleopsError
+from mleops.serving.contract import OUTPUTS, ContractError, Limits, options
 
-OUTPUTS = ("loglik", "cdf", "sf", "quantiles")
-DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
+TINY = float(np.finfo(np.float64).tiny)  # below it (subnormals) XLA on CPU flushes to zero
 SERVING_INFO = "serving.json"  # name/version written next to model.json when staged
 
 
@@ -44,10 +45,11 @@ class Totals:
 class LikelihoodService:
     """One loaded model version and its running totals (thread-safe)."""
 
-    def __init__(self, model_dir: str, *, max_rows: int = 10_000, model_name: str = "",
-                 model_version: str = ""):
+    def __init__(self, model_dir: str, *, max_rows: int | None = None, model_name: str = "",
+                 model_version: str = "", limits: Limits | None = None):
         self.model_dir = model_dir
-        self.max_rows = int(max_rows)
+        self.limits = limits or Limits.from_env(**({"max_rows": max_rows} if max_rows else {}))
+        self.max_rows = self.limits.max_rows
         self.model_name, self.model_version = model_name, model_version
         self.artifact: ModelArtifact | None = None
         self.totals = Totals()
@@ -86,8 +88,9 @@ class LikelihoodService:
             a = np.asarray(X)
         except Exception:  # ragged nested lists
             raise ServingError("payload is not a rectangular array") from None
-        if a.dtype == object or a.dtype.kind not in "iufb":
-            raise ServingError(f"payload must be numeric, got {a.dtype} values")
+        if a.dtype == object or a.dtype.kind not in "iuf":
+            what = "boolean" if a.dtype.kind == "b" else str(a.dtype)
+            raise ServingError(f"payload must be numeric, got {what} values")
         a = a.astype(np.float64)
         if a.ndim == 1:
             a = a[:, None]
@@ -103,6 +106,15 @@ class LikelihoodService:
             r, c = map(int, np.argwhere(bad)[0])
             raise ServingError(f"payload has {int(bad.sum())} non-finite value(s) (NaN/inf); "
                                f"first at row {r}, column {c}")
+        sub = (a != 0) & (np.abs(a) < TINY)
+        if sub.any():
+            r, c = map(int, np.argwhere(sub)[0])
+            raise ServingError(f"payload has {int(sub.sum())} subnormal value(s) (0 < |v| < "
+                               f"{TINY:.4g}, not computed exactly); first at row {r}, "
+                               f"column {c}: {a[r, c]!r}")
+        if a.shape[1] > self.limits.max_columns:
+            raise ServingError(f"payload has {a.shape[1]} columns; the limit is "
+                               f"{self.limits.max_columns}", status=413)
         expected = ["x", *self.covariates]
         if names:
             names = list(names)
@@ -125,36 +137,57 @@ class LikelihoodService:
         """Output rows for a payload; raises ServingError (4xx) on any bad input."""
         if not self.ready:
             raise ServingError("model not loaded yet", status=503)
+        try:
+            return self._evaluate(X, names, output, quantiles, record)
+        except (DataError, ContractError) as e:
+            err = ServingError(str(e), getattr(e, "status", 400))
+        except ServingError as e:
+            err = e
+        if record:
+            with self._lock:
+                self.totals.rejected += 1
+        raise err from None
+
+    def _evaluate(self, X, names, output, quantiles, record) -> tuple[np.ndarray, list[str]]:
         if output not in OUTPUTS:
             raise ServingError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
-        try:
-            cols = self.columns(X, names)
-            art = self.artifact
-            Xd = (np.column_stack([np.ones(len(cols["x"]))] + [cols[c] for c in self.covariates])
-                  if self.covariates else None)
-            if output == "quantiles":
-                qs = np.asarray(quantiles if quantiles is not None else DEFAULT_QUANTILES, float)
-                if qs.ndim != 1 or qs.size == 0 or not ((qs > 0) & (qs < 1)).all():
-                    raise ServingError("quantiles must be a list of levels strictly in (0, 1)")
-                out = np.column_stack([art.ppf(np.full(len(cols["x"]), q), Xd) for q in qs])
-                return out, [f"q{q:g}" for q in qs]
-            outside = self._outside(cols["x"])
-            if outside.any():
-                with self._lock:
-                    self.totals.outside_support += int(outside.sum())
-                    self.totals.rejected += 1
-                i = int(np.flatnonzero(outside)[0])
-                raise ServingError(f"{int(outside.sum())} value(s) outside the support of "
-                                   f"{art.fam.name}; first at row {i}: {cols['x'][i]!r}")
-            if output == "loglik":
-                ll = art.loglik_rows(cols["x"], event=cols.get("event"), X=Xd)
-                if record:
-                    self._record(ll)
-                return ll, ["loglik"]
-            p = art.cdf(cols["x"], Xd)
-            return (p if output == "cdf" else 1.0 - p), [output]
-        except DataError as e:
-            raise ServingError(str(e)) from None
+        cols = self.columns(X, names)
+        qs = options({"output": output, "quantiles": None if quantiles is None
+                      else list(quantiles) if isinstance(quantiles, tuple) else quantiles},
+                     len(cols["x"]), self.limits)[1]
+        art = self.artifact
+        Xd = (np.column_stack([np.ones(len(cols["x"]))] + [cols[c] for c in self.covariates])
+              if self.covariates else None)
+        if output == "quantiles":
+            out = np.column_stack([art.ppf(np.full(len(cols["x"]), q), Xd) for q in qs])
+            return self._finite(out, cols["x"]), [f"q{q:g}" for q in qs]
+        outside = self._outside(cols["x"])
+        if outside.any():
+            with self._lock:
+                self.totals.outside_support += int(outside.sum())
+            i = int(np.flatnonzero(outside)[0])
+            raise ServingError(f"{int(outside.sum())} value(s) outside the support of "
+                               f"{art.fam.name}; first at row {i}: {cols['x'][i]!r}")
+        if output == "loglik":
+            ll = self._finite(art.loglik_rows(cols["x"], event=cols.get("event"), X=Xd),
+                              cols["x"])
+            if record:
+                self._record(ll)
+            return ll, ["loglik"]
+        p = self._finite(art.cdf(cols["x"], Xd), cols["x"])
+        return (p if output == "cdf" else 1.0 - p), [output]
+
+    def _finite(self, out: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """A valid response never holds NaN/inf: a value the model cannot evaluate to a
+        finite number (an extreme tail in float64) is refused, never answered or counted."""
+        out = np.asarray(out, np.float64)
+        bad = ~np.isfinite(out.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ServingError(f"{int(bad.sum())} row(s) have no finite result under "
+                               f"{self.artifact.fam.name} (too far in a tail for float64); "
+                               f"first at row {i}: x={x[i]!r}", status=422)
+        return out
 
     def _outside(self, x: np.ndarray) -> np.ndarray:
         fam = self.artifact.fam
@@ -167,6 +200,11 @@ class LikelihoodService:
             self.totals.rows += int(ll.size)
             self.totals.loglik_sum += float(ll.sum())
             self.totals.loglik_sq_sum += float(np.square(ll).sum())
+
+    def snapshot(self) -> Totals:
+        """A consistent copy of the totals (all fields from the same moment)."""
+        with self._lock:
+            return dataclasses.replace(self.totals)
 
     def labels(self) -> dict[str, str]:
         return {"model_name": self.model_name, "model_version": self.model_version}
