@@ -1,7 +1,11 @@
 import os
 
-# Tests must never touch a user's cache directory.
+# Tests must never touch a user's cache directory, nor record data planes in their home.
 os.environ.setdefault("MLEOPS_JAX_CACHE", "off")
+if "MLEOPS_PLANE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["MLEOPS_PLANE_DIR"] = tempfile.mkdtemp(prefix="mleops-planes-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -81,7 +81,12 @@ def _cli(*args, env=None, timeout=240):
 
 
 def _routes(url):
-    with urllib.request.urlopen(f"{url}/admin/routes", timeout=5) as r:
+    from mleops.rollout.local.admin import read_credentials
+
+    admin, token = read_credentials(url)
+    req = urllib.request.Request(f"{admin}/admin/routes", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
 
 
@@ -165,10 +170,9 @@ def test_worse_canary_in_shadow_mode_is_rolled_back(model, registry, live_data, 
 def test_killed_canary_is_rolled_back_without_failed_requests(model, registry, live_data,
                                                               tmp_path):
     from mleops.rollout import Controller, Guardrails, TestConfig
-    from mleops.rollout.local.backend import LocalBackend
 
     with _plane(model, registry) as plane, _client(plane, live_data) as client:
-        ctl = Controller(FileStateStore(str(tmp_path)), LocalBackend(plane.url), registry)
+        ctl = Controller(FileStateStore(str(tmp_path)), plane.backend(), registry)
         ctl.start(model, "2", steps="50,100", test=TestConfig(min_drop=0.1),
                   guardrails=Guardrails(step_min_rows=100_000))  # only the kill can end it
         for _ in range(20):

@@ -64,16 +64,25 @@ def plane():
     router = Router(Upstream(champion.url, "1"))
     router.set_canary(Upstream(canary.url, "2"))
     server = RouterServer(router).start()
+    global ADMIN
+    ADMIN = (server.admin_url, server.token)
     yield router, server.url, champion, canary
     server.stop()
     champion.stop()
     canary.stop()
 
 
-def _post(url, doc, path="/api/v1.0/predictions", method="POST"):
+ADMIN = ("", "")
+
+
+def _post(url, doc, path="/api/v1.0/predictions", method="POST", headers=None):
     data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    if path.startswith("/admin"):  # the admin API: its own port, a token
+        url = ADMIN[0]
+        headers = {"Authorization": f"Bearer {ADMIN[1]}", **(headers or {})}
+    req = urllib.request.Request(url + path, data=data if method != "GET" else None,
+                                 method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -118,14 +127,123 @@ def test_dead_canary_is_retried_too(plane):
     assert router.snapshot()["stats"]["2"]["errors"] == 4
 
 
-def test_client_errors_are_not_blamed_on_the_canary(plane):
+@pytest.mark.parametrize("mode", ["400", "500"])
+def test_what_both_versions_refuse_is_not_blamed_on_the_canary(plane, mode):
+    """A request the champion fails too (a client error, or a fault both share: 80 such
+    requests once rolled a good canary back) is no evidence against the canary."""
     router, url, champion, canary = plane
-    champion.mode = canary.mode = "400"
+    champion.mode = canary.mode = mode
     router.set_routes(100, "split")
-    status, body = _post(url, ROWS)
-    assert status == 400 and "numeric" in body["status"]["info"]
+    for _ in range(80):
+        status, body = _post(url, ROWS)
+        assert status == int(mode)
     stats = router.snapshot()
-    assert stats["stats"]["2"]["errors"] == 0 and stats["client_errors"] == 1
+    assert stats["stats"]["2"]["errors"] == 0 and stats["client_errors"] == 80
+
+
+def test_malformed_requests_reach_neither_version(plane):
+    router, url, champion, canary = plane
+    router.set_routes(100, "split")
+    for bad in ({"data": {"ndarray": [[1.0], [1.0, 2.0]]}}, {"data": [1, 2]}, [1],
+                {"data": {"tensor": {"shape": [1_000_000_000, 1], "values": [1.0]}}}):
+        status, body = _post(url, bad)
+        assert 400 <= status < 500 and body["status"]["info"], body
+    assert champion.hits == canary.hits == 0
+    assert router.snapshot()["client_errors"] == 4
+
+
+def test_data_plane_takes_json_only_from_a_loopback_host(plane):
+    router, url, champion, canary = plane
+    router.set_routes(100, "split")
+    form = b"json=" + json.dumps(ROWS).encode()
+    status, body = _post(url, form, headers={"Content-Type": "application/x-www-form-"
+                                                             "urlencoded"})
+    assert status == 415 and "Content-Type header must be application/json" in \
+        body["status"]["info"]
+    status, body = _post(url, ROWS, headers={"Host": "evil.example"})
+    assert status == 403 and "Host header 'evil.example'" in body["status"]["info"]
+    assert _post(url, ROWS, "/api/v1.0/predictions", "GET")[0] == 405
+    assert champion.hits == canary.hits == 0
+    status, body = _post(url, {"weight": 100}, "/admin/routes".replace("/admin", ""), "PUT")
+    assert status == 405
+
+
+def test_admin_api_is_apart_and_needs_its_token(plane):
+    router, url, *_ = plane
+    admin, token = ADMIN
+    assert admin != url
+    req = urllib.request.Request(url + "/admin/routes", headers={"Content-Type":
+                                                                 "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:  # not on the data plane
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 404
+    for headers, status in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
+                            ({"Authorization": f"Bearer {token}", "Host": "evil"}, 403),
+                            ({"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+                             415)):
+        for method, path in (("GET", "/admin/routes"), ("GET", "/admin/stats"),
+                             ("GET", "/admin/rows"), ("PUT", "/admin/routes"),
+                             ("POST", "/admin/promote"), ("DELETE", "/admin/canary")):
+            req = urllib.request.Request(admin + path, method=method,
+                                         data=b'{"weight": 100}' if method != "GET" else None,
+                                         headers={"Content-Type": "application/json",
+                                                  **headers})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            assert e.value.code == status, (headers, method, path)
+    assert router.routes()["weight"] == 0 and router.canary is not None
+
+
+def _raw(url, data: bytes, *, half_close=True, timeout=30) -> bytes:
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as s:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "-1", "1e3"])
+def test_malformed_content_length_gets_an_answer(plane, value):
+    router, url, *_ = plane
+    head = (f"POST /api/v1.0/predictions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {value}\r\n\r\n{{}}").encode()
+    assert _raw(url, head).startswith(b"HTTP/1.1 400")
+    assert _post(url, ROWS)[0] == 200
+
+
+def test_short_body_and_slow_clients_are_cut_off(plane, monkeypatch):
+    import socket
+    import urllib.parse
+
+    router, url, *_ = plane
+    body = json.dumps(ROWS).encode()
+    head = (f"POST /api/v1.0/predictions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(body) + 5}\r\n\r\n").encode()
+    answer = _raw(url, head + body)
+    assert answer.startswith(b"HTTP/1.1 400") and b"shorter than its Content-Length" in answer
+    from mleops.rollout.local import http as router_http
+
+    monkeypatch.setattr(router_http._Base, "timeout", 0.5)
+    parts = urllib.parse.urlsplit(url)
+    slow = [socket.create_connection((parts.hostname, parts.port), timeout=10)
+            for _ in range(20)]
+    try:
+        for s in slow:
+            s.sendall(head)  # and never the body
+        assert _post(url, ROWS)[0] == 200  # the others are served meanwhile
+        for s in slow:
+            answer = s.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    finally:
+        for s in slow:
+            s.close()
 
 
 def test_shadow_pairs_rows_and_answers_with_the_champion(plane):
@@ -160,8 +278,8 @@ def test_oversize_body_is_refused(plane):
     router, url, *_ = plane
     router.max_body_bytes = 100
     status, body = _post(url, {"data": {"ndarray": [[1.0]] * 100}})
-    assert status == 413 and "exceeds" in body["error"]
+    assert status == 413 and "exceeds" in body["status"]["info"]
     big = {"data": {"ndarray": [[1.0]] * 400_000}}  # ~3 MB: more than a socket buffer
     status, body = _post(url, big)
-    assert status == 413 and "exceeds" in body["error"]
+    assert status == 413 and "exceeds" in body["status"]["info"]
     assert _post(url, ROWS)[0] == 200  # and the router stays up

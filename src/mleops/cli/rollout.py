@@ -232,11 +232,21 @@ def confirm_cmd(name, kubernetes, namespace, prometheus, state_dir) -> None:
 
 @rollout.command("serve")
 @click.argument("name")
-@click.option("--port", type=int, default=8080, show_default=True, help="Router port.")
+@click.option("--port", type=int, default=8080, show_default=True,
+              help="Router port (the data plane clients call).")
+@click.option("--admin-port", type=int, default=0, show_default="a free port",
+              help="The router's admin API port (token in the plane's owner-only record).")
 @click.option("--tracking-uri", default="")
 @click.option("--log-dir", default="", help="Model server logs go here.")
-def serve_cmd(name, port, tracking_uri, log_dir) -> None:
-    """Local data plane: NAME's champion server behind a router on 127.0.0.1:PORT."""
+def serve_cmd(name, port, admin_port, tracking_uri, log_dir) -> None:
+    """Local data plane: NAME's champion server behind a router on 127.0.0.1:PORT.
+
+    The admin API (traffic, canary, promotion) listens on its own loopback port and needs the
+    bearer token written, readable by this user only, to $MLEOPS_PLANE_DIR
+    (~/.mleops/planes); `mleops rollout start --router URL` finds it there. Run it under a
+    supervisor that restarts it (systemd `Restart=always`, a container restart policy): a
+    restarted plane serves the registry's champion again and a resumed rollout redeploys
+    its canary."""
     import threading
 
     from mleops.registry import Registry
@@ -245,8 +255,11 @@ def serve_cmd(name, port, tracking_uri, log_dir) -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    from mleops.rollout.local.admin import plane_dir
+
     with LocalDataPlane(name, tracking_uri=Registry(tracking_uri or None).uri, port=port,
-                        log_dir=log_dir or None) as plane:
-        click.echo(json.dumps({"router": plane.url, **plane.router.routes()}))
+                        log_dir=log_dir or None, admin_port=admin_port) as plane:
+        click.echo(json.dumps({"router": plane.url, "admin": plane.admin_url,
+                               "credentials": str(plane_dir()), **plane.router.routes()}))
         sys.stdout.flush()
         done.wait()

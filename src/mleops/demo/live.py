@@ -9,7 +9,7 @@ import numpy as np
 
 from mleops.demo.progress import Progress
 from mleops.rollout import Controller, FileStateStore, Guardrails, Summary, TestConfig
-from mleops.rollout.local import LocalBackend, LocalDataPlane, Replayer, load_rows
+from mleops.rollout.local import LocalDataPlane, Replayer, load_rows
 
 
 def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, mode: str,
@@ -19,7 +19,7 @@ def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, m
     """Canary ``candidate`` with live rows replayed at ``rate`` requests/s; what happened."""
     rows, names = load_rows(live_path)
     seq0 = plane.router.next_seq
-    controller = Controller(FileStateStore(state_dir), LocalBackend(plane.url), registry)
+    controller = Controller(FileStateStore(state_dir), plane.backend(), registry)
     g = Guardrails(step_min_rows=400)
     test = TestConfig(min_drop=min_drop)  # the controller sets the pairing from the mode
     label = f"canary v{candidate} ({mode})"

@@ -50,7 +50,7 @@ def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: s
         yield LocalBackend(router_url)
         return
     with LocalDataPlane(name, tracking_uri=registry.uri) as plane:
-        yield LocalBackend(plane.url)
+        yield plane.backend()
 
 
 __all__ = ["backend_from", "open_backend", "state_store"]

@@ -22,6 +22,12 @@ from typing import Any
 import numpy as np
 
 from mleops.rollout.backend import Observation, RolloutError
+from mleops.rollout.local.admin import (
+    PlaneGone,
+    read_credentials,
+    remove_credentials,
+    write_credentials,
+)
 from mleops.rollout.local.http import RouterServer
 from mleops.rollout.local.router import Router, Upstream
 from mleops.rollout.state import RolloutState
@@ -34,12 +40,12 @@ class LocalDataPlane:
 
     def __init__(self, name: str, *, tracking_uri: str, port: int = 0,
                  stage_root: str | None = None, log_dir: str | None = None,
-                 server_threads: int = 4):
+                 server_threads: int = 4, admin_port: int = 0):
         self.name, self.tracking_uri = name, tracking_uri
         self._own_stage = stage_root is None  # a directory we made is ours to remove
         self.stage_root = stage_root or tempfile.mkdtemp(prefix="mleops-plane-")
         self.log_dir, self.threads = log_dir, server_threads
-        self.port = port
+        self.port, self.admin_port = port, admin_port
         self.servers: dict[str, LocalServer] = {}  # version -> server
         self.lock = threading.Lock()
         self.router_server: RouterServer | None = None
@@ -67,7 +73,9 @@ class LocalDataPlane:
             router = Router(Upstream(self.servers[version].url, version))
             router.hooks.update(deploy_canary=self.deploy_canary,
                                 remove_canary=self.remove_canary, promote=self.promote)
-            self.router_server = RouterServer(router, port=self.port).start()
+            self.router_server = RouterServer(router, port=self.port,
+                                              admin_port=self.admin_port).start()
+            write_credentials(self.url, self.admin_url, self.router_server.token)
         except BaseException:  # e.g. the port is taken: no orphaned server process
             self.stop()
             raise
@@ -82,6 +90,15 @@ class LocalDataPlane:
     def url(self) -> str:
         assert self.router_server is not None, "start() first"
         return self.router_server.url
+
+    @property
+    def admin_url(self) -> str:
+        assert self.router_server is not None, "start() first"
+        return self.router_server.admin_url
+
+    def backend(self) -> LocalBackend:
+        """The controller's handle on this plane (admin URL and token in hand)."""
+        return LocalBackend(self.url, admin_url=self.admin_url, token=self.router_server.token)
 
     def deploy_canary(self, version: str) -> dict[str, Any]:
         """Start a server for ``version`` (at 0% traffic); replaces any other canary."""
@@ -124,6 +141,7 @@ class LocalDataPlane:
 
     def stop(self) -> None:
         if self.router_server is not None:
+            remove_credentials(self.url, self.router_server.token)
             self.router_server.stop()
             self.router_server = None
         for timer, server in self._draining:
@@ -143,10 +161,12 @@ class LocalDataPlane:
         self.stop()
 
 
-def _http(method: str, url: str, doc: dict | None = None, *, timeout: float = 30.0) -> dict:
+def _http(method: str, url: str, doc: dict | None = None, *, token: str,
+          timeout: float = 30.0) -> dict:
     data = json.dumps(doc).encode() if doc is not None else None
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
@@ -161,38 +181,55 @@ def _http(method: str, url: str, doc: dict | None = None, *, timeout: float = 30
 
 
 class LocalBackend:
-    """The controller's handle on a :class:`LocalDataPlane` through its router's admin API."""
+    """The controller's handle on a :class:`LocalDataPlane` through its router's admin API.
 
-    def __init__(self, router_url: str, *, deploy_timeout: float = 300.0):
+    ``router_url`` is the data plane clients call (what the state records); the admin URL
+    and token come from the plane's owner-only record (:mod:`.admin`) unless given."""
+
+    def __init__(self, router_url: str, *, admin_url: str = "", token: str = "",
+                 deploy_timeout: float = 300.0):
         self.url, self.deploy_timeout = router_url.rstrip("/"), deploy_timeout
+        self._admin, self._token = admin_url.rstrip("/"), token
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "local", "router": self.url}
 
+    def _call(self, method: str, path: str, doc: dict | None = None, **kw) -> dict:
+        if not self._token:  # read lazily: a restarted plane writes a new record
+            self._admin, self._token = read_credentials(self.url)
+        try:
+            return _http(method, f"{self._admin}{path}", doc, token=self._token, **kw)
+        except RolloutError as e:
+            if "HTTP 401" in str(e) or "unreachable" in str(e):
+                self._token = ""  # the plane may have restarted: re-read its record next time
+            raise
+
     def deploy_canary(self, state: RolloutState) -> None:
-        _http("PUT", f"{self.url}/admin/canary", {"version": state.candidate_version},
-              timeout=self.deploy_timeout)
-        stats = _http("GET", f"{self.url}/admin/stats")
+        self._call("PUT", "/admin/canary", {"version": state.candidate_version},
+                   timeout=self.deploy_timeout)
+        stats = self._call("GET", "/admin/stats")
         # the rows already recorded belong to earlier rollouts; guardrails count from here
         state.cursor = {"seq": stats["records"], "base": stats["stats"]}
 
     def set_weight(self, state: RolloutState) -> None:
-        _http("PUT", f"{self.url}/admin/routes", {"weight": state.weight, "mode": state.mode})
+        self._call("PUT", "/admin/routes", {"weight": state.weight, "mode": state.mode})
 
     def rollback(self, state: RolloutState) -> None:
         """Canary out. A router that is gone (connection refused on 127.0.0.1) serves no one:
         that is rolled back too; any other failure is raised (the rollback stays pending)."""
         try:
-            _http("DELETE", f"{self.url}/admin/canary")
+            self._call("DELETE", "/admin/canary")
+        except PlaneGone:
+            pass
         except RolloutError as e:
             if not isinstance(e.__cause__, ConnectionRefusedError) and \
                     "Connection refused" not in str(e):
                 raise
 
     def promote(self, state: RolloutState) -> None:
-        routes = _http("GET", f"{self.url}/admin/routes")
+        routes = self._call("GET", "/admin/routes")
         if routes["champion"]["version"] != state.candidate_version:
-            _http("POST", f"{self.url}/admin/promote")
+            self._call("POST", "/admin/promote")
 
     def read(self, state: RolloutState) -> Observation:
         cand, champ = state.candidate_version, state.champion_version
@@ -200,7 +237,7 @@ class LocalBackend:
         champion: list[list[float]] = []
         seq = int(state.cursor.get("seq", 0))
         while True:
-            page = _http("GET", f"{self.url}/admin/rows?since={seq}&limit=20000")
+            page = self._call("GET", f"/admin/rows?since={seq}&limit=20000")
             for r in page["records"]:
                 if state.mode == "shadow":
                     if r.get("paired") and r["canary_version"] == cand \
@@ -215,7 +252,7 @@ class LocalBackend:
             seq = page["next"]
             if seq >= page["head"] or not page["records"]:
                 break
-        stats = _http("GET", f"{self.url}/admin/stats")["stats"]
+        stats = self._call("GET", "/admin/stats")["stats"]
         state.cursor["seq"] = seq  # only once everything is read: a failure re-reads
         base = state.cursor.get("base", {})
         arms = {arm: _since(stats.get(v, {}), base.get(v, {}))
@@ -231,6 +268,9 @@ def _since(now: dict, base: dict) -> dict[str, Any]:
     """Counters since the canary was deployed (latency is the router's recent window)."""
     out = {k: now.get(k, 0) - base.get(k, 0)
            for k in ("requests", "errors", "rows", "outside_support")}
+    kinds, before = now.get("error_kinds") or {}, base.get("error_kinds") or {}
+    out["error_kinds"] = {k: v - before.get(k, 0) for k, v in kinds.items()
+                          if v - before.get(k, 0)}
     out["p99_ms"] = now.get("p99_ms")
     out["outside_support_rate"] = out["outside_support"] / max(out["requests"], 1)
     return out

@@ -1,29 +1,51 @@
-"""The router's HTTP face: the Seldon prediction path plus a small admin API.
+"""The router's two HTTP faces: the data plane clients call, and the admin API, apart.
 
-Admin endpoints (bound to 127.0.0.1 like everything else, and refusing other Host headers and
-non-JSON requests): ``GET/PUT /admin/routes``, ``GET /admin/stats``, ``GET /admin/rows``,
-``PUT/DELETE /admin/canary`` and ``POST /admin/promote`` (the last three call hooks the data
-plane provides: starting a model server is not the router's business).
+Data plane (``url``): ``POST /api/v1.0/predictions`` (the Seldon path) and ``GET /health``.
+Every request passes the model servers' own contract first (:mod:`mleops.serving.contract`:
+JSON content type only, bounded, well-formed), so a malformed request is refused here with a
+4xx and reaches neither version. Admin API (``admin_url``, its own loopback port): ``GET/PUT
+/admin/routes``, ``GET /admin/stats``, ``GET /admin/rows``, ``PUT/DELETE /admin/canary``,
+``POST /admin/promote``; every method needs ``Authorization: Bearer <token>``, a loopback
+Host header (no DNS rebinding) and ``Content-Type: application/json`` (no cross-site form
+posts). Both faces: a read timeout on every connection (idle keep-alives and slow clients
+free their thread), a bounded number of connections, and Content-Length enforced exactly.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
+import secrets
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mleops.rollout.local.router import PREDICT_PATH, Router
+from mleops.serving.contract import (
+    ContractError,
+    Limits,
+    check_content_type,
+    parse_body,
+    seldon_request,
+)
+from mleops.serving.guard import host_allowed, status_body
 
 DRAIN_LIMIT = 64 << 20  # bytes of an oversize body read and dropped before answering 413
+READ_TIMEOUT_S = float(os.environ.get("MLEOPS_READ_TIMEOUT_S", "10"))
+MAX_CONNECTIONS = 256
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = READ_TIMEOUT_S  # the socket's read timeout (idle keep-alive and slow bodies)
     router: Router
 
     def log_message(self, *args) -> None:  # quiet: the router is on the request path
         pass
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"error": message})
 
     def _send(self, status: int, payload: bytes | dict) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -34,27 +56,117 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _body(self) -> bytes | None:
+        """The exact body, or None after answering why not (and closing the connection)."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            self._send(411, {"error": "send a Content-Length body (no Transfer-Encoding)"})
+            self._error(411, "send a Content-Length body (no Transfer-Encoding)")
             return None
-        raw = self.headers.get("Content-Length") or "0"
-        if not raw.isdigit():
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not (raw.isascii() and raw.isdigit()):
             self.close_connection = True
-            self._send(400, {"error": f"bad Content-Length {raw!r}"})
+            self._error(400, f"bad Content-Length {raw!r}")
             return None
         n = int(raw)
         if n > self.router.max_body_bytes:
             # read (and drop) what a client may still be sending, up to a bound, so that it
             # gets the 413 rather than a connection reset; then close
             left = min(n, DRAIN_LIMIT)
-            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-                left -= len(chunk)
-            self._send(413, {"error": f"body of {n} bytes exceeds the limit of "
-                                      f"{self.router.max_body_bytes}"})
+            try:
+                while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                    left -= len(chunk)
+            except OSError:
+                pass
             self.close_connection = True
+            self._error(413, f"request body of {n} bytes exceeds the limit of "
+                             f"{self.router.max_body_bytes}")
             return None
-        return self.rfile.read(n)
+        try:
+            body = self.rfile.read(n)
+        except TimeoutError:
+            self.close_connection = True
+            self._error(408, f"request body not received within {self.timeout:g} s")
+            return None
+        if len(body) != n:
+            self.close_connection = True
+            self._error(400, f"body is {len(body)} bytes, shorter than its Content-Length {n}")
+            return None
+        return body
+
+    def _host_ok(self) -> bool:
+        if host_allowed(self.headers.get("Host"), self.server.server_address[0]):
+            return True
+        self._error(403, f"Host header {self.headers.get('Host')!r} refused: bound to "
+                         "loopback")
+        return False
+
+
+class _DataHandler(_Base):
+    """Predictions and health; nothing that changes the router."""
+
+    limits: Limits
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, status_body(status, message))
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if not self._host_ok():
+            return
+        if path in ("/health", "/health/status", "/health/ping"):
+            self._send(200, {"ready": True})
+        elif path == PREDICT_PATH:
+            self._error(405, f"{PREDICT_PATH} takes POST with a JSON body, not GET")
+        else:
+            self._error(404, f"no route {path} (the admin API is on its own port)")
+
+    def do_POST(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if not self._host_ok():
+            return
+        if path != PREDICT_PATH:
+            self._error(404, f"no route {path} (the admin API is on its own port)")
+            return
+        try:
+            check_content_type(self.headers.get("Content-Type"))
+        except ContractError as e:
+            self._body()  # read it, so the connection stays usable
+            self._error(e.status, str(e))
+            return
+        if (body := self._body()) is None:
+            return
+        try:
+            seldon_request(parse_body(body, self.limits), self.limits)
+        except ContractError as e:
+            self.router.count_client_error()
+            self._error(e.status, str(e))
+            return
+        self._send(*self.router.handle(body, {"Content-Type": "application/json"}))
+
+    def _refuse(self) -> None:
+        self._error(405, f"{self.command} is not served here")
+
+    do_PUT = do_DELETE = do_PATCH = _refuse
+
+
+class _AdminHandler(_Base):
+    """The admin API: token, loopback Host and JSON on every method."""
+
+    token: str
+
+    def _allowed(self) -> bool:
+        if not self._host_ok():
+            return False
+        given = self.headers.get("Authorization") or ""
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            self._error(401, "admin API needs Authorization: Bearer <token> (see the data "
+                             "plane's record in $MLEOPS_PLANE_DIR)")
+            return False
+        try:
+            check_content_type(self.headers.get("Content-Type"))
+        except ContractError as e:
+            self._error(e.status, f"admin API: {e}")
+            return False
+        return True
 
     def _json(self) -> dict | None:
         body = self._body()
@@ -65,18 +177,18 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(doc, dict):
                 raise ValueError("expected a JSON object")
             return doc
-        except ValueError as e:
-            self._send(400, {"error": f"malformed JSON: {e}"})
+        except (ValueError, RecursionError) as e:
+            self._error(400, f"malformed JSON: {e}")
             return None
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
+        if not self._allowed():
+            return
         q = urllib.parse.parse_qs(url.query)
         r = self.router
         try:
-            if url.path in ("/health", "/health/status", "/health/ping"):
-                self._send(200, {"ready": True})
-            elif url.path == "/admin/routes":
+            if url.path == "/admin/routes":
                 self._send(200, r.routes())
             elif url.path == "/admin/stats":
                 self._send(200, r.snapshot())
@@ -84,96 +196,131 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, r.read(int(q.get("since", ["0"])[0]),
                                        min(int(q.get("limit", ["5000"])[0]), 50_000)))
             else:
-                self._send(404, {"error": f"no route {url.path}"})
+                self._error(404, f"no route {url.path}")
         except ValueError as e:
-            self._send(400, {"error": str(e)})
+            self._error(400, str(e))
 
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        if path == PREDICT_PATH:
-            if (body := self._body()) is not None:
-                headers = {"Content-Type": self.headers.get("Content-Type",
-                                                            "application/json")}
-                self._send(*self.router.handle(body, headers))
-        elif path == "/admin/promote":
-            if self._body() is not None and self._admin_allowed():
-                self._admin("promote")
+        if not self._allowed() or self._body() is None:
+            return
+        if path == "/admin/promote":
+            self._admin("promote")
         else:
-            self._send(404, {"error": f"no route {path}"})
+            self._error(404, f"no route {path}")
 
     def do_PUT(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        if (doc := self._json()) is None or not self._admin_allowed():
+        if not self._allowed() or (doc := self._json()) is None:
             return
         if path == "/admin/routes":
             try:
                 self._send(200, self.router.set_routes(doc.get("weight"), doc.get("mode")))
             except ValueError as e:
-                self._send(400, {"error": str(e)})
+                self._error(400, str(e))
         elif path == "/admin/canary":
             self._admin("deploy_canary", str(doc.get("version", "")))
         else:
-            self._send(404, {"error": f"no route {path}"})
+            self._error(404, f"no route {path}")
 
     def do_DELETE(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if not self._allowed() or self._body() is None:
+            return
         if path == "/admin/canary":
-            if self._body() is not None and self._admin_allowed():
-                self._admin("remove_canary")
+            self._admin("remove_canary")
         else:
-            self._send(404, {"error": f"no route {path}"})
-
-    def _admin_allowed(self) -> bool:
-        """Admin calls must name this host (no DNS rebinding) and carry JSON (no cross-site
-        form posts from a browser on this machine)."""
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-        if host not in ("127.0.0.1", "localhost", "::1", self.server.server_address[0]):
-            self._send(403, {"error": f"admin API refuses Host {host!r}"})
-            return False
-        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-            self._send(415, {"error": "admin API needs Content-Type: application/json"})
-            return False
-        return True
+            self._error(404, f"no route {path}")
 
     def _admin(self, hook: str, *args) -> None:
         fn = self.router.hooks.get(hook)
         if fn is None:
-            self._send(501, {"error": f"this router cannot {hook.replace('_', ' ')}"})
+            self._error(501, f"this router cannot {hook.replace('_', ' ')}")
             return
         try:
             self._send(200, fn(*args) or self.router.routes())
         except ValueError as e:
-            self._send(400, {"error": str(e)})
+            self._error(400, str(e))
         except Exception as e:  # a model server that does not start: 502, router stays up
-            self._send(502, {"error": f"{type(e).__name__}: {e}"})
+            self._error(502, f"{type(e).__name__}: {e}")
 
 
-class RouterServer(ThreadingHTTPServer):
-    """The router on ``host:port`` (127.0.0.1 by default; port 0 picks a free one)."""
+class _Server(ThreadingHTTPServer):
+    """At most ``MAX_CONNECTIONS`` connections at once; beyond, a 503 and close."""
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 drops connections under a burst
 
-    def __init__(self, router: Router, host: str = "127.0.0.1", port: int = 0):
-        handler = type("Handler", (_Handler,), {"router": router})
-        super().__init__((host, port), handler)
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            body = json.dumps(status_body(503, "too many connections")).encode()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                                b"Content-Type: application/json\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class RouterServer:
+    """The router's data plane on ``host:port`` (port 0 picks a free one) and its admin API
+    on ``host:admin_port``; both on 127.0.0.1 by default."""
+
+    def __init__(self, router: Router, host: str = "127.0.0.1", port: int = 0, *,
+                 admin_port: int = 0, token: str | None = None,
+                 limits: Limits | None = None):
         self.router = router
-        self._thread: threading.Thread | None = None
+        self.token = token or secrets.token_urlsafe(32)
+        limits = limits or Limits.from_env(max_body_bytes=router.max_body_bytes)
+        data = type("DataHandler", (_DataHandler,), {"router": router, "limits": limits})
+        admin = type("AdminHandler", (_AdminHandler,), {"router": router, "token": self.token})
+        self.data = _Server((host, port), data)
+        try:
+            self.admin = _Server((host, admin_port), admin)
+        except BaseException:
+            self.data.server_close()
+            raise
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def _url(server: _Server) -> str:
+        host, port = server.server_address[:2]
+        return f"http://{host}:{port}"
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._url(self.data)
+
+    @property
+    def admin_url(self) -> str:
+        return self._url(self.admin)
 
     def start(self) -> RouterServer:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True,
-                                        name="mleops-router")
-        self._thread.start()
+        for name, server in (("router", self.data), ("router-admin", self.admin)):
+            t = threading.Thread(target=server.serve_forever, daemon=True, name=f"mleops-{name}")
+            t.start()
+            self._threads.append(t)
         return self
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        for server in (self.data, self.admin):
+            if self._threads:  # shutdown() waits for a serve_forever that must have started
+                server.shutdown()
+            server.server_close()
         self.router.close()
 
 

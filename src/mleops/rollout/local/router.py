@@ -11,7 +11,7 @@ failure; the failure is counted against the canary.
 The router records each answered request's per-row log-likelihoods with a sequence number
 (``GET /admin/rows?since=K``): the controller reads them like metrics, and because it keeps
 its cursor in its persisted state, a restarted controller reads on from where it stopped.
-Its HTTP face is :mod:`mleops.rollout.router_http`.
+Its HTTP faces are in :mod:`mleops.rollout.local.http`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class ArmStats:
     """What the guardrails look at, per model version."""
 
     requests: int = 0
-    errors: int = 0  # connection failures, timeouts, 5xx, 4xx the champion did not give
+    errors: int = 0  # failures on requests the champion answered (timeouts, 5xx, 4xx)
+    error_kinds: collections.Counter = field(default_factory=collections.Counter)
     outside_support: int = 0  # requests refused for rows outside the model's support
     rows: int = 0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(
@@ -54,6 +55,7 @@ class ArmStats:
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms, float)
         return {"requests": self.requests, "errors": self.errors, "rows": self.rows,
+                "error_kinds": dict(self.error_kinds),
                 "outside_support": self.outside_support,
                 "p99_ms": float(np.percentile(lat, 99)) if lat.size else None}
 
@@ -70,6 +72,15 @@ def loglik_rows(body: bytes) -> list[float] | None:
         return [float(v) for v in values]
     except (ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+def _gateway_error(status: int, message: str) -> bytes:
+    return json.dumps({"status": {"status": 1, "code": status, "reason": "MLEOPS_UPSTREAM",
+                                  "info": message}}).encode()
+
+
+def _kind(status: int) -> str:
+    return {502: "unreachable", 504: "timeout"}.get(status, f"HTTP {status}")
 
 
 class _Pool:
@@ -170,13 +181,18 @@ class Router:
         t0 = time.perf_counter()
         try:
             status, out = self._pool.post(up.url, body, headers)
-        except (OSError, http.client.HTTPException) as e:
-            status, out = 599, json.dumps({"error": f"upstream {up.url}: {e}"}).encode()
+        except TimeoutError:
+            status, out = 504, _gateway_error(504, f"model version {up.version} timed out")
+        except (OSError, http.client.HTTPException) as e:  # no internal address to clients
+            status, out = 502, _gateway_error(502, f"model version {up.version} unavailable "
+                                                   f"({type(e).__name__})")
         return status, out, (time.perf_counter() - t0) * 1e3
 
     def _account(self, version: str, status: int, out: bytes, ms: float, *,
                  fault: bool) -> list[float] | None:
         rows = loglik_rows(out) if status == 200 else None
+        if status == 200 and rows is None and b'"loglik"' in out:
+            fault = True  # a loglik answer without finite numbers is the model's fault
         with self._lock:
             s = self.stats[version]
             s.requests += 1
@@ -186,9 +202,15 @@ class Router:
                     s.outside_support += 1
                 else:
                     s.errors += 1
+                    s.error_kinds[_kind(status)] += 1
             if rows is not None:
                 s.rows += len(rows)
         return rows
+
+    def count_client_error(self) -> None:
+        """A request refused before routing (malformed): neither version saw it."""
+        with self._lock:
+            self.client_errors += 1
 
     def _record(self, **arms: Any) -> None:
         with self._lock:
@@ -205,9 +227,9 @@ class Router:
                 answered = self.champion
             c_status, c_out, c_ms = status, out, ms
             status, out, ms = self._call(answered, body, headers)
-            # the canary is at fault unless the champion refuses the request just the same
-            self._account(first.version, c_status, c_out, c_ms,
-                          fault=status == 200 or c_status >= 500)
+            # the canary is at fault only where the champion succeeds on the same request:
+            # a request both refuse (a client error, or a fault they share) is no evidence
+            self._account(first.version, c_status, c_out, c_ms, fault=status == 200)
             is_canary = False
         rows = self._account(answered.version, status, out, ms, fault=False)
         if status >= 400:
