@@ -15,7 +15,14 @@ import mleops
 from mleops.artifact import ModelArtifact
 from mleops.errors import DataError
 from mleops.registry.pyfunc import predict_frame
-from mleops.registry.registry import ALIAS_TAG, HISTORY_TAG, ROLLBACK_TAG, Registry, RegistryError
+from mleops.registry.registry import (
+    ALIAS_TAG,
+    HISTORY_TAG,
+    PENDING_TAG,
+    ROLLBACK_TAG,
+    Registry,
+    RegistryError,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +174,65 @@ def test_failure_mid_change_is_undone(registry, runs, mlflow_server):  # noqa: F
     with pytest.raises(RuntimeError, match="injected"):
         FlakyHistory(mlflow_server).promote(name, "3")
     after = registry.client.get_registered_model(name)
-    assert after.aliases == before.aliases and after.tags == before.tags
+    tags = {k: v for k, v in after.tags.items() if k != PENDING_TAG}  # a stale intent is inert
+    assert after.aliases == before.aliases and tags == before.tags
+
+
+class Outage(Registry):
+    """MLflow goes down after ``ok`` more calls: nothing after that succeeds (not even the
+    undo), as when the server dies right after the champion alias moved."""
+
+    def __init__(self, uri, ok):
+        super().__init__(uri, retries=1, backoff=0.01)
+        self.ok = ok
+
+    def _call(self, fn, *args, **kwargs):
+        if fn.__name__.startswith(("set_", "delete_")):
+            if self.ok <= 0:
+                raise RegistryError("injected outage")
+            self.ok -= 1
+        return super()._call(fn, *args, **kwargs)
+
+    def _quietly(self, fn, *args):
+        if self.ok <= 0:
+            return
+        super()._quietly(fn, *args)
+
+
+@pytest.mark.parametrize("ok", range(6))
+def test_an_interrupted_promotion_completes_on_retry(registry, runs, mlflow_server, ok):  # noqa: F811
+    """The outage hits after each write of a champion-challenger promotion in turn; a retry
+    (the controller's next tick, or the user again) ends exactly where an uninterrupted
+    promotion would: champion moved, the old one on the history, no challenger alias."""
+    name = _name()
+    registry.register(name, runs[0][1], tags=LINEAGE)
+    registry.register(name, runs[1][1], tags=LINEAGE)  # challenger 2
+    try:
+        Outage(mlflow_server, ok).promote(name, "2")
+    except RegistryError:
+        pass
+    moved = registry.promote(name, "2")
+    assert _aliases(registry, name) == {"1": [], "2": ["champion"]}
+    rm = registry.client.get_registered_model(name)
+    assert json.loads(rm.tags[HISTORY_TAG]) == ["1"] and moved["history"] == ["1"]
+    assert PENDING_TAG not in rm.tags and ALIAS_TAG + "challenger" not in rm.tags
+    assert registry.rollback(name)["version"] == "1"  # and the history is usable
+
+
+@pytest.mark.parametrize("ok", [1, 2])
+def test_an_interrupted_promotion_is_undone_by_promoting_the_old_champion(
+        registry, runs, mlflow_server, ok):  # noqa: F811
+    """An abort in the window: promoting the previous champion back restores it with no
+    trace of the half-done promotion on the history."""
+    name = _name()
+    registry.register(name, runs[0][1], tags=LINEAGE)
+    registry.register(name, runs[1][1], tags=LINEAGE)
+    with pytest.raises(RegistryError):
+        Outage(mlflow_server, ok).promote(name, "2")
+    registry.promote(name, "1")
+    assert _aliases(registry, name)["1"] == ["champion"]
+    rm = registry.client.get_registered_model(name)
+    assert json.loads(rm.tags.get(HISTORY_TAG, "[]")) == [] and PENDING_TAG not in rm.tags
 
 
 def test_register_needs_a_logged_model(registry):

@@ -25,6 +25,7 @@ from mleops.registry.session import RegistryError, brief, error_code
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG, ALIAS_TAG = "mleops.champion_history", "mleops.alias."
 ROLLBACK_TAG = "mleops.last_rollback"
+PENDING_TAG = "mleops.promotion_pending"  # a promotion's intent, until it is complete
 MAX_HISTORY = 50
 
 
@@ -187,31 +188,56 @@ class Registry(Runs):
     def promote(self, name: str, version: str | int, alias: str = CHAMPION) -> dict:
         """Point ``alias`` at ``version``; a replaced champion goes on the rollback history.
 
-        Promoting the challenger to champion also clears the challenger alias. Validates first
-        and undoes partial changes, so a failed promote changes nothing.
+        Promoting the challenger to champion also clears the challenger alias. The intent is
+        written first (tag ``mleops.promotion_pending``): a promote interrupted at any point
+        (MLflow down after the alias moved, the process killed) is undone if possible, and
+        otherwise completed by the next promote of the same version (history and challenger
+        included), or undone exactly by a promote of the previous one.
         """
         version = str(version)
         with self._errors(f"promoting model {name!r} version {version} to {alias}"):
             before = self._existing(name)
             self._version(name, version, ready=True)
-            previous, history = _aliases(before).get(alias), self._history(before)
+            aliases, history = _aliases(before), self._history(before)
+            pending = self._pending(before)
+            if pending and pending.get("alias") == alias and \
+                    aliases.get(alias) == pending.get("version"):
+                previous = pending.get("previous")  # a half-done promotion: what it replaced
+            else:
+                previous, pending = aliases.get(alias), None
             result = {"name": name, "alias": alias, "version": version, "previous": previous,
                       "changed": previous != version, "history": history}
-            if previous == version:
+            if previous == version and aliases.get(alias) == version and pending is None:
+                if PENDING_TAG in before.tags:  # an earlier attempt's intent, now inert
+                    self._quietly(self.client.delete_registered_model_tag, name, PENDING_TAG)
                 return result
+            self._set_tag(name, PENDING_TAG, {"alias": alias, "version": version,
+                                              "previous": previous})
             try:
                 self._set_alias(name, alias, version)
-                if alias == CHAMPION and previous is not None:
+                if alias == CHAMPION and previous not in (None, version) and \
+                        history[-1:] != [previous]:
                     history = result["history"] = (history + [previous])[-MAX_HISTORY:]
                     self._set_tag(name, HISTORY_TAG, history)
-                if alias == CHAMPION and _aliases(before).get(CHALLENGER) == version:
+                if alias == CHAMPION and aliases.get(CHALLENGER) == version:
                     self._call(self.client.delete_registered_model_alias, name, CHALLENGER)
+                if alias == CHAMPION and before.tags.get(ALIAS_TAG + CHALLENGER) == version:
                     self._call(self.client.delete_registered_model_tag, name,
                                ALIAS_TAG + CHALLENGER)
+                self._call(self.client.delete_registered_model_tag, name, PENDING_TAG)
             except BaseException:
-                self._restore(name, before, (alias, CHALLENGER))
+                if pending is None:  # a fresh attempt: put things back if the server lets us
+                    self._restore(name, before, (alias, CHALLENGER))  # (a stale intent is inert)
                 raise
         return result
+
+    @staticmethod
+    def _pending(rm) -> dict | None:
+        try:
+            doc = json.loads(rm.tags.get(PENDING_TAG, "null"))
+        except (TypeError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def rollback(self, name: str) -> dict:
         """Champion back to the previous champion (history tag); recorded in a tag too."""
