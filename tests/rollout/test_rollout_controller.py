@@ -166,13 +166,13 @@ def test_candidate_change_restarts_from_zero_traffic(tmp_path):
     for _ in range(8):
         c.tick("m")
     assert c.status("m").verdict["rows_canary"] > 0
-    state = c.start("m", "3", steps="10,50,100", guardrails=FAST)
+    state = c.start("m", "3", steps="10,50,100", guardrails=FAST, supersede=True)
     assert state.candidate_version == "3" and state.weight == 10 and state.step_index == 0
     assert state.verdict == {} and state.test == SequentialTest(TestConfig()).to_dict()
     i = backend.calls.index(("deploy", "3"))
     assert ("rollback", 0) in backend.calls[:i]  # old canary out before the new one goes in
     assert any(e["event"] == "candidate_changed" for e in state.history)
-    assert c.start("m", "3") .candidate_version == "3"  # same candidate: resume, no change
+    assert c.start("m", "3", supersede=True).rollout_id == state.rollout_id  # resumed
 
 
 def test_silent_metrics_hold_then_roll_back(tmp_path):
@@ -341,9 +341,9 @@ def test_new_candidate_is_checked_before_the_running_one_is_touched(tmp_path):
     backend = Backend()
     c, _, reg, clock = _start(tmp_path, backend)
     with pytest.raises(DataError, match="no version 9"):
-        c.start("m", "9")
+        c.start("m", "9", supersede=True)
     assert c.status("m").phase == PROGRESSING and ("rollback", 0) not in backend.calls
-    c.start("m", "3", steps="10,50,100", guardrails=FAST)
+    c.start("m", "3", steps="10,50,100", guardrails=FAST, supersede=True)
     assert reg.tags["2"]["mleops.rollout"] == "superseded"
 
 
@@ -354,7 +354,77 @@ def test_same_candidate_on_a_new_backend_is_moved_there(tmp_path):
     moved = Backend()
     moved.describe = lambda: {"kind": "fake", "router": "new"}
     c2 = Controller(FileStateStore(str(tmp_path)), moved, Registry(), clock=clock)
-    state = c2.start("m", "2", steps="10,50,100", guardrails=FAST)
+    state = c2.start("m", "2", steps="10,50,100", guardrails=FAST, supersede=True)
     assert moved.calls[:2] == [("deploy", "2"), ("weight", state.weight)]
     assert state.backend == {"kind": "fake", "router": "new"}
     assert state.verdict["rows_canary"] > 0  # evidence about the same two models is kept
+
+
+def test_one_rollout_per_model(tmp_path):
+    """A second start while one is in progress is refused, naming it, and changes nothing;
+    a driver whose rollout was superseded does not report the new one's outcome."""
+    backend = Backend()
+    c, first, _, clock = _start(tmp_path, backend)
+    for candidate in ("2", "3"):
+        with pytest.raises(RolloutError, match=f"already has a rollout in progress \\(candidate "
+                                               f"version 2, progressing, rollout id "
+                                               f"{first.rollout_id}"):
+            c.start("m", candidate)
+    assert c.status("m").rollout_id == first.rollout_id and ("rollback", 0) not in backend.calls
+    other = Controller(FileStateStore(str(tmp_path)), Backend(), Registry(), clock=clock)
+
+    def supersede_midway(state):
+        if state.history[-1]["event"] != "candidate_changed":
+            other.start("m", "3", steps="10,50,100", guardrails=FAST, supersede=True)
+
+    with pytest.raises(RolloutError, match=f"rollout {first.rollout_id} of 'm' was superseded"):
+        c.run("m", interval=0.05, timeout=5, on_tick=supersede_midway)
+
+
+class Killed(BaseException):
+    """The process dies here: nothing after this line runs, nothing catches it."""
+
+
+def test_a_rollback_killed_in_flight_finishes_on_resume(tmp_path):
+    class DiesInRollback(Backend):
+        def rollback(self, state):
+            raise Killed
+
+    c, _, reg, clock = _start(tmp_path, DiesInRollback(drop=1.0))
+    with pytest.raises(Killed):
+        for _ in range(200):
+            c.tick("m")
+    assert c.status("m").abort_requested  # the intent was saved before traffic moved
+
+    class CanaryGone(Backend):  # the router already removed the canary before the kill
+        def set_weight(self, state):
+            raise RolloutError("router PUT /admin/routes: HTTP 400 no canary deployed")
+
+    resumed = Controller(FileStateStore(str(tmp_path)), CanaryGone(), reg, clock=clock)
+    state = resumed.tick("m")
+    assert state.phase == ROLLED_BACK and state.weight == 0
+
+
+@pytest.mark.parametrize("where", ["registry", "traffic"])
+def test_a_promotion_killed_midway_completes_on_resume_and_refuses_abort(tmp_path, where):
+    class DiesInPromote(Backend):
+        def promote(self, state):
+            raise Killed
+
+    class DyingRegistry(Registry):
+        def promote(self, name, version, alias="champion"):
+            raise Killed
+
+    backend = DiesInPromote() if where == "traffic" else Backend()
+    reg = Registry() if where == "traffic" else DyingRegistry()
+    c, _, _, clock = _start(tmp_path, backend, registry=reg)
+    with pytest.raises(Killed):
+        _run(c, "m", clock)
+    assert c.status("m").phase == "promoting"
+    with pytest.raises(DataError, match="too late to abort"):
+        c.request_abort("m")
+    reg2, back2 = Registry(), Backend()
+    resumed = Controller(FileStateStore(str(tmp_path)), back2, reg2, clock=clock)
+    state = resumed.tick("m")
+    assert state.phase == PROMOTED and reg2.promoted == [("m", "2")]
+    assert back2.calls == [("promote", "2")]  # no weight re-asserted while promoting

@@ -125,11 +125,13 @@ def rollout() -> None:
               help="Seconds between controller ticks.")
 @click.option("--timeout", type=float, default=None, help="Stop driving after this long.")
 @click.option("--detach", is_flag=True, help="Start and return (drive with `resume`).")
+@click.option("--supersede", is_flag=True,
+              help="Replace a rollout in progress for this model (it is rolled back first).")
 @click.option("--json", "as_json", is_flag=True)
 def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_drop, alpha,
               step_min_rows, metrics_timeout, router_url, kubernetes, namespace, prometheus,
-              artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
-              as_json) -> None:
+              artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch,
+              columns, interval, timeout, detach, supersede, as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
     from mleops.registry import Registry
     from mleops.rollout import Controller, Guardrails, TestConfig, open_backend
@@ -148,7 +150,8 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
         controller = Controller(_store(kubernetes, namespace, state_dir), backend, registry)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwinds: servers stopped
         state = controller.start(name, candidate_version, steps=steps, mode=mode, test=test,
-                                 guardrails=g, confirm_before_promote=confirm_before_promote)
+                                 guardrails=g, confirm_before_promote=confirm_before_promote,
+                                 supersede=supersede)
         if detach:
             _print(state, as_json)
             return

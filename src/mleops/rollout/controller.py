@@ -61,10 +61,11 @@ class Controller:
     def start(self, name: str, candidate_version: str | int, *, steps="10,25,50,100",
               mode: str = "split", test: TestConfig | None = None,
               guardrails: Guardrails | None = None,
-              confirm_before_promote: bool = False) -> RolloutState:
-        """Begin (or resume) a rollout; refuses a candidate that does not exist or does not
-        load before any traffic moves. A different candidate than the running rollout's
-        restarts the analysis from zero traffic."""
+              confirm_before_promote: bool = False, supersede: bool = False) -> RolloutState:
+        """Begin a rollout; refuses a candidate that does not exist or does not load before
+        any traffic moves. One rollout per model: while one is in progress another start is
+        refused (naming it) unless ``supersede``, which rolls the running one back first (a
+        new candidate's analysis starts from zero traffic; the same candidate's resumes)."""
         check_name(name)
         candidate, steps = str(candidate_version), parse_steps(steps)
         if mode not in MODES:
@@ -78,6 +79,12 @@ class Controller:
         with self.store.locked(name):
             current = self.store.load(name)
             running = current is not None and not current.terminal
+            if running and not supersede:
+                raise RolloutError(
+                    f"model {name!r} already has a rollout in progress (candidate version "
+                    f"{current.candidate_version}, {current.phase}, rollout id "
+                    f"{current.rollout_id}): `mleops rollout resume {name}` drives it, "
+                    "--supersede replaces it")
             if running and current.candidate_version == candidate:
                 if current.backend != self.backend.describe():
                     self._move(current)  # e.g. a new local data plane after a restart
@@ -143,9 +150,15 @@ class Controller:
         self._reconciled.add(state.name)
 
     def abort(self, name: str, reason: str = "aborted by user") -> RolloutState:
-        """Roll back now, from any non-terminal state (a running controller sees it)."""
+        """Roll back now, from any non-terminal state but ``promoting`` (a running controller
+        sees it). Once the registry has been told to promote, the promotion is completed
+        (registry and traffic end on the candidate); `mleops models rollback` undoes it."""
         with self.store.locked(name):
             state = self._load(name)
+            if state.phase == PROMOTING:
+                raise DataError(f"rollout {name!r} is promoting version "
+                                f"{state.candidate_version}: too late to abort; it completes "
+                                "at the next tick, then `mleops models rollback` undoes it")
             if not state.terminal:
                 self._rollback(state, reason)
                 self.store.save(state)
@@ -158,6 +171,8 @@ class Controller:
         rollback is done)."""
         try:
             return self.abort(name, reason), ""
+        except DataError:
+            raise
         except MleopsError as e:
             with self.store.locked(name):
                 state = self._load(name)
@@ -189,8 +204,8 @@ class Controller:
                 return state
             try:
                 if name not in self._reconciled:  # a restarted controller re-asserts traffic
-                    if state.phase != PROMOTING:
-                        self.backend.set_weight(state)
+                    if state.phase != PROMOTING and not state.abort_requested:
+                        self.backend.set_weight(state)  # (a rollback in flight: finish it)
                     self._reconciled.add(name)
                 self._step(state)
             except MleopsError as e:
@@ -206,8 +221,13 @@ class Controller:
         if not interval > 0:
             raise DataError(f"interval must be > 0 seconds, got {interval!r}")
         deadline = None if timeout is None else self.clock() + timeout
+        mine = self._load(name).rollout_id
         while True:
             state = self.tick(name)
+            if state.rollout_id != mine:  # report this rollout's outcome, not another's
+                raise RolloutError(f"rollout {mine} of {name!r} was superseded by rollout "
+                                   f"{state.rollout_id} (candidate version "
+                                   f"{state.candidate_version})")
             if on_tick:
                 on_tick(state)
             if state.terminal or (deadline is not None and self.clock() >= deadline):
@@ -217,10 +237,10 @@ class Controller:
     # --- one step --------------------------------------------------------------------------
     def _step(self, state: RolloutState) -> None:
         g = Guardrails.from_dict(state.guardrails)
+        if state.phase == PROMOTING:  # decided: finish it (registry, then traffic)
+            return self._finish_promotion(state)
         if state.abort_requested:
             return self._rollback(state, state.abort_requested)
-        if state.phase == PROMOTING:
-            return self._finish_promotion(state)
         try:
             obs = self.backend.read(state)
         except MleopsError as e:  # metrics source down: no evidence, so hold, then roll back
@@ -295,9 +315,12 @@ class Controller:
                   outcome: str = "rolled_back") -> None:
         """Traffic back to the champion and the canary removed, then the version tagged. If
         the backend refuses, the rollback stays pending (``abort_requested``) and the next
-        tick tries again: the state never claims a rollback the traffic does not show."""
-        if state.phase == PROMOTING:  # the registry already moved: move it back first
-            self.registry.promote(state.name, state.champion_version)
+        tick tries again: the state never claims a rollback the traffic does not show. The
+        intent is saved before traffic moves, so a controller killed mid-rollback finishes
+        it on resume instead of re-asserting the canary's old weight."""
+        if not state.abort_requested:
+            state.abort_requested = reason
+            self.store.save(state)
         weight, state.weight = state.weight, 0
         try:
             self.backend.rollback(state)
@@ -312,19 +335,21 @@ class Controller:
         self._tag(state, outcome, reason)
 
     def _promote(self, state: RolloutState) -> None:
-        """Registry first (it says what should serve), then traffic; the ``promoting`` phase
-        in between makes a failed traffic change a retry, not a half-done promotion."""
-        try:
-            self.registry.promote(state.name, state.candidate_version)
-        except MleopsError as e:  # nothing moved: try again at the next tick
-            state.reason = f"promotion pending: {e}"
-            state.event("promotion_failed", error=str(e))
-            return
+        """The decision is saved first (phase ``promoting``), then the registry (it says what
+        should serve), then traffic: both steps are idempotent, so a failure or a kill at any
+        point is a retry at the next tick (or on resume), never a half-done promotion."""
         state.phase = PROMOTING
         state.event("promoting", verdict=state.verdict)
+        self.store.save(state)
         self._finish_promotion(state)
 
     def _finish_promotion(self, state: RolloutState) -> None:
+        try:
+            self.registry.promote(state.name, state.candidate_version)
+        except MleopsError as e:
+            state.reason = f"promotion pending: {e}"
+            state.event("promotion_failed", error=str(e))
+            return
         state.weight = 100
         self.backend.promote(state)
         state.phase = PROMOTED

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class RolloutState:
     verdict: dict[str, Any] = field(default_factory=dict)
     guardrail_stats: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    rollout_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this rollout
 
     @property
     def terminal(self) -> bool:

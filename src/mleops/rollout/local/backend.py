@@ -212,7 +212,16 @@ class LocalBackend:
         state.cursor = {"seq": stats["records"], "base": stats["stats"]}
 
     def set_weight(self, state: RolloutState) -> None:
-        self._call("PUT", "/admin/routes", {"weight": state.weight, "mode": state.mode})
+        """The canary's share; a router that lost its canary (restarted by its supervisor)
+        gets it deployed again first, with the read cursor restarted on the new router."""
+        try:
+            self._call("PUT", "/admin/routes", {"weight": state.weight, "mode": state.mode})
+        except RolloutError as e:
+            if "no canary deployed" not in str(e):
+                raise
+            state.event("canary_redeployed", reason=str(e))
+            self.deploy_canary(state)
+            self._call("PUT", "/admin/routes", {"weight": state.weight, "mode": state.mode})
 
     def rollback(self, state: RolloutState) -> None:
         """Canary out. A router that is gone (connection refused on 127.0.0.1) serves no one:
