@@ -6,7 +6,6 @@ promtool fails, it never skips. kustomize builds are done in Python (resources, 
 patches, images, labels); where ``kubectl``/``kustomize`` exists the real build must agree.
 """
 
-import ast
 import base64
 import copy
 import json
@@ -34,17 +33,11 @@ BUILTIN = {"ALERTS", "ALERTS_FOR_STATE"}  # series Prometheus itself writes
 
 # --- metric names ------------------------------------------------------------------------------
 def exported_metrics() -> set[str]:
-    """What the model server exports: the ``key``s of ``MleopsModel.metrics()`` (read from the
-    source, the server's own environment is not this one); counters get ``_total``."""
-    tree = ast.parse((REPO / "src" / "mleops" / "serving" / "seldon.py").read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Dict):
-            d = {k.value: v.value for k, v in zip(node.keys, node.values)
-                 if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)}
-            if "type" in d and "key" in d:
-                names.add(d["key"] + ("_total" if d["type"] == "COUNTER" else ""))
-    return names
+    """What the model server exports (its adapter imports seldon_core only when serving, so
+    it imports here); counters get ``_total``."""
+    from mleops.serving.seldon import COUNTERS, GAUGES
+
+    return {f"{k}_total" for k in COUNTERS} | set(GAUGES)
 
 
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
@@ -73,7 +66,8 @@ def test_metric_name_extraction():
     assert metric_names('label_values(mleops_rows_total{m=~"$model"}, registered_version)') \
         == {"mleops_rows_total"}
     assert exported_metrics() == {"mleops_requests_total", "mleops_rows_total",
-                                  "mleops_rows_outside_support_total", "mleops_loglik_sum",
+                                  "mleops_rows_outside_support_total",
+                                  "mleops_rejected_requests_total", "mleops_loglik_sum",
                                   "mleops_loglik_sq_sum"}
 
 

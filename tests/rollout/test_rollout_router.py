@@ -283,3 +283,22 @@ def test_oversize_body_is_refused(plane):
     status, body = _post(url, big)
     assert status == 413 and "exceeds" in body["status"]["info"]
     assert _post(url, ROWS)[0] == 200  # and the router stays up
+
+
+def test_replay_sends_the_columns_the_model_takes(tmp_path):
+    from mleops.errors import DataError
+    from mleops.rollout.local.replay import load_rows
+
+    path = tmp_path / "live.csv"
+    path.write_text("latency_ms,age,event\n1.5,30,1\n2.5,40,0\n")
+    rows, names = load_rows(str(path), covariates=["const", "age"])
+    assert names == ["x", "age", "event"] and rows[:, 0].tolist() == [1.5, 2.5]
+    rows, names = load_rows(str(path), columns=["latency_ms"])
+    assert names == ["x", "event"]
+    two = tmp_path / "two.csv"
+    two.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match=r"which column is the response\? numeric columns "
+                                        r"\['a', 'b'\]"):
+        load_rows(str(two))
+    with pytest.raises(DataError, match=r"no column\(s\) \['age'\]"):
+        load_rows(str(two), columns=["a"], covariates=["age"])

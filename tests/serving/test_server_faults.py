@@ -154,3 +154,18 @@ def test_a_port_answering_as_another_server_is_not_ready(model_dir):
             other.stop()
         assert json.loads(urllib.request.urlopen(f"{first.url}/health/status",
                                                  timeout=5).read())["jsonData"]["ready"]
+
+
+def test_the_server_environment_runs_the_last_apache_seldon_core():
+    """seldon-core 1.18+ is under the Business Source License 1.1; 1.17.1 is Apache-2.0."""
+    from mleops.serving.process import serving_python
+
+    req = open(os.path.join(os.path.dirname(__file__), "..", "..", "serving",
+                            "requirements.txt")).read()
+    assert "seldon-core==1.17.1" in req.splitlines()
+    code = ("import importlib.metadata as m; d = m.distribution('seldon-core'); "
+            "print(d.version, d.metadata.get('License'))")
+    out = subprocess.run([serving_python(), "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    version, licence = out.stdout.split(" ", 1)
+    assert version == "1.17.1" and "Apache" in licence, out.stdout

@@ -63,8 +63,11 @@ def _drive(controller, name, *, replay, rate, batch, columns, router_url, interv
     from mleops.rollout.local import Replayer, load_rows
 
     sender = None
-    if replay:
-        rows, names = load_rows(replay, columns.split(",") if columns else None)
+    if replay:  # named as the candidate's servers take them (its covariates by name)
+        state = controller.status(name)
+        found = controller.registry.load_version(name, state.candidate_version)
+        rows, names = load_rows(replay, columns.split(",") if columns else None,
+                                found[1].features if found else None)
         sender = Replayer(router_url, rows, names, rate=rate, batch=batch).start()
     last = [None]
 

@@ -278,11 +278,15 @@ class Controller:
         if state.phase == WAITING:
             return self._promote(state) if state.confirmed else None
         silent = now - state.last_data_at
+        refused = obs.arms.get("client_errors") or 0
+        why = (f"; {refused} request(s) were refused as client errors by both versions or "
+               "before routing (malformed, or not the columns the model takes): not the "
+               "canary's likelihood" if refused else "")
         if silent >= g.metrics_timeout_s:
             return self._rollback(state, f"no canary metrics for {silent:.0f} s: no promotion "
-                                         "without evidence")
+                                         f"without evidence{why}")
         if silent >= g.hold_after_s:
-            state.reason = f"holding: no canary metrics for {silent:.0f} s"
+            state.reason = f"holding: no canary metrics for {silent:.0f} s{why}"
             return None
         state.reason = verdict.reason
         if state.step_rows < g.step_min_rows:

@@ -28,6 +28,12 @@ import time
 from mleops.serving.lifetime import SERVER_ID_ENV
 from mleops.serving.service import LikelihoodService, ServingError, Totals
 
+# What the server exports (Prometheus adds _total to counters), from the service's Totals.
+COUNTERS = {"mleops_requests": "requests", "mleops_rows": "rows",
+            "mleops_rows_outside_support": "outside_support",
+            "mleops_rejected_requests": "rejected"}
+GAUGES = {"mleops_loglik_sum": "loglik_sum", "mleops_loglik_sq_sum": "loglik_sq_sum"}
+
 
 def _seldon_error(e: ServingError):
     from seldon_core.flask_utils import SeldonMicroserviceException
@@ -119,15 +125,10 @@ class MleopsModel:
             self._reported = t
         labels = {"registered_model": self.service.model_name,
                   "registered_version": self.service.model_version}
-        counters = {"mleops_rows_outside_support": t.outside_support - r.outside_support,
-                    "mleops_rejected_requests": t.rejected - r.rejected,
-                    "mleops_requests": t.requests - r.requests, "mleops_rows": t.rows - r.rows}
-        return [*({"type": "COUNTER", "key": k, "value": v, "tags": dict(labels)}
-                  for k, v in counters.items()),
-                {"type": "GAUGE", "key": "mleops_loglik_sum", "value": float(t.loglik_sum),
-                 "tags": dict(labels)},
-                {"type": "GAUGE", "key": "mleops_loglik_sq_sum", "value": float(t.loglik_sq_sum),
-                 "tags": dict(labels)}]
+        return [*({"type": "COUNTER", "key": key, "value": getattr(t, f) - getattr(r, f),
+                   "tags": dict(labels)} for key, f in COUNTERS.items()),
+                *({"type": "GAUGE", "key": key, "value": float(getattr(t, f)),
+                   "tags": dict(labels)} for key, f in GAUGES.items())]
 
     def _flush(self, force: bool = False) -> None:
         """Write what changed into Seldon's store. One writer at a time, so the store's
@@ -164,4 +165,4 @@ class MleopsModel:
         threading.Thread(target=loop, daemon=True, name="mleops-metrics").start()
 
 
-__all__ = ["MleopsModel"]
+__all__ = ["COUNTERS", "GAUGES", "MleopsModel"]

@@ -209,7 +209,8 @@ class LocalBackend:
                    timeout=self.deploy_timeout)
         stats = self._call("GET", "/admin/stats")
         # the rows already recorded belong to earlier rollouts; guardrails count from here
-        state.cursor = {"seq": stats["records"], "base": stats["stats"]}
+        state.cursor = {"seq": stats["records"], "base": stats["stats"],
+                        "client_errors": stats.get("client_errors", 0)}
 
     def set_weight(self, state: RolloutState) -> None:
         """The canary's share; a router that lost its canary (restarted by its supervisor)
@@ -261,11 +262,15 @@ class LocalBackend:
             seq = page["next"]
             if seq >= page["head"] or not page["records"]:
                 break
-        stats = self._call("GET", "/admin/stats")["stats"]
+        snapshot = self._call("GET", "/admin/stats")
+        stats = snapshot["stats"]
         state.cursor["seq"] = seq  # only once everything is read: a failure re-reads
         base = state.cursor.get("base", {})
-        arms = {arm: _since(stats.get(v, {}), base.get(v, {}))
-                for arm, v in (("canary", cand), ("champion", champ))}
+        arms: dict[str, Any] = {arm: _since(stats.get(v, {}), base.get(v, {}))
+                                for arm, v in (("canary", cand), ("champion", champ))}
+        # requests refused before or by both versions (malformed, wrong columns): no evidence
+        arms["client_errors"] = snapshot.get("client_errors", 0) - int(
+            state.cursor.get("client_errors", 0))
         flat = lambda chunks: np.concatenate(chunks) if chunks else np.zeros(0)  # noqa: E731
         ids = lambda chunks: np.repeat(np.arange(len(chunks)), [len(r) for r in chunks])  # noqa: E731
         # every record is one request: its rows share it (the test weighs requests, not rows)

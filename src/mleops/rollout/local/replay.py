@@ -21,13 +21,35 @@ from mleops.io import column, read_table
 from mleops.rollout.local.router import PREDICT_PATH
 
 
-def load_rows(path: str, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """(rows, names): the named columns (default: every numeric column) of a CSV/Parquet."""
+def load_rows(path: str, columns: list[str] | None = None,
+              covariates: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(rows, names) to send, named as the model server takes them: ``x`` (the response),
+    the model's ``covariates`` by name, and ``event`` when the file has it.
+
+    The response is the first of ``columns`` when given, else the file's ``x``, else its one
+    numeric column that is neither a covariate nor ``event`` (a file's own column names, e.g.
+    ``latency_ms``, were once sent as they were and every request was refused)."""
     table = read_table(path)
-    names = columns or [n for n, a in table.items() if a.dtype.kind in "iufb"]
-    if not names:
-        raise DataError(f"{path}: no numeric columns to replay")
-    return np.column_stack([column(table, n) for n in names]), names
+    covariates = [c for c in (covariates or []) if c != "const"]
+    numeric = [n for n, a in table.items() if a.dtype.kind in "iuf"]
+    if columns:
+        response, extra = columns[0], list(columns[1:])
+    elif "x" in table:
+        response, extra = "x", []
+    else:
+        candidates = [n for n in numeric if n not in covariates and n != "event"]
+        if len(candidates) != 1:
+            raise DataError(f"{path}: which column is the response? numeric columns "
+                            f"{candidates} (pass --columns RESPONSE)")
+        response, extra = candidates[0], []
+    missing = [c for c in (response, *covariates, *extra) if c not in table]
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing}; it has {sorted(table)}")
+    sent = [response, *covariates, *[c for c in extra if c not in covariates]]
+    if "event" in table and "event" not in sent:
+        sent.append("event")
+    names = ["x", *sent[1:]]
+    return np.column_stack([column(table, n) for n in sent]), names
 
 
 class Replayer:
