@@ -14,6 +14,7 @@ from support.mlflow_server import free_port, mlflow_server  # noqa: F401
 import mleops
 from mleops.artifact import ModelArtifact
 from mleops.errors import DataError
+from mleops.registry.lock import LOCK_TAG
 from mleops.registry.pyfunc import predict_frame
 from mleops.registry.registry import (
     ALIAS_TAG,
@@ -187,14 +188,14 @@ class Outage(Registry):
         self.ok = ok
 
     def _call(self, fn, *args, **kwargs):
-        if fn.__name__.startswith(("set_", "delete_")):
+        if fn.__name__.startswith(("set_", "delete_")) and LOCK_TAG not in args:
             if self.ok <= 0:
                 raise RegistryError("injected outage")
             self.ok -= 1
         return super()._call(fn, *args, **kwargs)
 
     def _quietly(self, fn, *args):
-        if self.ok <= 0:
+        if self.ok <= 0 and LOCK_TAG not in args:  # (the lock is released: no 60 s wait)
             return
         super()._quietly(fn, *args)
 
@@ -323,3 +324,17 @@ def test_embedded_sqlite_store_promote_and_rollback(tmp_path):
     assert rows == {"1": [], "2": ["champion"]}
     reg.rollback("emb")
     assert reg.champion("emb")[0] == "1"
+
+
+def test_a_rolled_back_version_needs_force(registry, runs):
+    name = _name()
+    registry.register(name, runs[0][1], tags=LINEAGE)
+    registry.register(name, runs[1][1], tags=LINEAGE)
+    registry.tag_version(name, "2", {"mleops.rollout": "rolled_back",
+                                     "mleops.rollout_reason": "live log-likelihood dropped"})
+    with pytest.raises(RegistryError, match=r"version 2 was rolled back by a rollout \(live "
+                                            r"log-likelihood dropped\); promote it anyway "
+                                            r"with --force"):
+        registry.promote(name, "2")
+    assert _aliases(registry, name)["1"] == ["champion"]
+    assert registry.promote(name, "2", force=True)["changed"]

@@ -264,7 +264,7 @@ def test_registry_failure_at_promotion_is_retried(tmp_path):
     real = reg.promote
     calls = []
 
-    def flaky(name, version):
+    def flaky(name, version, force=False):
         calls.append(version)
         if len(calls) == 1:
             raise RegistryError("tracking server unreachable")
@@ -412,7 +412,7 @@ def test_a_promotion_killed_midway_completes_on_resume_and_refuses_abort(tmp_pat
             raise Killed
 
     class DyingRegistry(Registry):
-        def promote(self, name, version, alias="champion"):
+        def promote(self, name, version, alias="champion", force=False):
             raise Killed
 
     backend = DiesInPromote() if where == "traffic" else Backend()
@@ -428,3 +428,29 @@ def test_a_promotion_killed_midway_completes_on_resume_and_refuses_abort(tmp_pat
     state = resumed.tick("m")
     assert state.phase == PROMOTED and reg2.promoted == [("m", "2")]
     assert back2.calls == [("promote", "2")]  # no weight re-asserted while promoting
+
+
+def test_one_controller_drives_a_rollout_at_a_time(tmp_path):
+    import subprocess
+    import sys
+
+    from mleops.rollout.lease import Driver
+
+    c, _, reg, clock = _start(tmp_path, Backend())
+    c.driver = Driver(1.0)
+    c.tick("m")
+    second = Controller(FileStateStore(str(tmp_path)), Backend(), reg, clock=clock)
+    second.driver = Driver(1.0)
+    with pytest.raises(RolloutError, match=r"driven by another controller \(pid \d+ on .*\) "
+                                           r"for 30 s more"):
+        second.tick("m")
+    clock.t += 31  # the first stopped ticking: its lease ran out
+    assert second.tick("m").driver["id"] == second.driver.id
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    state = c.store.load("m")  # as if the holder were a controller on this host, now killed
+    state.driver = {**state.driver, "pid": int(dead)}
+    c.store.save(state)
+    fourth = Controller(FileStateStore(str(tmp_path)), Backend(), reg, clock=clock)
+    fourth.driver = Driver(1.0)
+    assert fourth.tick("m").driver["id"] == fourth.driver.id  # a dead holder is replaced at once

@@ -245,6 +245,12 @@ def test_abort_rolls_back_a_detached_rollout(model, registry, live_data, tmp_pat
                  "--detach", "--confirm-before-promote", *common, *FAST[:4])
         assert r.returncode == 0, r.stderr
         assert _routes(plane.url)["weight"] == 10
+        again = _cli("rollout", "start", model, "--candidate-version", "2", "--router",
+                     plane.url, "--detach", *common, *FAST[:4])
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert f"model {model!r} already has a rollout in progress (candidate version 2" in \
+            again.stderr
+        assert _routes(plane.url)["weight"] == 10  # the running one untouched
         r = _cli("rollout", "abort", model, "--reason", "pager went off", *common)
         assert r.returncode == 0 and "rolled_back" in r.stdout, r.stdout + r.stderr
         routes = _routes(plane.url)

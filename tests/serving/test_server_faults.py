@@ -169,3 +169,40 @@ def test_the_server_environment_runs_the_last_apache_seldon_core():
                          timeout=60)
     version, licence = out.stdout.split(" ", 1)
     assert version == "1.17.1" and "Apache" in licence, out.stdout
+
+
+def test_slow_clients_do_not_starve_the_server(model_dir, monkeypatch):
+    """Six connections that send their headers and never their body once held all four
+    threads; with a read timeout each is answered 408 and the server keeps answering."""
+    monkeypatch.setenv("MLEOPS_READ_TIMEOUT_S", "1")
+    head = (b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+    with LocalServer(model_dir, threads=4) as s:
+        slow = [socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
+                for _ in range(6)]
+        try:
+            for c in slow:
+                c.sendall(head)
+            time.sleep(0.5)
+            status, body = predict(s.url, {"data": {"ndarray": [[1.0]]}}, timeout=30)
+            assert status == 200, body
+            for c in slow:
+                assert c.recv(65536).startswith(b"HTTP/1.1 408")
+        finally:
+            for c in slow:
+                c.close()
+
+
+def test_counters_are_exact_with_two_worker_processes(model_dir):
+    rng = np.random.default_rng(2)
+    batches = [rng.lognormal(0.0, 0.5, 25) for _ in range(400)]
+    with LocalServer(model_dir, threads=4, workers=2, metrics_interval=0.05) as s:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda x: predict(
+                s.url, {"data": {"ndarray": x[:, None].tolist()}})[0], batches))
+        assert statuses == [200] * 400
+        deadline = time.time() + 20
+        while time.time() < deadline and series(s.metrics_url, "mleops_rows_total") < 10_000:
+            time.sleep(0.2)
+        assert series(s.metrics_url, "mleops_rows_total") == 10_000
+        assert series(s.metrics_url, "mleops_requests_total") == 400

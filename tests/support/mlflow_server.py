@@ -50,16 +50,20 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def start_server(workdir: str, timeout: float = STARTUP_TIMEOUT_S) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` storing everything under ``workdir``; (process, uri) once healthy."""
+def start_server(workdir: str, timeout: float = STARTUP_TIMEOUT_S, *, backend: str = "",
+                 artifacts: str = "", workers: int = 1,
+                 env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` (default: everything under ``workdir``, sqlite; or the given
+    backend store and artifact destination); (process, uri) once healthy."""
     exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log_path = os.path.join(workdir, "server.log")
-    cmd = [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{os.path.join(workdir, 'mlflow.db')}",
-           "--artifacts-destination", os.path.join(workdir, "artifacts")]
-    env = {**os.environ, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    cmd = [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--backend-store-uri",
+           backend or f"sqlite:///{os.path.join(workdir, 'mlflow.db')}",
+           "--artifacts-destination", artifacts or os.path.join(workdir, "artifacts")]
+    env = {**os.environ, **(env or {}), "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -86,3 +90,19 @@ def mlflow_server(tmp_path_factory):
         yield uri
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_production(tmp_path_factory):
+    """MLflow the way infra/k8s runs it: PostgreSQL backend store, S3 artifacts (a real S3 API
+    on 127.0.0.1), 2 server workers. Yields (uri, control: {"restart_postgres", "env"})."""
+    from support.postgres import postgres
+    from support.s3 import s3_server
+
+    with postgres() as (db, pg), s3_server("mlflow") as s3env:
+        proc, uri = start_server(str(tmp_path_factory.mktemp("mlflow_pg")), backend=db,
+                                 artifacts="s3://mlflow/artifacts", workers=2, env=s3env)
+        try:
+            yield uri, {"restart_postgres": pg["restart"], "env": s3env}
+        finally:
+            _stop(proc)

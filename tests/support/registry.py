@@ -14,7 +14,7 @@ class Registry:
     def load_version(self, name, version):
         return (version, None) if str(version) in self.versions else None
 
-    def promote(self, name, version):
+    def promote(self, name, version, alias="champion", force=False):
         self.promoted.append((name, str(version)))
         self.champion_version = str(version)
 

@@ -40,10 +40,13 @@ def list_cmd(name, tracking_uri, as_json) -> None:
 @click.argument("name")
 @click.option("--version", required=True)
 @click.option("--alias", default="champion")
+@click.option("--force", is_flag=True,
+              help="Promote even a version a rollout rolled back (its reason is shown).")
 @_uri
-def promote_cmd(name, version, alias, tracking_uri) -> None:
+def promote_cmd(name, version, alias, force, tracking_uri) -> None:
     """Point ALIAS (default champion) at VERSION; the old champion is kept for rollback."""
-    click.echo(json.dumps(_registry(tracking_uri).promote(name, version, alias), default=str))
+    click.echo(json.dumps(_registry(tracking_uri).promote(name, version, alias, force=force),
+                          default=str))
 
 
 @models.command("rollback")

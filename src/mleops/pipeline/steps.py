@@ -236,7 +236,15 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
                                   registered=register)
     # The decision itself is an artifact of the run (every number behind it).
     reg.log_dict(run_id, decision, "gate/decision.json")
-    version = reg.register(model_name, run_id, tags=lineage) if register else None
+    version = None
+    if register:
+        try:
+            version = reg.register(model_name, run_id, tags=lineage,
+                                   expected_champion=str(decision.get("champion_version", "")))
+        except BaseException as e:  # the run says what happened: not registered, and why
+            reg.mark_run(run_id, {"mleops.registered": "failed",
+                                  "mleops.register_error": f"{type(e).__name__}: {e}"})
+            raise
     return {"run_id": run_id, "registered_version": version, "passed": decision["passed"]}
 
 

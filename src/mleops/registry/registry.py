@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from mleops.artifact import FILENAME, ModelArtifact
+from mleops.registry.lock import ensure_model, model_lock
 from mleops.registry.runs import MODEL_ID_TAG, Runs
 from mleops.registry.session import RegistryError, brief, error_code
 
@@ -97,12 +98,17 @@ class Registry(Runs):
             raise RegistryError(f"model {rm.name!r}: tag {HISTORY_TAG} is not a JSON list") from None
 
     # --- public API ------------------------------------------------------------------------
-    def register(self, name: str, run_id: str, *, tags: dict) -> str:
+    def register(self, name: str, run_id: str, *, tags: dict,
+                 expected_champion: str | None = None) -> str:
         """New version of ``name`` from the run's model: champion if none yet, else challenger.
 
         ``tags`` (lineage: pipeline run, data hash, git commit ...) go on the version. If a
         step after creating the version fails, the version (and a model created for it) is
-        deleted again: nothing stays half-registered.
+        deleted again: nothing stays half-registered. Holds the model's lock
+        (:mod:`~mleops.registry.lock`), so concurrent registrations and promotions are
+        serialised; with ``expected_champion`` (the version the gate compared with, "" for
+        none) a candidate is refused if the champion changed since it was gated: it would
+        otherwise wait as challenger without ever having been compared with the champion.
         """
         with self._errors(f"registering run {run_id} as model {name!r}"):
             run = self._call(self.client.get_run, run_id)
@@ -111,32 +117,39 @@ class Registry(Runs):
             if not (model_id := run.data.tags.get(MODEL_ID_TAG)):
                 raise RegistryError(f"run {run_id} has no mleops model (tag {MODEL_ID_TAG}); "
                                     f"log it with log_training_run first")
-            created = False
-            if self._model(name) is None:
-                try:
-                    self._call(self.client.create_registered_model, name)
-                    created = True
-                except Exception as e:  # somebody created it meanwhile
-                    if error_code(e) != "RESOURCE_ALREADY_EXISTS":
-                        raise
-            mv = self._call(self.client.create_model_version, name, f"models:/{model_id}",
-                            run_id=run_id, tags={str(k): str(v) for k, v in tags.items()},
-                            model_id=model_id)
+            created = ensure_model(self, name)
+            with model_lock(self, name):
+                return self._register_locked(name, run_id, model_id, tags, created,
+                                             expected_champion)
+
+    def _register_locked(self, name, run_id, model_id, tags, created,
+                         expected_champion) -> str:
+        if expected_champion is not None:
+            now = _aliases(self._existing(name)).get(CHAMPION)
+            if (now or "") != str(expected_champion):
+                raise RegistryError(
+                    f"the champion of {name!r} changed since this candidate was gated "
+                    f"(compared with {expected_champion or 'no champion'}, now "
+                    f"{now or 'none'}): refused, not registered; re-run the pipeline to gate "
+                    "it against the current champion")  # (a model made for it stays, empty)
+        mv = self._call(self.client.create_model_version, name, f"models:/{model_id}",
+                        run_id=run_id, tags={str(k): str(v) for k, v in tags.items()},
+                        model_id=model_id)
+        try:
+            self._version(name, mv.version, ready=True)
+            before = self._call(self.client.get_registered_model, name)
+            alias = CHALLENGER if CHAMPION in _aliases(before) else CHAMPION
             try:
-                self._version(name, mv.version, ready=True)
-                before = self._call(self.client.get_registered_model, name)
-                alias = CHALLENGER if CHAMPION in _aliases(before) else CHAMPION
-                try:
-                    self._set_alias(name, alias, mv.version)
-                except BaseException:
-                    self._restore(name, before, (alias,))
-                    raise
-                self._call(self.client.set_tag, run_id, "mleops.registered", "true")
+                self._set_alias(name, alias, mv.version)
             except BaseException:
-                self._quietly(self.client.delete_model_version, name, mv.version)
-                if created:
-                    self._quietly(self.client.delete_registered_model, name)
+                self._restore(name, before, (alias,))
                 raise
+            self._call(self.client.set_tag, run_id, "mleops.registered", "true")
+        except BaseException:
+            self._quietly(self.client.delete_model_version, name, mv.version)
+            if created:
+                self._quietly(self.client.delete_registered_model, name)
+            raise
         return str(mv.version)
 
     def load_alias(self, name: str, alias: str) -> tuple[str, ModelArtifact] | None:
@@ -185,50 +198,64 @@ class Registry(Runs):
         """The serving model (see ``load_alias``)."""
         return self.load_alias(name, CHAMPION)
 
-    def promote(self, name: str, version: str | int, alias: str = CHAMPION) -> dict:
+    def promote(self, name: str, version: str | int, alias: str = CHAMPION, *,
+                force: bool = False) -> dict:
         """Point ``alias`` at ``version``; a replaced champion goes on the rollback history.
 
         Promoting the challenger to champion also clears the challenger alias. The intent is
         written first (tag ``mleops.promotion_pending``): a promote interrupted at any point
         (MLflow down after the alias moved, the process killed) is undone if possible, and
         otherwise completed by the next promote of the same version (history and challenger
-        included), or undone exactly by a promote of the previous one.
+        included), or undone exactly by a promote of the previous one. A version a rollout
+        rolled back is not made champion again without ``force`` (the rollout's own
+        evidence, or a person who read the reason).
         """
         version = str(version)
         with self._errors(f"promoting model {name!r} version {version} to {alias}"):
-            before = self._existing(name)
-            self._version(name, version, ready=True)
-            aliases, history = _aliases(before), self._history(before)
-            pending = self._pending(before)
-            if pending and pending.get("alias") == alias and \
-                    aliases.get(alias) == pending.get("version"):
-                previous = pending.get("previous")  # a half-done promotion: what it replaced
-            else:
-                previous, pending = aliases.get(alias), None
-            result = {"name": name, "alias": alias, "version": version, "previous": previous,
-                      "changed": previous != version, "history": history}
-            if previous == version and aliases.get(alias) == version and pending is None:
-                if PENDING_TAG in before.tags:  # an earlier attempt's intent, now inert
-                    self._quietly(self.client.delete_registered_model_tag, name, PENDING_TAG)
-                return result
-            self._set_tag(name, PENDING_TAG, {"alias": alias, "version": version,
-                                              "previous": previous})
-            try:
-                self._set_alias(name, alias, version)
-                if alias == CHAMPION and previous not in (None, version) and \
-                        history[-1:] != [previous]:
-                    history = result["history"] = (history + [previous])[-MAX_HISTORY:]
-                    self._set_tag(name, HISTORY_TAG, history)
-                if alias == CHAMPION and aliases.get(CHALLENGER) == version:
-                    self._call(self.client.delete_registered_model_alias, name, CHALLENGER)
-                if alias == CHAMPION and before.tags.get(ALIAS_TAG + CHALLENGER) == version:
-                    self._call(self.client.delete_registered_model_tag, name,
-                               ALIAS_TAG + CHALLENGER)
-                self._call(self.client.delete_registered_model_tag, name, PENDING_TAG)
-            except BaseException:
-                if pending is None:  # a fresh attempt: put things back if the server lets us
-                    self._restore(name, before, (alias, CHALLENGER))  # (a stale intent is inert)
-                raise
+            self._existing(name)
+            with model_lock(self, name):
+                return self._promote_locked(name, version, alias, force)
+
+    def _promote_locked(self, name: str, version: str, alias: str, force: bool) -> dict:
+        before = self._existing(name)
+        mv = self._version(name, version, ready=True)
+        outcome = (mv.tags or {}).get("mleops.rollout")
+        if alias == CHAMPION and outcome == "rolled_back" and not force:
+            raise RegistryError(
+                f"model {name!r} version {version} was rolled back by a rollout "
+                f"({(mv.tags or {}).get('mleops.rollout_reason', 'no reason recorded')}); "
+                "promote it anyway with --force")
+        aliases, history = _aliases(before), self._history(before)
+        pending = self._pending(before)
+        if pending and pending.get("alias") == alias and \
+                aliases.get(alias) == pending.get("version"):
+            previous = pending.get("previous")  # a half-done promotion: what it replaced
+        else:
+            previous, pending = aliases.get(alias), None
+        result = {"name": name, "alias": alias, "version": version, "previous": previous,
+                  "changed": previous != version, "history": history}
+        if previous == version and aliases.get(alias) == version and pending is None:
+            if PENDING_TAG in before.tags:  # an earlier attempt's intent, now inert
+                self._quietly(self.client.delete_registered_model_tag, name, PENDING_TAG)
+            return result
+        self._set_tag(name, PENDING_TAG, {"alias": alias, "version": version,
+                                          "previous": previous})
+        try:
+            self._set_alias(name, alias, version)
+            if alias == CHAMPION and previous not in (None, version) and \
+                    history[-1:] != [previous]:
+                history = result["history"] = (history + [previous])[-MAX_HISTORY:]
+                self._set_tag(name, HISTORY_TAG, history)
+            if alias == CHAMPION and aliases.get(CHALLENGER) == version:
+                self._call(self.client.delete_registered_model_alias, name, CHALLENGER)
+            if alias == CHAMPION and before.tags.get(ALIAS_TAG + CHALLENGER) == version:
+                self._call(self.client.delete_registered_model_tag, name,
+                           ALIAS_TAG + CHALLENGER)
+            self._call(self.client.delete_registered_model_tag, name, PENDING_TAG)
+        except BaseException:
+            if pending is None:  # a fresh attempt: put things back if the server lets us
+                self._restore(name, before, (alias, CHALLENGER))  # (a stale intent is inert)
+            raise
         return result
 
     @staticmethod
@@ -242,32 +269,39 @@ class Registry(Runs):
     def rollback(self, name: str) -> dict:
         """Champion back to the previous champion (history tag); recorded in a tag too."""
         with self._errors(f"rolling back model {name!r}"):
-            before = self._existing(name)
-            if not (history := self._history(before)):
-                raise RegistryError(f"model {name!r} has no previous champion to roll back to")
-            target, current = history[-1], _aliases(before).get(CHAMPION)
-            if self._version(name, target) is None:
-                raise RegistryError(f"cannot roll back model {name!r}: previous champion "
-                                    f"version {target} was deleted")
-            self._version(name, target, ready=True)
-            try:
-                self._set_alias(name, CHAMPION, target)
-                self._set_tag(name, HISTORY_TAG, history[:-1])
-                self._set_tag(name, ROLLBACK_TAG, {"from": current, "to": target,
-                                                   "time_ms": int(time.time() * 1000)})
-            except BaseException:
-                self._restore(name, before, (CHAMPION,))
-                raise
+            self._existing(name)
+            with model_lock(self, name):
+                return self._rollback_locked(name)
+
+    def _rollback_locked(self, name: str) -> dict:
+        before = self._existing(name)
+        if not (history := self._history(before)):
+            raise RegistryError(f"model {name!r} has no previous champion to roll back to")
+        target, current = history[-1], _aliases(before).get(CHAMPION)
+        if self._version(name, target) is None:
+            raise RegistryError(f"cannot roll back model {name!r}: previous champion "
+                                f"version {target} was deleted")
+        self._version(name, target, ready=True)
+        try:
+            self._set_alias(name, CHAMPION, target)
+            self._set_tag(name, HISTORY_TAG, history[:-1])
+            self._set_tag(name, ROLLBACK_TAG, {"from": current, "to": target,
+                                               "time_ms": int(time.time() * 1000)})
+        except BaseException:
+            self._restore(name, before, (CHAMPION,))
+            raise
         return {"name": name, "alias": CHAMPION, "version": target, "previous": current,
                 "history": history[:-1]}
 
     def drop_alias(self, name: str, alias: str, version: str | int) -> bool:
         """Remove ``alias`` if it still points at ``version`` (a rolled-back challenger)."""
         with self._errors(f"removing alias {alias} of model {name!r}"):
-            if _aliases(self._existing(name)).get(alias) != str(version):
-                return False
-            self._call(self.client.delete_registered_model_alias, name, alias)
-            self._quietly(self.client.delete_registered_model_tag, name, ALIAS_TAG + alias)
+            self._existing(name)
+            with model_lock(self, name):
+                if _aliases(self._existing(name)).get(alias) != str(version):
+                    return False
+                self._call(self.client.delete_registered_model_alias, name, alias)
+                self._quietly(self.client.delete_registered_model_tag, name, ALIAS_TAG + alias)
         return True
 
     def download_uri(self, name: str, version: str | int) -> str:

@@ -72,8 +72,10 @@ class Runs:
         """Record a fit as an MLflow run (pyfunc model + model.json + report); its run id.
 
         Non-finite or non-numeric metrics are skipped and named in tag ``mleops.skipped_metrics``;
-        ``registered`` goes to tag ``mleops.registered`` (``register`` sets it true). A run that
-        fails half-way is marked FAILED, never left looking finished.
+        Tag ``mleops.registered`` never claims more than is done: ``pending`` when the run is
+        to be registered (``register`` sets ``true`` once the version exists, a failed
+        registration ``failed``), else ``false``. A run that fails half-way is marked FAILED,
+        never left looking finished.
         """
         from mlflow.entities import Metric, Param
 
@@ -91,7 +93,7 @@ class Runs:
         ps = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
         run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()},
                     "mleops.family": str(artifact.family.get("name")),
-                    "mleops.registered": str(bool(registered)).lower()}
+                    "mleops.registered": "pending" if registered else "false"}
         if skipped:
             run_tags["mleops.skipped_metrics"] = ",".join(map(str, skipped))
         with self._errors(f"logging a training run to experiment {experiment!r}"):
@@ -114,6 +116,11 @@ class Runs:
                 self._quietly(self.client.set_terminated, run_id, "FAILED")
                 raise
         return run_id
+
+    def mark_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Best-effort tags on a run that something failed after (the error is raised anyway)."""
+        for k, v in tags.items():
+            self._quietly(self.client.set_tag, run_id, k, str(v)[:5000])
 
     def log_dict(self, run_id: str, obj: Any, path: str) -> None:
         """A JSON artifact of the run (e.g. the gate decision with every number behind it)."""

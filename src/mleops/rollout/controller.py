@@ -22,6 +22,7 @@ import numpy as np
 from mleops.errors import DataError, MleopsError
 from mleops.rollout.backend import MODES, Backend, RolloutError
 from mleops.rollout.guardrails import Guardrails, absurd_breach, breach_of
+from mleops.rollout.lease import Driver
 from mleops.rollout.state import (
     FAILED,
     PROMOTED,
@@ -56,6 +57,7 @@ class Controller:
                  clock: Callable[[], float] = time.time):
         self.store, self.backend, self.registry, self.clock = store, backend, registry, clock
         self._reconciled: set[str] = set()
+        self.driver: Driver | None = None  # set while run() drives: the lease it holds
 
     # --- commands ------------------------------------------------------------------------
     def start(self, name: str, candidate_version: str | int, *, steps="10,25,50,100",
@@ -202,6 +204,8 @@ class Controller:
             state = self._load(name)
             if state.terminal:
                 return state
+            if self.driver is not None:  # raises while another controller drives it
+                state.driver = self.driver.claim(state.driver, self.clock())
             try:
                 if name not in self._reconciled:  # a restarted controller re-asserts traffic
                     if state.phase != PROMOTING and not state.abort_requested:
@@ -222,6 +226,13 @@ class Controller:
             raise DataError(f"interval must be > 0 seconds, got {interval!r}")
         deadline = None if timeout is None else self.clock() + timeout
         mine = self._load(name).rollout_id
+        self.driver = Driver(interval)
+        try:
+            return self._drive(name, mine, interval, deadline, on_tick)
+        finally:
+            self.driver = None
+
+    def _drive(self, name, mine, interval, deadline, on_tick) -> RolloutState:
         while True:
             state = self.tick(name)
             if state.rollout_id != mine:  # report this rollout's outcome, not another's
@@ -349,7 +360,8 @@ class Controller:
 
     def _finish_promotion(self, state: RolloutState) -> None:
         try:
-            self.registry.promote(state.name, state.candidate_version)
+            # force: this rollout's own evidence outweighs an earlier rollout's rollback
+            self.registry.promote(state.name, state.candidate_version, force=True)
         except MleopsError as e:
             state.reason = f"promotion pending: {e}"
             state.event("promotion_failed", error=str(e))

@@ -64,6 +64,7 @@ class RolloutState:
     guardrail_stats: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     rollout_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this rollout
+    driver: dict[str, Any] = field(default_factory=dict)  # the driving controller's lease
 
     @property
     def terminal(self) -> bool:
