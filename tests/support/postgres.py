@@ -64,7 +64,7 @@ def postgres() -> Iterator[tuple[str, dict]]:
         else:
             raise RuntimeError(f"createdb failed: {r.stderr}")
         control = {"restart": lambda: (stop(), start()), "port": port}
-        yield f"postgresql://mleops@127.0.0.1:{port}/mlflow", control
+        yield f"postgresql+psycopg2://mleops@127.0.0.1:{port}/mlflow", control
     finally:
         stop()
         shutil.rmtree(root, ignore_errors=True)

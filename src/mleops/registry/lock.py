@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mleops.registry.session import RegistryError, error_code
+from mleops.registry.session import RegistryError, error_code, unreachable
 
 LOCK_TAG = "mleops.lock"
 SETTLE_S = float(os.environ.get("MLEOPS_REGISTRY_SETTLE_S", "0.5"))
@@ -67,8 +67,14 @@ def model_lock(registry, name: str, *, settle_s: float = SETTLE_S, lease_s: floa
             continue
         token = {"token": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                  "until": time.time() + lease_s}
-        registry._call(registry.client.set_registered_model_tag, name, LOCK_TAG,
-                       json.dumps(token))
+        try:
+            registry._call(registry.client.set_registered_model_tag, name, LOCK_TAG,
+                           json.dumps(token))
+        except Exception as e:  # a concurrent write of the same tag (a unique violation)
+            if unreachable(e) or error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+                raise
+            time.sleep(random.uniform(0.05, 0.25))
+            continue
         if time.monotonic() - t0 > settle_s / 2:
             continue  # too slow to be sure nobody wrote in between: never proceed on it
         time.sleep(settle_s)
