@@ -4,10 +4,11 @@ MLflow has no compare-and-set on aliases or tags, so two pipeline runs registeri
 both saw "no champion" and both took it, and two promotes lost one of their updates. This is
 Fischer's timed mutual exclusion on a registered-model tag (``mleops.lock``): read the tag;
 if it is free (absent or expired), write a fresh token, wait ``settle_s``, read again, and
-proceed only if the token is still ours. It is safe whenever every contender's read-to-write
-time stays under ``settle_s / 2``, and each contender checks that of itself: an attempt
-slower than that never proceeds (its token then blocks others until it expires, which is
-conservative, never unsafe). A holder that dies leaves a lock that expires after ``lease_s``.
+proceed only if the token is still ours. It is safe whenever every contender's time from
+sending its read to receiving its write's answer stays under ``settle_s`` (then any write it
+makes lands before the confirming read of whoever wrote after its read), and each contender
+checks that of itself against ``0.9 * settle_s``: an attempt slower than that never proceeds
+(its token then blocks others until it expires: slow, never unsafe). A holder that dies leaves a lock that expires after ``lease_s``.
 Expiry compares wall clocks: hosts must agree to well within ``lease_s`` (NTP does).
 """
 
@@ -75,7 +76,7 @@ def model_lock(registry, name: str, *, settle_s: float = SETTLE_S, lease_s: floa
                 raise
             time.sleep(random.uniform(0.05, 0.25))
             continue
-        if time.monotonic() - t0 > settle_s / 2:
+        if time.monotonic() - t0 > 0.9 * settle_s:
             continue  # too slow to be sure nobody wrote in between: never proceed on it
         time.sleep(settle_s)
         cur = _read(registry, name)
