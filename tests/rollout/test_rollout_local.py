@@ -259,3 +259,48 @@ def test_abort_rolls_back_a_detached_rollout(model, registry, live_data, tmp_pat
     assert client.failed == 0
     tags = {v["version"]: v["tags"] for v in registry.list_versions(model)}
     assert "pager went off" in tags["2"]["mleops.rollout_reason"]
+
+
+def test_a_rollback_killed_in_flight_finishes_on_resume(model, registry, live_data, tmp_path,
+                                                        mlflow_server):  # noqa: F811
+    """`abort` killed right after saving its intent (before traffic moved): `resume` finishes
+    the rollback instead of failing on a canary it cannot find or re-asserting its weight."""
+    common = ["--tracking-uri", mlflow_server, "--state-dir", str(tmp_path)]
+    with _plane(model, registry) as plane, _client(plane, live_data) as client:
+        r = _cli("rollout", "start", model, "--candidate-version", "2", "--router", plane.url,
+                 "--detach", "--confirm-before-promote", *common, *FAST[:4])
+        assert r.returncode == 0, r.stderr
+        r = _cli("rollout", "abort", model, *common,
+                 env={"MLEOPS_FAILPOINTS": "rollback.intent_saved"})
+        assert r.returncode == 137
+        assert _routes(plane.url)["weight"] == 10  # killed before the traffic moved
+        r = _cli("rollout", "resume", model, *common, "--interval", "0.2", "--timeout", "60")
+        assert r.returncode == 3, r.stdout + r.stderr  # rolled back
+        routes = _routes(plane.url)
+        assert routes["canary"] is None and routes["weight"] == 0
+    assert client.failed == 0
+    assert registry.champion(model)[0] == "1"
+
+
+@pytest.mark.parametrize("failpoint", ["promote.decided", "promote.registry_moved"])
+def test_a_promotion_killed_midway_completes_on_resume(model, registry, live_data, tmp_path,
+                                                       mlflow_server, failpoint):  # noqa: F811
+    """Killed after deciding, or after the registry moved but before traffic did: the state
+    says `promoting`, `abort` is refused, and `resume` ends with registry and traffic both on
+    the candidate."""
+    common = ["--tracking-uri", mlflow_server, "--state-dir", str(tmp_path)]
+    with _plane(model, registry) as plane, _client(plane, live_data, rate=50.0) as client:
+        r = _cli("rollout", "start", model, "--candidate-version", "2", "--router", plane.url,
+                 *common, *FAST, env={"MLEOPS_FAILPOINTS": failpoint})
+        assert r.returncode == 137, r.stdout + r.stderr
+        assert _routes(plane.url)["champion"]["version"] == "1"
+        moved = registry.champion(model)[0]
+        assert moved == ("2" if failpoint == "promote.registry_moved" else "1")
+        r = _cli("rollout", "abort", model, *common)
+        assert r.returncode == 2 and "too late to abort" in r.stderr, r.stdout + r.stderr
+        r = _cli("rollout", "resume", model, *common, "--interval", "0.2", "--timeout", "60")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _routes(plane.url)["champion"]["version"] == "2"
+        time.sleep(0.5)
+    assert client.failed == 0
+    assert registry.champion(model)[0] == "2"

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mleops import failpoints
 from mleops.errors import DataError, MleopsError
 from mleops.rollout.backend import MODES, Backend, RolloutError
 from mleops.rollout.guardrails import Guardrails, absurd_breach, breach_of
@@ -336,6 +337,7 @@ class Controller:
         if not state.abort_requested:
             state.abort_requested = reason
             self.store.save(state)
+        failpoints.hit("rollback.intent_saved")
         weight, state.weight = state.weight, 0
         try:
             self.backend.rollback(state)
@@ -356,6 +358,7 @@ class Controller:
         state.phase = PROMOTING
         state.event("promoting", verdict=state.verdict)
         self.store.save(state)
+        failpoints.hit("promote.decided")
         self._finish_promotion(state)
 
     def _finish_promotion(self, state: RolloutState) -> None:
@@ -366,6 +369,7 @@ class Controller:
             state.reason = f"promotion pending: {e}"
             state.event("promotion_failed", error=str(e))
             return
+        failpoints.hit("promote.registry_moved")
         state.weight = 100
         self.backend.promote(state)
         state.phase = PROMOTED
