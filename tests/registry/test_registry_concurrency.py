@@ -114,3 +114,42 @@ def test_a_postgres_restart_mid_run_loses_nothing(stack):
     aliases, tags = _state(uri, name)
     assert moved["previous"] == first and aliases == {"champion": second}
     assert json.loads(tags[HISTORY_TAG]) == [first]
+
+
+def test_four_concurrent_pipeline_runs_register_one_first_model(stack, tmp_path):
+    """The real CLI, 4 pipeline runs (kfp local runner) for one new model at once: one
+    registers the champion; the others were gated as "first model" too, and are refused
+    at registration (exit 1, saying why) instead of waiting as unjudged challengers."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri, _, control = stack
+    exe = os.path.join(os.path.dirname(sys.executable), "mleops")
+    rng = np.random.default_rng(7)
+    valid = tmp_path / "valid.csv"
+    np.savetxt(valid, rng.gamma(2.0, 1.5, 2000), header="latency", comments="")
+    name = f"pipe-{uuid.uuid4().hex[:8]}"
+
+    def one(i):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        np.savetxt(d / "train.csv", rng.gamma(2.0, 1.5, 2000 + i), header="latency",
+                   comments="")
+        return subprocess.run(
+            [exe, "pipeline", "run", "--data", str(d / "train.csv"), "--family", "gamma",
+             "--model-name", name, "--validation-data", str(valid), "--tracking-uri", uri,
+             "--pipeline-root", str(d / "root"), "--json"],
+            capture_output=True, text=True, timeout=900, cwd=d,
+            env={**os.environ, **control["env"], "MLEOPS_JAX_CACHE": "off"})
+
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(one, range(4)))
+    codes = sorted(o.returncode for o in outs)
+    assert codes == [0, 1, 1, 1], [(o.returncode, o.stderr[-800:]) for o in outs]
+    for o in outs:
+        if o.returncode:
+            assert "changed since this candidate was gated" in o.stderr, o.stderr[-2000:]
+    winner = json.loads(next(o for o in outs if o.returncode == 0).stdout)
+    aliases, _ = _state(uri, name)
+    assert aliases == {"champion": winner["registered_version"]}

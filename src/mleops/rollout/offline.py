@@ -86,7 +86,8 @@ class _Registry:
     def load_version(self, name: str, version: str):
         return (str(version), None)
 
-    def promote(self, name: str, version: str, alias: str = "champion") -> None:
+    def promote(self, name: str, version: str, alias: str = "champion", *,
+                force: bool = False) -> None:
         pass
 
     def tag_version(self, name: str, version: str, tags: dict) -> None:
