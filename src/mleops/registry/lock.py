@@ -31,13 +31,17 @@ LEASE_S = 60.0
 WAIT_S = 300.0
 
 
-def _read(registry, name: str) -> dict | None:
-    rm = registry._call(registry.client.get_registered_model, name)
+def json_tag(rm, key: str) -> dict | None:
+    """A registered model's tag holding a JSON object, or None (absent or not an object)."""
     try:
-        doc = json.loads(rm.tags.get(LOCK_TAG, "null"))
+        doc = json.loads(rm.tags.get(key, "null"))
     except (TypeError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _read(registry, name: str) -> dict | None:
+    return json_tag(registry._call(registry.client.get_registered_model, name), LOCK_TAG)
 
 
 def ensure_model(registry, name: str) -> bool:
@@ -107,4 +111,4 @@ def _release(registry, name: str, token: str) -> None:
         pass
 
 
-__all__ = ["LOCK_TAG", "ensure_model", "model_lock"]
+__all__ = ["LOCK_TAG", "ensure_model", "json_tag", "model_lock"]

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from mleops.artifact import FILENAME, ModelArtifact
-from mleops.registry.lock import ensure_model, model_lock
+from mleops.registry.lock import ensure_model, json_tag, model_lock
 from mleops.registry.runs import MODEL_ID_TAG, Runs
 from mleops.registry.session import RegistryError, brief, error_code
 
@@ -226,7 +226,7 @@ class Registry(Runs):
                 f"({(mv.tags or {}).get('mleops.rollout_reason', 'no reason recorded')}); "
                 "promote it anyway with --force")
         aliases, history = _aliases(before), self._history(before)
-        pending = self._pending(before)
+        pending = json_tag(before, PENDING_TAG)
         if pending and pending.get("alias") == alias and \
                 aliases.get(alias) == pending.get("version"):
             previous = pending.get("previous")  # a half-done promotion: what it replaced
@@ -257,14 +257,6 @@ class Registry(Runs):
                 self._restore(name, before, (alias, CHALLENGER))  # (a stale intent is inert)
             raise
         return result
-
-    @staticmethod
-    def _pending(rm) -> dict | None:
-        try:
-            doc = json.loads(rm.tags.get(PENDING_TAG, "null"))
-        except (TypeError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
 
     def rollback(self, name: str) -> dict:
         """Champion back to the previous champion (history tag); recorded in a tag too."""

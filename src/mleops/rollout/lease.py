@@ -15,18 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from mleops.rollout.backend import RolloutError
+from mleops.serving.lifetime import alive
 
 LEASE_S = 30.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -40,7 +31,7 @@ class Driver:
         """The renewed lease for this driver; RolloutError while another holds it."""
         other = lease and lease.get("id") != self.id
         if other and lease.get("until", 0) > now and not (
-                lease.get("host") == self.host and not _alive(int(lease.get("pid", 0)))):
+                lease.get("host") == self.host and not alive(int(lease.get("pid", 0)))):
             raise RolloutError(
                 f"this rollout is driven by another controller (pid {lease.get('pid')} on "
                 f"{lease.get('host')}) for {lease['until'] - now:.0f} s more; one controller "

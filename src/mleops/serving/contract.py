@@ -210,7 +210,7 @@ def options(tags: dict, n_rows: int, limits: Limits) -> tuple[str, tuple[float, 
     raw = tags.get("quantiles")
     if raw is None:
         return output, (DEFAULT_QUANTILES if output == "quantiles" else None)
-    if not isinstance(raw, list) or not raw or not all(_is_number(q) for q in raw):
+    if not isinstance(raw, list | tuple) or not raw or not all(_is_number(q) for q in raw):
         raise ContractError(f"meta.tags.quantiles must be a non-empty list of numbers, "
                             f"got {raw!r}")
     if len(raw) > limits.max_quantiles:

@@ -20,7 +20,8 @@ SERVER_ID_ENV = "MLEOPS_SERVER_ID"  # the health check answers it: proof of who 
 POLL_S = 0.5
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -59,8 +60,8 @@ def watch_owner(pid: int | None = None) -> None:
     raw = pid or os.environ.get(OWNER_ENV)
     if raw:
         owner, parent = int(raw), os.getppid()  # a recycled owner pid: the parent changed
-        _watch(lambda: _alive(owner) and os.getppid() == parent)
+        _watch(lambda: alive(owner) and os.getppid() == parent)
     os.register_at_fork(after_in_child=watch_parent)
 
 
-__all__ = ["OWNER_ENV", "SERVER_ID_ENV", "watch_owner", "watch_parent"]
+__all__ = ["OWNER_ENV", "SERVER_ID_ENV", "alive", "watch_owner", "watch_parent"]

@@ -120,8 +120,11 @@ class MleopsModel:
         return [] if self.seldon_metrics is not None else self._increments()
 
     def _increments(self) -> list[dict]:
+        """What changed since the last call ([] if nothing), as Seldon metric dicts."""
         with self._lock:
             t, r = self.service.snapshot(), self._reported
+            if t == r:
+                return []
             self._reported = t
         labels = {"registered_model": self.service.model_name,
                   "registered_version": self.service.model_version}
@@ -140,9 +143,8 @@ class MleopsModel:
             if not force and now - self._last_flush < self._metrics_interval:
                 return
             self._last_flush = now
-            if self.service.snapshot() == self._reported:
-                return
-            self.seldon_metrics.update(self._increments(), "predict")
+            if changed := self._increments():
+                self.seldon_metrics.update(changed, "predict")
 
     def _start_flusher(self) -> None:
         """One flusher thread per worker process (started in the worker, after the fork)."""

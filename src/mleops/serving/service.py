@@ -152,9 +152,7 @@ class LikelihoodService:
         if output not in OUTPUTS:
             raise ServingError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
         cols = self.columns(X, names)
-        qs = options({"output": output, "quantiles": None if quantiles is None
-                      else list(quantiles) if isinstance(quantiles, tuple) else quantiles},
-                     len(cols["x"]), self.limits)[1]
+        qs = options({"output": output, "quantiles": quantiles}, len(cols["x"]), self.limits)[1]
         art = self.artifact
         Xd = (np.column_stack([np.ones(len(cols["x"]))] + [cols[c] for c in self.covariates])
               if self.covariates else None)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import secrets
 import threading
 import urllib.parse
@@ -29,10 +28,9 @@ from mleops.serving.contract import (
     parse_body,
     seldon_request,
 )
-from mleops.serving.guard import host_allowed, status_body
+from mleops.serving.guard import READ_TIMEOUT_S, host_allowed, status_body
 
 DRAIN_LIMIT = 64 << 20  # bytes of an oversize body read and dropped before answering 413
-READ_TIMEOUT_S = float(os.environ.get("MLEOPS_READ_TIMEOUT_S", "10"))
 MAX_CONNECTIONS = 256
 
 
