@@ -20,7 +20,8 @@ BASE = ("mleops.errors", "mleops._config", "mleops._version", "mleops.failpoints
 LAYERS = {
     **dict.fromkeys(BASE, 0),
     **dict.fromkeys(("mleops", "mleops.fit", "mleops.families"), 1),  # root re-exports engine
-    **dict.fromkeys(("mleops.gate", "mleops.artifact", "mleops.io", "mleops.columns",
+    **dict.fromkeys(("mleops.gate", "mleops.artifact", "mleops.io", "mleops.storage",
+                     "mleops.columns",
                      "mleops.plots"), 2),
     **dict.fromkeys(("mleops.deploy", "mleops.serving", "mleops.registry", "mleops.prometheus",
                      "mleops.pyfunc_model"), 3),

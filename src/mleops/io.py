@@ -1,4 +1,5 @@
-"""Reading tabular data (CSV / Parquet) into named float columns, with precise errors.
+"""Reading tabular data (CSV / Parquet, local or in object stores: ``mleops.storage``) into
+named float columns, with precise errors.
 
 pyarrow does the parsing (fast, typed); every problem a user can cause - a missing file, a
 missing column, text in a numeric column, empty cells - becomes a ``DataError`` naming it.
@@ -6,30 +7,22 @@ missing column, text in a numeric column, empty cells - becomes a ``DataError`` 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from mleops.errors import DataError
+from mleops.storage import Loaded, read_arrow
 
 
-def read_table(path: str) -> dict[str, np.ndarray]:
-    """Columns of a ``.csv``/``.parquet`` file as numpy arrays (nulls become NaN)."""
-    if not os.path.exists(path):
-        raise DataError(f"data file not found: {path}")
-    try:
-        if path.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
+def read_table(uri: str) -> dict[str, np.ndarray]:
+    """Columns of a CSV/Parquet file, a Parquet directory or an object-store URI as numpy
+    arrays (nulls become NaN)."""
+    return columns_of(read_arrow(uri))
 
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pcsv
 
-            table = pcsv.read_csv(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid & co. with a useful message
-        raise DataError(f"cannot read {path}: {e}") from None
+def columns_of(loaded: Loaded) -> dict[str, np.ndarray]:
+    table = loaded.table
     if table.num_rows == 0:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{loaded.uri}: no rows")
     return {name: arrow_to_numpy(table.column(name)) for name in table.column_names}
 
 

@@ -120,7 +120,7 @@ def test_bad_input_exits_2_and_touches_nothing(data, mlflow_server, tmp_path):  
     before = versions(mlflow_server)
     missing = cli("pipeline", "run", "--data", str(tmp_path / "nope.csv"), "--family", "gamma",
                   "--model-name", "latency", "--tracking-uri", mlflow_server, cwd=tmp_path)
-    assert missing.returncode == 2 and "data file not found" in missing.stderr
+    assert missing.returncode == 2 and "data not found" in missing.stderr
     col = cli("pipeline", "run", "--data", data["first"], "--family", "gamma", "--column", "x",
               "--model-name", "latency", "--tracking-uri", mlflow_server, cwd=tmp_path)
     assert col.returncode == 2 and "column 'x' not found" in col.stderr

@@ -18,15 +18,18 @@ def test_seeded_split_is_deterministic_and_disjoint():
 
 
 def test_time_ordered_split_holds_out_the_latest_rows():
-    order = np.array([5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0, 0.0])
-    tr, ho = split_indices(10, seed=0, holdout_fraction=0.3, time_ordered=True, order=order)
-    assert set(order[ho]) == {7.0, 8.0, 9.0}
+    order = np.random.default_rng(3).permutation(40).astype(float)
+    tr, ho = split_indices(40, seed=0, holdout_fraction=0.25, time_ordered=True, order=order)
+    assert set(order[ho]) == set(range(30, 40))
     assert order[tr].max() < order[ho].min()
 
 
 def test_too_few_rows_and_bad_fraction():
     with pytest.raises(DataError, match="too few rows to split"):
         split_indices(4, seed=0, holdout_fraction=0.2, time_ordered=False)
+    with pytest.raises(DataError, match="the gate needs at least 10 held-out rows"):
+        split_indices(45, seed=0, holdout_fraction=0.2, time_ordered=False)  # 9 held out
+    split_indices(50, seed=0, holdout_fraction=0.2, time_ordered=False)  # 10 held out
     with pytest.raises(DataError, match=r"holdout fraction must lie in \(0, 1\)"):
         split_indices(100, seed=0, holdout_fraction=1.0, time_ordered=False)
 
@@ -48,8 +51,8 @@ def test_ingest_writes_schema_and_checks_the_hash(tmp_path):
     steps.ingest(str(src), str(tmp_path / "ds4.parquet"), family="weibull", spec=cens)
     assert (read_dataset(str(tmp_path / "ds4.parquet")).event == np.arange(40) % 2).all()
     assert meta["data_hash"] != "0" * 64
-    with pytest.raises(DataError, match="unsupported data URI scheme"):
-        steps.ingest("s3://bucket/d.csv", str(tmp_path / "x.parquet"), family="gamma",
+    with pytest.raises(DataError, match="training data: no filesystem for nope:// in"):
+        steps.ingest("nope://bucket/d.csv", str(tmp_path / "x.parquet"), family="gamma",
                      spec=spec)
 
 

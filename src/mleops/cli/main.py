@@ -37,7 +37,7 @@ def main() -> None:
 
 
 @main.command("fit")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data")
 @click.option("--family", required=True, help="Family name (scipy names accepted).")
 @click.option("--column", help="Column holding the response (default: the only one left).")
 @click.option("--censor-column", help="1 = event observed, 0 = right-censored.")
@@ -54,7 +54,7 @@ def main() -> None:
               help="Also write the result JSON to this file.")
 def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_column, k,
             method, as_json, distributed, output) -> None:
-    """Fit FAMILY to a column of DATA (CSV or Parquet) by maximum likelihood."""
+    """Fit FAMILY to a column of DATA (CSV/Parquet file, Parquet directory, s3:// gs:// URI)."""
     from mleops.columns import fit_table
     from mleops.fit.sharded import initialize_distributed
 

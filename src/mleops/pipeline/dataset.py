@@ -7,7 +7,6 @@ content hash in the Parquet metadata, so later steps never re-interpret user col
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,9 +17,14 @@ from mleops.columns import ColumnSpec, select_columns
 from mleops.errors import DataError
 from mleops.fit.api import resolve_family
 from mleops.fit.data import make_data
-from mleops.io import read_table
+from mleops.io import columns_of
+from mleops.storage import is_remote, read_arrow
 
-__all__ = ["ColumnSpec", "Table", "load_source", "read_dataset", "split_indices", "write_table"]
+#: Fewest held-out rows the gate decides on: below this the paired test's normal approximation
+#: and the calibration checks (PIT KS, interval coverage) say nothing.
+MIN_HELDOUT_ROWS = 10
+
+__all__ = ["MIN_HELDOUT_ROWS", "check_validation", "ColumnSpec", "Table", "load_source", "read_dataset", "split_indices", "write_table"]
 
 
 @dataclass
@@ -43,36 +47,34 @@ class Table:
                      self.features, pick(self.order), dict(self.meta))
 
 
-def _resolve_uri(uri: str) -> str:
-    if not uri:
-        raise DataError("no data URI given")
-    if uri.startswith("file://"):
-        return uri[len("file://"):]
-    if "://" in uri:
-        raise DataError(f"unsupported data URI scheme in {uri!r}: use a local path or file://")
-    return uri
-
-
-def file_hash(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_source(uri: str, spec: ColumnSpec, family: str, *, threshold: float | None = None,
-                k: int | None = None) -> Table:
-    """Read and validate a user file for ``family``; DataError names any problem."""
-    path = _resolve_uri(uri)
-    c = select_columns(read_table(path), spec)
-    x, event, weight, X, features = c.x, c.event, c.weight, c.X, c.features
-    fam = resolve_family(family, threshold=threshold, k=k, features=features or None)
-    if fam.modeled_rows(x) is None:  # else fit() keeps the modeled rows, then checks them
-        make_data(fam, x, weights=weight, event=event, X=X)  # the same checks as fit()
-    meta = {"source": os.path.abspath(path), "data_hash": file_hash(path), "response": c.response,
-            "spec": asdict(spec), "n_rows": int(x.shape[0])}
+                k: int | None = None, what: str = "data") -> Table:
+    """Read and validate a user's data for ``family`` (a file, a Parquet directory or an
+    object-store URI: ``mleops.storage``); DataError names ``what`` and the URI."""
+    try:
+        loaded = read_arrow(uri)
+    except DataError as e:
+        raise DataError(f"{what}: {e}") from None
+    try:
+        c = select_columns(columns_of(loaded), spec)
+        x, event, weight, X, features = c.x, c.event, c.weight, c.X, c.features
+        fam = resolve_family(family, threshold=threshold, k=k, features=features or None)
+        if fam.modeled_rows(x) is None:  # else fit() keeps the modeled rows, then checks them
+            make_data(fam, x, weights=weight, event=event, X=X)  # the same checks as fit()
+    except DataError as e:
+        raise DataError(f"{what} {uri}: {e}") from None
+    source = uri if is_remote(uri) else os.path.abspath(uri.removeprefix("file://"))
+    meta = {"source": source, "data_hash": loaded.sha256, "files": loaded.files,
+            "response": c.response, "spec": asdict(spec), "n_rows": int(x.shape[0])}
     return Table(x, event, weight, X, features, c.order, meta)
+
+
+def check_validation(t: Table, uri: str) -> Table:
+    """Validation data must be large enough to gate on (``MIN_HELDOUT_ROWS``)."""
+    if t.n < MIN_HELDOUT_ROWS:
+        raise DataError(f"validation data {uri}: {t.n} row(s); the gate needs at least "
+                        f"{MIN_HELDOUT_ROWS} held-out rows")
+    return t
 
 
 def write_table(t: Table, path: str) -> None:
@@ -119,9 +121,10 @@ def split_indices(n: int, *, seed: int, holdout_fraction: float, time_ordered: b
     if not 0 < holdout_fraction < 1:
         raise DataError(f"holdout fraction must lie in (0, 1), got {holdout_fraction}")
     n_hold = int(round(n * holdout_fraction))
-    if n_hold < 2 or n - n_hold < 2:
+    if n_hold < MIN_HELDOUT_ROWS or n - n_hold < 2:
         raise DataError(f"too few rows to split: {n} rows with holdout fraction "
-                        f"{holdout_fraction} leaves {n - n_hold} to train and {n_hold} to test")
+                        f"{holdout_fraction} leaves {n - n_hold} to train and {n_hold} to test "
+                        f"(the gate needs at least {MIN_HELDOUT_ROWS} held-out rows)")
     if time_ordered:
         idx = np.argsort(order, kind="stable") if order is not None else np.arange(n)
     else:

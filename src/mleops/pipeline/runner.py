@@ -18,7 +18,7 @@ from typing import Protocol
 
 from mleops.errors import DataError, MleopsError
 from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
-from mleops.pipeline.dataset import ColumnSpec, load_source, split_indices
+from mleops.pipeline.dataset import ColumnSpec, check_validation, load_source, split_indices
 from mleops.pipeline.steps import family_options
 
 DRIVERS = "mleops.pipelines"  # entry-point group the pipeline shells register under
@@ -66,10 +66,14 @@ class RunRequest:
         spec = ColumnSpec.from_params(self.column, self.censor_column, self.weights_column,
                                       self.covariates, self.time_column)
         opts = family_options(self.family, self.threshold, self.components)
-        t = load_source(self.data_uri, spec, self.family, **opts)
+        t = load_source(self.data_uri, spec, self.family, what="training data", **opts)
         self.data_hash = t.meta["data_hash"]
         if self.validation_data_uri:
-            v = load_source(self.validation_data_uri, spec, self.family, **opts)
+            # Validation rows use the training data's resolved response column, as split does.
+            vspec = ColumnSpec(**{**t.meta["spec"], "column": t.meta["response"]})
+            v = check_validation(load_source(self.validation_data_uri, vspec, self.family,
+                                             what="validation data", **opts),
+                                 self.validation_data_uri)
             self.validation_data_hash = v.meta["data_hash"]
         else:
             split_indices(t.n, seed=self.seed, holdout_fraction=self.holdout_fraction,

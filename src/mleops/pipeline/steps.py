@@ -18,6 +18,7 @@ from mleops.gate.decision import outcome_of
 from mleops.pipeline.dataset import (
     ColumnSpec,
     Table,
+    check_validation,
     load_source,
     read_dataset,
     split_indices,
@@ -47,7 +48,8 @@ def _check_hash(t: Table, expect: str, what: str) -> None:
 def ingest(data_uri: str, out_path: str, *, family: str, spec: ColumnSpec,
            threshold: float | None = None, k: int | None = None, expect_hash: str = "") -> dict:
     """Validate the user's data for the family and store it in the pipeline schema."""
-    t = load_source(data_uri, spec, family, **family_options(family, threshold, k))
+    t = load_source(data_uri, spec, family, **family_options(family, threshold, k),
+                    what="training data")
     _check_hash(t, expect_hash, f"data at {data_uri}")
     write_table(t, out_path)
     return t.meta
@@ -62,7 +64,9 @@ def split(dataset_path: str, train_path: str, heldout_path: str, *, seed: int,
     if validation_uri:
         # Validation rows use the training data's column mapping (its resolved response).
         spec = ColumnSpec(**{**t.meta["spec"], "column": t.meta["response"]})
-        held = load_source(validation_uri, spec, family, **family_options(family, threshold, k))
+        held = check_validation(load_source(validation_uri, spec, family, what="validation data",
+                                            **family_options(family, threshold, k)),
+                                validation_uri)
         _check_hash(held, validation_hash, f"validation data at {validation_uri}")
         train = t
     else:
