@@ -1,5 +1,8 @@
 """KFP components of the training pipeline: typed artifacts in, typed artifacts out.
 
+``code_version`` (``mleops.pipeline.provenance``) is an input of every cached component so
+that their cache keys change with the library code they call, not only with these bodies.
+
 Bodies only translate artifacts to paths and call ``mleops.pipeline.steps``; the component
 image (``infra/docker/Dockerfile``) has mleops installed, so nothing is pip-installed at run
 time. Imports live inside the bodies because KFP ships each body as a standalone function.
@@ -17,9 +20,9 @@ component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 
 
 @component
-def ingest(data_uri: str, data_hash: str, family: str, column: str, censor_column: str, weights_column: str,
-           covariates: str, time_column: str, threshold: float, components: int,
-           dataset: Output[Dataset]) -> NamedTuple("IngestOut", data_hash=str, n_rows=int):
+def ingest(data_uri: str, data_hash: str, code_version: str, family: str, column: str,
+           censor_column: str, weights_column: str, covariates: str, time_column: str,
+           threshold: float, components: int, dataset: Output[Dataset]) -> NamedTuple("IngestOut", data_hash=str, n_rows=int):
     from mleops.pipeline import steps
     from mleops.pipeline.dataset import ColumnSpec
 
@@ -32,7 +35,7 @@ def ingest(data_uri: str, data_hash: str, family: str, column: str, censor_colum
 
 @component
 def split(dataset: Input[Dataset], validation_data_uri: str, validation_data_hash: str,
-          family: str, threshold: float,
+          code_version: str, family: str, threshold: float,
           components: int, seed: int, holdout_fraction: float, time_ordered: bool,
           train: Output[Dataset], heldout: Output[Dataset]):
     from mleops.pipeline import steps
@@ -47,14 +50,16 @@ def split(dataset: Input[Dataset], validation_data_uri: str, validation_data_has
 
 
 @component
-def train(train_data: Input[Dataset], family: str, threshold: float, components: int,
-          method: str, seed: int, model: Output[Model], metrics: Output[Metrics]):
+def train(train_data: Input[Dataset], code_version: str, family: str, threshold: float,
+          components: int, method: str, seed: int, model: Output[Model],
+          metrics: Output[Metrics]):
     from mleops.pipeline import steps
 
     art = steps.train(train_data.path, model.path, family=family,
                       threshold=threshold, k=components, method=method, seed=seed)
     model.metadata.update({"family": art.family["name"], "params": art.params,
-                           "device": art.metadata.get("device", "")})
+                           "device": art.metadata.get("device", ""),
+                           "code_version": code_version})
     steps.write_metrics(metrics, steps.fit_metrics(art))
     metrics.metadata["device"] = art.metadata.get("device", "")
 
@@ -88,7 +93,8 @@ def gate(scores: Input[Artifact], tolerance: float, confidence: float, test: str
 @component
 def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifact],
            report: Input[HTML], tracking_uri: str, model_name: str, run_tag: str,
-           params_json: str, register: bool) -> str:
+           params_json: str, git_commit: str, code_version: str, candidate_key: str,
+           register: bool) -> str:
     """Log the run; registers a version only when ``register`` (the gate passed)."""
     import json
 
@@ -96,7 +102,9 @@ def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifac
 
     out = steps.record(model.path, scores.path, decision.path, report.path,
                        tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
-                       params=json.loads(params_json), register=register)
+                       params=json.loads(params_json), register=register,
+                       git_commit=git_commit, code_version=code_version,
+                       candidate_key=candidate_key)
     return out["registered_version"] or ""
 
 

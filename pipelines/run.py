@@ -4,9 +4,13 @@ Registered as the ``training`` entry of the ``mleops.pipelines`` entry-point gro
 library (``mleops.pipeline.runner``) finds it without importing this shell.
 """
 
+import contextlib
+import logging
+import re
+import time
 import warnings
 
-from mleops.pipeline.runner import PipelineError
+from mleops.pipeline.runner import Host, PipelineError
 from mleops_pipelines import training
 
 
@@ -37,17 +41,109 @@ class TrainingDriver:
                 raise PipelineError(f"pipeline task failed: {e} (outputs under "
                                     f"{pipeline_root})") from e
 
-    def submit(self, host: str, arguments: dict, *, experiment: str,
-               enable_caching: bool = True, client=None) -> str:
-        """Submit the compiled pipeline to a KFP API server; returns the KFP run id."""
-        import kfp
+    def submit(self, host: Host, arguments: dict, *, enable_caching: bool | None = None,
+               pipeline_root: str = "", client=None) -> str:
+        """Submit the compiled pipeline to a KFP API server; returns the KFP run id.
 
-        client = client or kfp.Client(host=host)
-        run = client.create_run_from_pipeline_package(
-            self.yaml_path, arguments=arguments,
-            run_name=f"{arguments['model_name']}-{arguments['run_tag'][:8]}",
-            experiment_name=experiment, enable_caching=enable_caching)
+        ``enable_caching`` stays None unless the user turned caching off: kfp's client would
+        otherwise overwrite the per-task choices of the definition on every top-level task.
+        """
+        client = client or _connect(host)
+        with _host_errors(host, "submitting the pipeline"):
+            run = client.create_run_from_pipeline_package(
+                self.yaml_path, arguments=arguments,
+                run_name=f"{arguments['model_name']}-{arguments['run_tag'][:8]}",
+                experiment_name=host.experiment or arguments["model_name"],
+                namespace=host.namespace or None, pipeline_root=pipeline_root or None,
+                enable_caching=enable_caching)
         return run.run_id
+
+    def wait(self, host: Host, run_id: str, *, client=None) -> tuple[str, str]:
+        """Poll the run until it ends: (state, error message); ("TIMEOUT", ...) after
+        ``host.timeout_s`` (the run itself goes on)."""
+        client = client or _connect(host)
+        deadline = time.monotonic() + host.timeout_s
+        state = "PENDING"
+        while True:
+            with _host_errors(host, f"reading run {run_id}"):
+                run = client.get_run(run_id)
+            state = str(run.state or "PENDING")
+            if state in TERMINAL:
+                err = getattr(run, "error", None)
+                return state, (getattr(err, "message", "") or "") if err else ""
+            if time.monotonic() + host.poll_s > deadline:
+                return "TIMEOUT", (f"still {state} after {host.timeout_s:g} s (the run goes "
+                                   f"on; raise --timeout or check it on the host)")
+            time.sleep(host.poll_s)
+
+
+#: states a v2beta1 run does not leave
+TERMINAL = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
+
+
+def _connect(host: Host):
+    import kfp
+
+    _preflight(host)
+    with _host_errors(host, "connecting"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # "only works with v2..."
+        return kfp.Client(host=host.url, namespace=host.namespace or "kubeflow",
+                          existing_token=host.token or None)
+
+
+def _preflight(host: Host, timeout_s: float = 10.0) -> None:
+    """One bounded call to the API's healthz first: kfp's client retries an unreachable or
+    refusing host for half a minute, printing tracebacks, before it says anything."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(host.url.rstrip("/") + "/apis/v2beta1/healthz")
+    if host.token:
+        req.add_header("Authorization", f"Bearer {host.token}")
+    with _host_errors(host, "connecting"):
+        try:
+            urllib.request.urlopen(req, timeout=timeout_s).close()
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                raise  # HTTPError.status: the one-line "not authorised"
+        except urllib.error.URLError as e:
+            raise OSError(str(e.reason)) from None
+
+
+@contextlib.contextmanager
+def _host_errors(host: Host, what: str):
+    """Whatever the KFP client raises becomes one line naming the host: never a traceback,
+    nor the tracebacks kfp logs itself while retrying (so logging is muted meanwhile)."""
+    muted = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as e:
+        status = getattr(e, "status", None)
+        if status in (401, 403):
+            why = (f"HTTP {status}: not authorised (give a bearer token: $KFP_TOKEN or "
+                   f"--token-file)")
+        elif status:
+            why = f"HTTP {status} {getattr(e, 'reason', '')}".strip() + _body(e)
+        elif errno := re.search(r"\[Errno -?\d+\] [^'\")]+", str(e)):
+            why = f"cannot connect: {errno.group(0)}"
+        else:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        raise PipelineError(f"KFP host {host.url}: {what} failed: {why}") from None
+    finally:
+        logging.disable(muted)
+
+
+def _body(e: Exception) -> str:
+    import json
+
+    try:
+        msg = json.loads(getattr(e, "body", "") or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        msg = ""
+    return f": {msg[:300]}" if msg else ""
 
 
 DRIVER = TrainingDriver()

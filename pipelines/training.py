@@ -1,8 +1,11 @@
 """The training pipeline: ingest -> split -> train -> evaluate -> gate -> register | log.
 
 ``python -m mleops_pipelines.training`` (or ``mleops pipeline compile``) writes training.yaml.
-Data steps are cached by content hash (passed as parameters), training by its inputs;
-steps reading the registry (evaluate, register/log) never use the cache.
+Data steps are cached by content hash (passed as parameters), training by its inputs, and all
+three by ``code_version`` (the mleops version, a hash of its code, the image digest where
+known). Steps that read or write the registry, and the gate that decides on what evaluate
+read (evaluate, gate, register/log, deploy), are never cached: their caching is switched off
+in the definition, which the runner keeps (it leaves the client's ``enable_caching`` None).
 """
 
 
@@ -54,19 +57,24 @@ def training_pipeline(
     artifacts_destination: str = "",
     run_tag: str = "",
     run_params_json: str = "{}",
+    git_commit: str = "",
+    code_version: str = "",
+    candidate_key: str = "",
 ):
     # The content hashes make the cache key follow the data, not just its URI: the same file
     # reuses ingest/split/train outputs, a changed file re-runs them (and ingest verifies it).
-    ing = c.ingest(data_uri=data_uri, data_hash=data_hash, family=family, column=column,
+    ing = c.ingest(data_uri=data_uri, data_hash=data_hash, code_version=code_version,
+                   family=family, column=column,
                    censor_column=censor_column, weights_column=weights_column,
                    covariates=covariates, time_column=time_column, threshold=threshold,
                    components=components)
     spl = c.split(dataset=ing.outputs["dataset"], validation_data_uri=validation_data_uri,
-                  validation_data_hash=validation_data_hash, family=family,
+                  validation_data_hash=validation_data_hash, code_version=code_version,
+                  family=family,
                   threshold=threshold, components=components, seed=seed,
                   holdout_fraction=holdout_fraction, time_ordered=time_ordered)
-    trn = c.train(train_data=spl.outputs["train"], family=family, threshold=threshold,
-                  components=components, method=method, seed=seed)
+    trn = c.train(train_data=spl.outputs["train"], code_version=code_version, family=family,
+                  threshold=threshold, components=components, method=method, seed=seed)
     trn.set_cpu_request(train_cpu).set_memory_request(train_memory)
     trn.set_accelerator_type(train_accelerator_type).set_accelerator_limit(
         train_accelerator_limit)
@@ -76,11 +84,12 @@ def training_pipeline(
     gt = c.gate(scores=ev.outputs["scores"], tolerance=gate_tolerance,
                 confidence=gate_confidence, test=gate_test, ks_max=gate_ks_max,
                 coverage_tol=gate_coverage_tol, ece_max=gate_ece_max,
-                on_inconclusive=gate_on_inconclusive)
+                on_inconclusive=gate_on_inconclusive).set_caching_options(False)
     common = dict(model=trn.outputs["model"], scores=ev.outputs["scores"],
                   decision=gt.outputs["decision"], report=gt.outputs["report"],
                   tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
-                  params_json=run_params_json)
+                  params_json=run_params_json, git_commit=git_commit,
+                  code_version=code_version, candidate_key=candidate_key)
     with dsl.If(gt.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
         reg = c.record(register=True, **common).set_caching_options(False)
         reg.set_display_name("register")

@@ -1,14 +1,9 @@
 """The compiled pipeline: committed YAML is current, round-trips, and carries what a cluster
 needs (resources, accelerator, caching choices, both gate branches). Submission to a KFP host
-is tested by contract: the exact client calls."""
+is tested against a KFP API stub (``test_pipeline_host.py``)."""
 
-import os
-
-import pytest
 import yaml
 
-from mleops.cli import exits
-from mleops.pipeline import runner
 from mleops_pipelines import training
 
 
@@ -46,69 +41,66 @@ def test_train_task_resources_and_accelerator_are_parameters():
         assert e["container"]["image"].startswith("ghcr.io/mleops/mleops:")
 
 
-def test_caching_follows_data_hashes_and_registry_steps_never_cache():
+def _tasks(spec):
+    """Every task of the pipeline, the gate branches' included, by name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for name, comp in spec["components"].items():
+        if name.startswith("comp-condition"):
+            tasks.update(comp["dag"]["tasks"])
+    return tasks
+
+
+def test_only_data_and_training_steps_cache_and_their_keys_hold_the_code():
     spec = _spec()
-    tasks = spec["root"]["dag"]["tasks"]
-    caching = {n: t.get("cachingOptions", {}).get("enableCache", False) for n, t in tasks.items()}
-    assert caching["evaluate"] is False  # reads the current champion
-    assert caching["ingest"] and caching["split"] and caching["train"] and caching["gate"]
-    ingest_inputs = tasks["ingest"]["inputs"]["parameters"]
-    assert "data_hash" in ingest_inputs  # the cache key follows the file's content
+    tasks = _tasks(spec)
+    caching = {n: t.get("cachingOptions", {}).get("enableCache", False) for n, t in tasks.items()
+               if "componentRef" in t and not n.startswith("condition")}
+    assert caching == {"ingest": True, "split": True, "train": True, "evaluate": False,
+                       "gate": False, "record": False, "record-2": False, "deploy": False}
+    for name in ("ingest", "split", "train"):  # the library's code is part of their keys
+        params = tasks[name]["inputs"]["parameters"]
+        assert params["code_version"] == {"componentInputParameter": "code_version"}
+    assert "data_hash" in tasks["ingest"]["inputs"]["parameters"]
     assert "validation_data_hash" in tasks["split"]["inputs"]["parameters"]
+    for name in ("record", "record-2"):
+        assert {"git_commit", "code_version", "candidate_key"} <= set(
+            tasks[name]["inputs"]["parameters"])
     branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
     conds = sorted(t["triggerPolicy"]["condition"] for t in branches.values())
     assert any(c.startswith("!(") for c in conds) and len(conds) == 2
 
 
-class RecordingClient:
-    def __init__(self):
-        self.calls = []
+def test_code_version_follows_every_source_file_and_the_image(tmp_path, monkeypatch):
+    import sys
 
-    def create_run_from_pipeline_package(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
+    from mleops import __version__
+    from mleops.pipeline import provenance
 
-        class Run:
-            run_id = "kfp-run-123"
-
-        return Run()
-
-
-def test_submit_to_host_makes_exactly_one_create_run_call(tmp_path, monkeypatch):
-    data = tmp_path / "d.csv"
-    data.write_text("latency\n" + "\n".join(str(1 + i % 7) for i in range(50)) + "\n")
-    made = []
-    rec = RecordingClient()
-
-    def fake_client(host):
-        made.append(host)
-        return rec
-
-    import kfp
-
-    monkeypatch.setattr(kfp, "Client", fake_client)
-    req = runner.RunRequest(data_uri=str(data), family="gamma", model_name="m",
-                            tracking_uri="http://mlflow.example:5000")
-    out = runner.run_pipeline(req, host="http://kfp.example:8888", enable_caching=False)
-    assert made == ["http://kfp.example:8888"]
-    assert out == {"submitted": True, "kfp_run_id": "kfp-run-123", "run_tag": out["run_tag"],
-                   "host": "http://kfp.example:8888"}
-    (args, kwargs), = rec.calls
-    assert args == (training.YAML,)
-    assert kwargs["experiment_name"] == "m" and kwargs["enable_caching"] is False
-    assert kwargs["run_name"] == f"m-{out['run_tag'][:8]}"
-    a = kwargs["arguments"]
-    assert a["data_uri"] == str(data) and a["tracking_uri"] == "http://mlflow.example:5000"
-    assert a["run_tag"] == out["run_tag"] and a["family"] == "gamma"
-    assert exits.for_pipeline(out) == 0
+    pkg = tmp_path / "fakepkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "steps.py").write_text("def train(): return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("fakepkg", None)
+    before = provenance.code_hash(("fakepkg",))
+    (pkg / "sub" / "steps.py").write_text("def train(): return 2\n")
+    assert provenance.code_hash(("fakepkg",)) != before
+    (pkg / "sub" / "steps.py").write_text("def train(): return 1\n")
+    assert provenance.code_hash(("fakepkg",)) == before
+    monkeypatch.delenv(provenance.IMAGE_DIGEST_ENV, raising=False)
+    v = provenance.code_version()
+    assert v.startswith(f"{__version__}+") and len(v) == len(__version__) + 13
+    monkeypatch.setenv(provenance.IMAGE_DIGEST_ENV, "sha256:" + "a" * 64)
+    assert provenance.code_version() == f"{v}@sha256:{'a' * 64}"
 
 
-def test_submit_validates_before_calling_the_host(tmp_path, monkeypatch):
-    import kfp
+def test_git_commit_comes_from_the_cli_side(tmp_path, monkeypatch):
+    from mleops.pipeline import provenance
 
-    from mleops.errors import DataError
-
-    monkeypatch.setattr(kfp, "Client", lambda host: pytest.fail("must not be called"))
-    req = runner.RunRequest(data_uri=str(tmp_path / "none.csv"), family="gamma", model_name="m")
-    with pytest.raises(DataError, match="not found"):
-        runner.run_pipeline(req, host="http://kfp.example:8888")
-    assert not os.path.exists(tmp_path / "none.csv")
+    for k in (provenance.GIT_COMMIT_ENV, *provenance.CI_COMMIT_ENVS):
+        monkeypatch.delenv(k, raising=False)
+    assert provenance.git_commit(str(tmp_path)) == ""  # no checkout, no CI: unknown, not a guess
+    monkeypatch.setenv("GITHUB_SHA", "f" * 40)
+    assert provenance.git_commit(str(tmp_path)) == "f" * 40
+    monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "c" * 40)
+    assert provenance.git_commit(str(tmp_path)) == "c" * 40

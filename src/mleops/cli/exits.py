@@ -7,11 +7,12 @@
 | 2 | bad input: the message names it; nothing was changed |
 | 3 | the decision was no: fit did not converge, gate rejected, rollout rolled back |
 | 4 | drift detected (``mleops monitor``) |
+| 5 | nothing new: the candidate already is a registered version (``mleops pipeline run``) |
 """
 
 from __future__ import annotations
 
-OK, FAILED, BAD_INPUT, REJECTED, DRIFT = 0, 1, 2, 3, 4
+OK, FAILED, BAD_INPUT, REJECTED, DRIFT, DUPLICATE = 0, 1, 2, 3, 4, 5
 FIT_FAILED = ROLLED_BACK = REJECTED
 
 
@@ -27,10 +28,11 @@ def for_error(exc: BaseException) -> int:
 
 
 def for_pipeline(result: dict) -> int:
-    """``mleops pipeline run``: submitted or registered -> 0, gate rejected -> 3."""
-    if result.get("submitted"):
+    """``mleops pipeline run``: submitted or registered -> 0, gate rejected -> 3, the
+    candidate already a version -> 5."""
+    if result.get("submitted") or result.get("registered_version"):
         return OK
-    return OK if result.get("registered_version") else REJECTED
+    return DUPLICATE if result.get("duplicate_of") else REJECTED
 
 
 def for_rollout(phase: str) -> int:

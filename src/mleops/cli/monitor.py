@@ -23,7 +23,7 @@ from mleops.cli import exits
 def _retrain_with(pipeline_args: str):
     """A retrain hook: ``mleops pipeline run`` with the champion's defaults plus
     ``--pipeline-args`` (parsed by the same option definitions)."""
-    from mleops.cli.options import parse_pipeline_run
+    from mleops.cli.options import parse_pipeline_run, split_pipeline_run
     from mleops.errors import DataError
     from mleops.pipeline.runner import RunRequest, run_pipeline
 
@@ -36,11 +36,9 @@ def _retrain_with(pipeline_args: str):
         except (click.UsageError, ValueError) as e:
             msg = e.format_message() if isinstance(e, click.UsageError) else str(e)
             raise DataError(f"--on-drift retrain: {msg}") from None
-        host, root, no_cache = p.pop("host"), p.pop("pipeline_root"), p.pop("no_cache")
-        p.pop("as_json")
+        fields, how = split_pipeline_run(p)
         with contextlib.redirect_stdout(sys.stderr):  # task logs never mix with --json output
-            return run_pipeline(RunRequest(**p), host=host, pipeline_root=root,
-                                enable_caching=not no_cache)
+            return run_pipeline(RunRequest(**fields), **how)
 
     return retrain
 

@@ -10,7 +10,9 @@ from mleops._config import INCONCLUSIVE_POLICIES
 
 #: ``mleops pipeline run``'s options (``--host`` & co. included)
 PIPELINE_RUN = [
-    click.option("--data", "data_uri", required=True, help="Training data (CSV/Parquet path or file:// URI)."),
+    click.option("--data", "data_uri", required=True,
+                 help="Training data: a CSV/Parquet file, a directory of Parquet files (hive "
+                      "partitions too), or an object-store URI (s3://, gs://, ...)."),
     click.option("--family", required=True),
     click.option("--model-name", required=True, help="Registered model name (and MLflow experiment)."),
     click.option("--column", default=""),
@@ -22,7 +24,8 @@ PIPELINE_RUN = [
     click.option("--threshold", type=float, default=0.0, help="genpareto threshold."),
     click.option("--components", type=int, default=0, help="gaussian mixture components."),
     click.option("--validation-data", "validation_data_uri", default="",
-                 help="Fixed held-out set (else a seeded split of --data)."),
+                 help="Fixed held-out set, same forms as --data (else a seeded split of "
+                      "--data); at least 10 rows."),
     click.option("--holdout-fraction", type=float, default=0.2),
     click.option("--seed", type=int, default=0),
     click.option("--tracking-uri", default="", help="MLflow tracking URI (default: ./mlruns.db)."),
@@ -43,8 +46,20 @@ PIPELINE_RUN = [
     click.option("--artifacts-destination", default="",
                  envvar="MLEOPS_ARTIFACTS_DESTINATION",
                  help="Tracking server's artifact store (e.g. s3://bucket/path) for modelUri."),
-    click.option("--host", default="", help="KFP API server: submit instead of running locally."),
-    click.option("--pipeline-root", default="", help="Local runner output directory."),
+    click.option("--git-commit", default="",
+                 help="Commit trained from (default: the checkout here, else $GITHUB_SHA & co.)."),
+    click.option("--host", default="", help="KFP API server: run there (and wait) instead of "
+                                            "locally."),
+    click.option("--namespace", default="", help="With --host: the KFP (profile) namespace."),
+    click.option("--experiment", default="", help="With --host: KFP experiment (default: the "
+                                                  "model name)."),
+    click.option("--token-file", default="", envvar="KF_PIPELINES_SA_TOKEN_PATH",
+                 help="With --host: file holding the bearer token (else $KFP_TOKEN)."),
+    click.option("--no-wait", is_flag=True, help="With --host: submit and return (exit 0)."),
+    click.option("--timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True,
+                 help="With --host: seconds to wait for the run (then exit 1)."),
+    click.option("--pipeline-root", default="", help="Local runner output directory (with "
+                                                     "--host: an object-store URI)."),
     click.option("--no-cache", is_flag=True, help="Disable KFP step caching."),
     click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
 ]
@@ -55,6 +70,40 @@ def pipeline_run_options(f):
     for option in reversed(PIPELINE_RUN):
         f = option(f)
     return f
+
+
+TOKEN_ENV = "KFP_TOKEN"
+_HOST_ONLY = ("namespace", "experiment", "no_wait")
+
+
+def split_pipeline_run(params: dict) -> tuple[dict, dict]:
+    """Parsed ``pipeline run`` options -> (``RunRequest`` fields, ``run_pipeline`` keywords)."""
+    import os
+
+    from mleops.errors import DataError
+    from mleops.pipeline.provenance import git_commit
+    from mleops.pipeline.runner import Host
+
+    p = dict(params)
+    p.pop("as_json", None)
+    url, root, no_cache = p.pop("host"), p.pop("pipeline_root"), p.pop("no_cache")
+    given = {k: p.pop(k) for k in (*_HOST_ONLY, "token_file", "timeout")}
+    if not url and (used := [k for k in _HOST_ONLY if given[k]]):
+        raise DataError(f"--{used[0].replace('_', '-')} needs --host")
+    host = None
+    if url:
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token and (path := given["token_file"]):
+            try:
+                with open(path) as f:
+                    token = f.read().strip()
+            except OSError as e:
+                raise DataError(f"--token-file {path}: {e.strerror}") from None
+        host = Host(url, namespace=given["namespace"], experiment=given["experiment"],
+                    token=token, wait=not given["no_wait"], timeout_s=given["timeout"])
+    p["git_commit"] = p.get("git_commit") or git_commit()
+    return p, {"host": host, "pipeline_root": root,
+               "enable_caching": False if no_cache else None}
 
 
 def parse_pipeline_run(args: list[str], prog: str = "pipeline run") -> dict:

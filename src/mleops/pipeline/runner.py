@@ -12,15 +12,19 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from typing import Protocol
 
 from mleops.errors import DataError, MleopsError
 from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
+from mleops.pipeline import provenance
 from mleops.pipeline.dataset import ColumnSpec, check_validation, load_source, split_indices
 from mleops.pipeline.steps import family_options
+from mleops.registry import DUPLICATE_TAG
+from mleops.storage import is_remote
 
+POLL_ENV = "MLEOPS_KFP_POLL_S"  # seconds between polls of a KFP run
 DRIVERS = "mleops.pipelines"  # entry-point group the pipeline shells register under
 
 
@@ -54,8 +58,11 @@ class RunRequest:
     deploy_canary_traffic: int = 10
     deploy_apply: bool = False
     artifacts_destination: str = ""
+    git_commit: str = ""  # read by the CLI where the checkout is: pods have no git
     data_hash: str = ""  # filled by validate(): content hashes key the pipeline cache
     validation_data_hash: str = ""
+    code_version: str = ""  # filled by validate(): the code is part of every cache key
+    candidate_key: str = ""  # filled by validate(): equal keys, same candidate (no duplicate)
 
     def validate(self) -> None:
         """Fail fast, before any task starts: the same checks ingest runs."""
@@ -83,6 +90,30 @@ class RunRequest:
                        test=self.gate_test, on_inconclusive=self.gate_on_inconclusive)
         except ValueError as e:
             raise DataError(str(e)) from None
+        check_deploy_settings(self.model_name, self.deploy_namespace,
+                              self.deploy_canary_traffic)
+        self.code_version = provenance.code_version()
+        self.candidate_key = provenance.candidate_key(
+            data=self.data_hash, validation=self.validation_data_hash, family=self.family,
+            options=opts, spec=asdict(spec), seed=self.seed,
+            holdout=None if self.validation_data_uri else [self.holdout_fraction,
+                                                          self.time_ordered])
+
+    def check_portable(self, pipeline_root: str = "") -> None:
+        """Refuse what only works on this machine before a cluster's pods are sent it."""
+        for flag, uri in (("--data", self.data_uri),
+                          ("--validation-data", self.validation_data_uri)):
+            if uri and not is_remote(uri):
+                raise DataError(f"{flag} {uri}: a local path cannot be read by the cluster's "
+                                f"pods; give an object-store URI (s3://, gs://, ...)")
+        if not self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            raise DataError(f"--tracking-uri {self.tracking_uri or '(default: local sqlite)'}: "
+                            f"the cluster's pods need an MLflow server URL (http(s)://...)")
+        for flag, uri in (("--artifacts-destination", self.artifacts_destination),
+                          ("--pipeline-root", pipeline_root)):
+            if uri and not is_remote(uri):
+                raise DataError(f"{flag} {uri}: not a URI the cluster can reach "
+                                f"(s3://, gs://, ...)")
 
     def arguments(self, run_tag: str, tracking_uri: str) -> dict:
         args = {k: v for k, v in self.__dict__.items()}
@@ -91,6 +122,35 @@ class RunRequest:
         args["run_params_json"] = json.dumps({k: v for k, v in args.items()
                                               if k not in ("tracking_uri", "run_params_json")})
         return args
+
+
+def check_deploy_settings(model_name: str, namespace: str, canary_traffic: int) -> None:
+    """The deploy step's settings must render: refused up front, not four tasks in."""
+    from mleops.deploy import deployment_name
+    from mleops.deploy.k8s import DNS1123
+
+    name = deployment_name(model_name)
+    if len(name) > 63 or not DNS1123.fullmatch(name):
+        raise DataError(f"--model-name {model_name!r}: its SeldonDeployment name {name!r} is "
+                        f"not a valid Kubernetes name (lower-case letters, digits and '-', "
+                        f"starting and ending alphanumeric, at most 63)")
+    if len(namespace) > 63 or not DNS1123.fullmatch(namespace):
+        raise DataError(f"--deploy-namespace {namespace!r} is not a valid Kubernetes namespace")
+    if not 0 <= canary_traffic <= 100:
+        raise DataError(f"--deploy-canary-traffic {canary_traffic}: a percentage, 0 to 100")
+
+
+@dataclass
+class Host:
+    """A KFP API server to run on, and as whom: what ``--host`` & co. say."""
+
+    url: str
+    namespace: str = ""
+    experiment: str = ""
+    token: str = ""
+    wait: bool = True
+    timeout_s: float = 3600.0
+    poll_s: float = field(default_factory=lambda: float(os.environ.get(POLL_ENV, "5")))
 
 
 class PipelineDriver(Protocol):
@@ -103,8 +163,10 @@ class PipelineDriver(Protocol):
     def run_local(self, arguments: dict, *, pipeline_root: str,
                   enable_caching: bool = True) -> None: ...
 
-    def submit(self, host: str, arguments: dict, *, experiment: str,
-               enable_caching: bool = True, client=None) -> str: ...
+    def submit(self, host: Host, arguments: dict, *, enable_caching: bool | None = None,
+               pipeline_root: str = "", client=None) -> str: ...
+
+    def wait(self, host: Host, run_id: str, *, client=None) -> tuple[str, str]: ...
 
 
 def load_driver(name: str = "training") -> PipelineDriver:
@@ -127,30 +189,49 @@ def summary(registry, model_name: str, run_tag: str) -> dict:
     if run_id is None:
         raise PipelineError(f"no MLflow run tagged mleops.pipeline_run={run_tag} in "
                             f"experiment {model_name!r} at {registry.uri}")
+    tags = registry.run_tags(run_id)
     return {"run_id": run_id, "run_tag": run_tag, "model_name": model_name,
             "tracking_uri": registry.uri, "gate": registry.run_json(run_id, "gate/decision.json"),
             "registered_version": registry.version_of_run(model_name, run_id),
+            "duplicate_of": tags.get(DUPLICATE_TAG) or None,
             "metrics": registry.run_metrics(run_id)}
 
 
-def run_pipeline(req: RunRequest, *, host: str = "", pipeline_root: str = "",
-                 enable_caching: bool = True, client=None,
+def run_pipeline(req: RunRequest, *, host: Host | None = None, pipeline_root: str = "",
+                 enable_caching: bool | None = None, client=None,
                  driver: PipelineDriver | None = None) -> dict:
-    """Validate, run (locally unless ``host``), and summarise from MLflow."""
+    """Validate, run (locally, or on ``host`` and wait for it), and summarise from MLflow.
+
+    ``enable_caching`` None keeps the pipeline's own per-task choices (kfp's client would
+    otherwise force one value on every top-level task, ``evaluate`` included); False turns
+    caching off everywhere.
+    """
     from mleops.registry import Registry, default_tracking_uri
 
     req.validate()
-    driver = driver or load_driver()
-    tracking = req.tracking_uri or default_tracking_uri()
-    run_tag = uuid.uuid4().hex
-    args = req.arguments(run_tag, tracking)
+    req.tracking_uri = tracking = req.tracking_uri or default_tracking_uri()
     if host:
-        kfp_run = driver.submit(host, args, experiment=req.model_name,
-                                enable_caching=enable_caching, client=client)
-        return {"submitted": True, "kfp_run_id": kfp_run, "run_tag": run_tag, "host": host}
+        req.check_portable(pipeline_root)
+    driver = driver or load_driver()
     registry = Registry(tracking)
     # Fail fast (retries, then a RegistryError naming the URI) before any task runs.
     registry.list_versions(req.model_name)
+    if dup := registry.duplicate_of(req.model_name, req.candidate_key):
+        return {"duplicate_of": dup, "registered_version": None, "model_name": req.model_name,
+                "tracking_uri": registry.uri, "candidate_key": req.candidate_key}
+    run_tag = uuid.uuid4().hex
+    args = req.arguments(run_tag, tracking)
+    if host:
+        kfp_run = driver.submit(host, args, enable_caching=enable_caching,
+                                pipeline_root=pipeline_root, client=client)
+        if not host.wait:
+            return {"submitted": True, "kfp_run_id": kfp_run, "run_tag": run_tag,
+                    "host": host.url}
+        state, error = driver.wait(host, kfp_run, client=client)
+        if state != "SUCCEEDED":
+            raise PipelineError(f"KFP run {kfp_run} on {host.url} ended {state}"
+                                + (f": {error}" if error else ""))
+        return {**summary(registry, req.model_name, run_tag), "kfp_run_id": kfp_run}
     root = pipeline_root or os.path.abspath(os.path.join(".mleops", "kfp-local"))
-    driver.run_local(args, pipeline_root=root, enable_caching=enable_caching)
+    driver.run_local(args, pipeline_root=root, enable_caching=enable_caching is not False)
     return summary(registry, req.model_name, run_tag)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 import numpy as np
@@ -24,6 +23,7 @@ from mleops.pipeline.dataset import (
     split_indices,
     write_table,
 )
+from mleops.pipeline.provenance import GIT_COMMIT_ENV
 
 SCORES_FILE = "scores.npz"
 CALIB_FILE = "calibration.json"
@@ -197,23 +197,17 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
     return out
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str, *,
            tracking_uri: str, model_name: str, run_tag: str, params: dict,
-           register: bool) -> dict:
+           register: bool, git_commit: str = "", code_version: str = "",
+           candidate_key: str = "") -> dict:
     """Log the candidate as an MLflow run; register a version only if ``register``.
 
-    Rejected candidates are logged (so the rejection is auditable) but never registered.
+    Rejected candidates are logged (so the rejection is auditable) but never registered; a
+    candidate that already is a version (same ``candidate_key``) is logged and tagged
+    ``mleops.duplicate_of``, and nothing is registered.
     """
-    from mleops.registry import Registry
+    from mleops.registry import CANDIDATE_TAG, DUPLICATE_TAG, DuplicateVersion, Registry
 
     art = ModelArtifact.load(model_dir)
     _, _, info = load_scores(scores_dir)
@@ -224,8 +218,9 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     metrics = {**info["metrics"], **fit_metrics(art), **stats,
                "gate_passed": float(decision["passed"])}
     lineage = {"mleops.pipeline_run": run_tag, "mleops.data_hash": art.metadata.get("data_hash", ""),
-               "mleops.git_commit": git_commit(), "mleops.family": art.family["name"],
-               "mleops.device": art.metadata.get("device", "")}
+               "mleops.git_commit": git_commit or os.environ.get(GIT_COMMIT_ENV, ""),
+               "mleops.family": art.family["name"], "mleops.device": art.metadata.get("device", ""),
+               "mleops.code_version": code_version, CANDIDATE_TAG: candidate_key}
     tags = {**lineage, "mleops.gate": outcome_of(decision),
             "mleops.champion_version_compared": decision.get("champion_version", "")}
     reg = Registry(tracking_uri or None)
@@ -245,6 +240,10 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
         try:
             version = reg.register(model_name, run_id, tags=lineage,
                                    expected_champion=str(decision.get("champion_version", "")))
+        except DuplicateVersion as e:
+            reg.mark_run(run_id, {"mleops.registered": "duplicate", DUPLICATE_TAG: e.version})
+            return {"run_id": run_id, "registered_version": None, "passed": decision["passed"],
+                    "duplicate_of": e.version}
         except BaseException as e:  # the run says what happened: not registered, and why
             reg.mark_run(run_id, {"mleops.registered": "failed",
                                   "mleops.register_error": f"{type(e).__name__}: {e}"})

@@ -3,8 +3,16 @@
 Nobody outside this package touches MLflow's client: other rooms call :class:`Registry`.
 """
 
-from mleops.registry.registry import CHALLENGER, CHAMPION, Registry
+from mleops.registry.registry import (
+    CANDIDATE_TAG,
+    CHALLENGER,
+    CHAMPION,
+    DUPLICATE_TAG,
+    DuplicateVersion,
+    Registry,
+)
 from mleops.registry.runs import default_tracking_uri
 from mleops.registry.session import RegistryError
 
-__all__ = ["CHALLENGER", "CHAMPION", "Registry", "RegistryError", "default_tracking_uri"]
+__all__ = ["CANDIDATE_TAG", "CHALLENGER", "CHAMPION", "DUPLICATE_TAG", "DuplicateVersion",
+           "Registry", "RegistryError", "default_tracking_uri"]

@@ -28,6 +28,17 @@ HISTORY_TAG, ALIAS_TAG = "mleops.champion_history", "mleops.alias."
 ROLLBACK_TAG = "mleops.last_rollback"
 PENDING_TAG = "mleops.promotion_pending"  # a promotion's intent, until it is complete
 MAX_HISTORY = 50
+CANDIDATE_TAG = "mleops.candidate_key"  # what a version was built from (pipeline.provenance)
+DUPLICATE_TAG = "mleops.duplicate_of"  # on a run whose candidate already was a version
+
+
+class DuplicateVersion(RegistryError):
+    """The candidate already is a version (same data, family and options): nothing added."""
+
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(f"model {name!r} version {version} was built from the same data, "
+                         f"family and options: nothing registered")
+        self.version = version
 
 
 def _aliases(rm) -> dict[str, str]:
@@ -122,8 +133,18 @@ class Registry(Runs):
                 return self._register_locked(name, run_id, model_id, tags, created,
                                              expected_champion)
 
+    def duplicate_of(self, name: str, candidate_key: str) -> str | None:
+        """The version of ``name`` built from ``candidate_key`` (tag ``mleops.candidate_key``),
+        deleted-alias and rolled-back versions included; None if there is none."""
+        if not candidate_key:
+            return None
+        return next((v["version"] for v in self.list_versions(name)
+                     if v["tags"].get(CANDIDATE_TAG) == candidate_key), None)
+
     def _register_locked(self, name, run_id, model_id, tags, created,
                          expected_champion) -> str:
+        if dup := self.duplicate_of(name, tags.get(CANDIDATE_TAG, "")):
+            raise DuplicateVersion(name, dup)  # under the lock: two equal runs add one version
         if expected_champion is not None:
             now = _aliases(self._existing(name)).get(CHAMPION)
             if (now or "") != str(expected_champion):

@@ -122,6 +122,10 @@ class Runs:
         for k, v in tags.items():
             self._quietly(self.client.set_tag, run_id, k, str(v)[:5000])
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        with self._errors(f"reading the tags of run {run_id}"):
+            return dict(self._call(self.client.get_run, run_id).data.tags)
+
     def log_dict(self, run_id: str, obj: Any, path: str) -> None:
         """A JSON artifact of the run (e.g. the gate decision with every number behind it)."""
         with self._errors(f"logging {path} to run {run_id}"):
