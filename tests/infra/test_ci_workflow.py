@@ -321,3 +321,21 @@ def test_canary_step_without_a_version_fails(runner):
     p = runner.run("canary")
     assert p.returncode == 1
     assert runner.calls() == []
+
+
+def test_the_real_cli_accepts_what_the_workflow_passes(runner):
+    """The fake records each argv; the real option definitions must parse them (a renamed or
+    missing option would make the job exit 2 on every run)."""
+    from mleops.cli.main import main
+    from mleops.cli.options import parse_pipeline_run
+
+    runner.run("pipeline", FAKE_PIPELINE_EXIT="0")
+    runner.run("canary", FAKE_ROLLOUT_EXIT="0")
+    pipeline_call, rollout_call = runner.calls()
+    parsed = parse_pipeline_run(pipeline_call["argv"][2:])
+    assert parsed["host"] == "fake-kfp_host" and parsed["namespace"] == "fake-kfp_namespace"
+    assert parsed["timeout"] == 3600 and parsed["git_commit"] == "ab" * 20
+    start = main.commands["rollout"].commands["start"]
+    with start.make_context("start", rollout_call["argv"][2:]) as ctx:
+        assert ctx.params["kubernetes"] and ctx.params["candidate_version"] == "7"
+        assert ctx.params["name"] == "request-latency" and ctx.params["timeout"] == 7200

@@ -373,7 +373,7 @@ def test_cli_on_drift_retrain_runs_the_pipeline_with_the_drifted_rows(champ, fil
     assert (req.data_uri, req.family, req.model_name) == (files["drifted"], "lognormal",
                                                           "latency")
     assert req.gate_tolerance == 0.01 and req.gate_test == "z"
-    assert kw == {"host": "", "pipeline_root": "/tmp/x", "enable_caching": False}
+    assert kw == {"host": None, "pipeline_root": "/tmp/x", "enable_caching": False}
     assert cli("--model-dir", champ["dir"], "--data", files["good"], "--on-drift",
                "retrain").exit_code == 0 and len(seen) == 1
     bad = cli("--model-dir", champ["dir"], "--data", files["drifted"], "--on-drift", "retrain",

@@ -146,25 +146,32 @@ def test_unreachable_tracking_server_fails_cleanly(data, tmp_path):
 
 
 def test_cache_reuses_steps_for_the_same_data_and_can_be_turned_off(data, mlflow_server):  # noqa: F811
-    """A cached task reuses earlier outputs, so it leaves no directory in the new run."""
+    """A cached task reuses earlier outputs, so it leaves no directory in the new run. The same
+    candidate for the same model is a duplicate (exit 5, nothing run); for another model the
+    data and training steps come from the cache and the registry steps run."""
     root = data["dir"] / "cache-root"
 
-    def go(*extra):
+    def go(model, *extra, code=0):
         before = set(os.listdir(root)) if root.exists() else set()
         out = cli("pipeline", "run", "--data", data["first"], "--family", "gamma",
-                  "--model-name", "latency-cache", "--validation-data", data["validation"],
+                  "--model-name", model, "--validation-data", data["validation"],
                   "--tracking-uri", mlflow_server, "--pipeline-root", str(root), "--json",
                   *extra, cwd=data["dir"])
-        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.returncode == code, out.stderr[-3000:]
+        if code:
+            assert set(os.listdir(root)) == before  # refused before any task ran
+            return json.loads(out.stdout)
         (run_dir,) = set(os.listdir(root)) - before - {".kfp_cache"}
         return set(os.listdir(root / run_dir))
 
-    first = go()
+    first = go("latency-cache")
     assert {"ingest", "split", "train", "evaluate", "gate"} <= first
-    second = go()
+    dup = go("latency-cache", "--gate-tolerance", "0.5", code=5)  # gate settings: same model
+    assert dup["duplicate_of"] == "1" and dup["registered_version"] is None
+    second = go("latency-cache-b")
     assert not {"ingest", "split", "train"} & second  # reused
     assert {"evaluate", "gate"} <= second  # evaluate reads the registry: never cached
-    assert {"ingest", "split", "train"} <= go("--no-cache")
+    assert {"ingest", "split", "train"} <= go("latency-cache-c", "--no-cache")
     # No artifact store address was given: the version is registered, the manifest explains
     # why it was not rendered (a remote tracking server proxies the artifacts).
     runs = sorted(p for p in root.iterdir() if p.name.startswith("mleops-training"))

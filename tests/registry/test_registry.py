@@ -338,3 +338,19 @@ def test_a_rolled_back_version_needs_force(registry, runs):
         registry.promote(name, "2")
     assert _aliases(registry, name)["1"] == ["champion"]
     assert registry.promote(name, "2", force=True)["changed"]
+
+
+def test_the_same_candidate_is_registered_once(registry, runs):
+    """Same candidate key (data, family, options): the second registration adds nothing,
+    under the model's lock, even after the first was rolled back."""
+    from mleops.registry import CANDIDATE_TAG, DuplicateVersion
+
+    name = _name()
+    key = {**LINEAGE, CANDIDATE_TAG: "k" * 64}
+    assert registry.register(name, runs[0][1], tags=key) == "1"
+    with pytest.raises(DuplicateVersion, match="version 1 was built from the same data") as e:
+        registry.register(name, runs[1][1], tags=key)
+    assert e.value.version == "1" and registry.duplicate_of(name, "k" * 64) == "1"
+    assert [v["version"] for v in registry.list_versions(name)] == ["1"]
+    assert registry.duplicate_of(name, "") is None and registry.duplicate_of(name, "x") is None
+    assert registry.register(name, runs[1][1], tags={**key, CANDIDATE_TAG: "j" * 64}) == "2"
