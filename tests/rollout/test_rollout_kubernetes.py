@@ -17,7 +17,8 @@ from support.kubernetes import REF, RecordingApi
 
 from mleops.deploy import DeployError, validate_manifest
 from mleops.rollout import AnnotationStateStore, RolloutState, Summary
-from mleops.rollout.kubernetes import EXECUTOR, SERIES, KubernetesBackend
+from mleops.rollout.kubernetes import KubernetesBackend
+from mleops.rollout.prometheus_evidence import EXECUTOR, SERIES
 from mleops.rollout.state import ANNOTATION
 
 SEL = 'namespace="models",registered_model="claims",registered_version="{v}"'
@@ -119,7 +120,7 @@ def test_read_counts_per_series_and_survives_a_pod_restart(prom):
     prom.totals("3", {"m-0": (400, -420.0, 600.0, 0), "m-1": (500, -530.0, 700.0, 0)})
     prom.executor(10, 0)
     backend = _backend(None, prom)
-    state.cursor = {"series": backend._series(state), "acc": {}}
+    state.cursor = backend.evidence.start(state.candidate_version, state.champion_version)
     prom.totals("4", {"c-0": (200, -240.0, 300.0, 6)})
     prom.totals("3", {"m-0": (450, -470.0, 660.0, 0), "m-1": (30, -31.0, 40.0, 0)})  # restart
     prom.executor(40, 3)

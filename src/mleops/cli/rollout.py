@@ -34,7 +34,9 @@ def _cluster_options(f):
                          help="Drive a SeldonDeployment (state in its annotations)."),
             click.option("--namespace", default="models", show_default=True),
             click.option("--prometheus", default="http://prometheus-operated.monitoring:9090",
-                         show_default=True, help="Prometheus HTTP API (with --kubernetes)."),
+                         show_default=True,
+                         help="Prometheus HTTP API (with --kubernetes or --evidence "
+                              "prometheus)."),
     ]):
         f = opt(f)
     return f
@@ -130,11 +132,20 @@ def rollout() -> None:
 @click.option("--detach", is_flag=True, help="Start and return (drive with `resume`).")
 @click.option("--supersede", is_flag=True,
               help="Replace a rollout in progress for this model (it is rolled back first).")
+@click.option("--evidence", type=click.Choice(["router", "prometheus"]), default="router",
+              show_default=True,
+              help="Locally: score from the router's row records (paired in shadow mode) or "
+                   "from Prometheus scraping the model servers (--prometheus), as on a "
+                   "cluster. --kubernetes always uses Prometheus.")
+@click.option("--evidence-label", "evidence_labels", multiple=True, metavar="KEY=VALUE",
+              help="With --evidence prometheus: a label every series must carry (e.g. "
+                   "job=mleops-local); repeatable.")
 @click.option("--json", "as_json", is_flag=True)
 def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_drop, alpha,
               step_min_rows, metrics_timeout, router_url, kubernetes, namespace, prometheus,
               artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch,
-              columns, interval, timeout, detach, supersede, as_json) -> None:
+              columns, interval, timeout, detach, supersede, evidence, evidence_labels,
+              as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
     from mleops.registry import Registry
     from mleops.rollout import Controller, Guardrails, TestConfig, open_backend
@@ -144,11 +155,15 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
     test = TestConfig(**given(min_drop=min_drop, alpha=alpha))  # start() sets the pairing
     g = Guardrails(**given(step_min_rows=step_min_rows, metrics_timeout_s=metrics_timeout))
+    labels = dict(kv.split("=", 1) for kv in evidence_labels if "=" in kv)
+    if len(labels) != len(evidence_labels):
+        raise click.UsageError("--evidence-label takes KEY=VALUE")
     registry = Registry(tracking_uri or None)
+    from_prometheus = kubernetes or evidence == "prometheus"
     with open_backend(name, registry=registry, kubernetes=kubernetes, router_url=router_url,
-                      namespace=namespace, prometheus=prometheus,
-                      artifacts_destination=artifacts_destination,
-                      env_secret=env_secret) as backend:
+                      namespace=namespace, prometheus=prometheus if from_prometheus else "",
+                      artifacts_destination=artifacts_destination, env_secret=env_secret,
+                      evidence_labels=labels) as backend:
         router_url = backend.describe().get("router", router_url)
         controller = Controller(_store(kubernetes, namespace, state_dir), backend, registry)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwinds: servers stopped

@@ -10,6 +10,7 @@ from typing import Any
 from mleops.rollout.backend import Backend, RolloutError
 from mleops.rollout.kubernetes import AnnotationStateStore, KubernetesBackend
 from mleops.rollout.local import LocalBackend, LocalDataPlane
+from mleops.rollout.prometheus_evidence import PrometheusEvidence
 from mleops.rollout.state import FileStateStore
 
 
@@ -17,7 +18,9 @@ def backend_from(desc: dict[str, Any], registry=None) -> Backend:
     """The backend a state's ``backend`` description names (what resume/status/abort reuse)."""
     kind = desc.get("kind")
     if kind == "local":
-        return LocalBackend(desc["router"])
+        ev = desc.get("evidence")
+        return LocalBackend(desc["router"], evidence=PrometheusEvidence(
+            ev["prometheus"], ev["model"], labels=ev.get("labels")) if ev else None)
     if kind == "kubernetes":
         return KubernetesBackend.from_description(desc, registry=registry)
     raise RolloutError(f"unknown rollout backend {desc!r}")
@@ -33,12 +36,15 @@ def state_store(*, kubernetes: bool = False, namespace: str = "models", state_di
 @contextlib.contextmanager
 def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: str = "",
                  namespace: str = "models", prometheus: str = "",
-                 artifacts_destination: str = "", env_secret: str = "") -> Iterator[Backend]:
+                 artifacts_destination: str = "", env_secret: str = "",
+                 evidence_labels: dict[str, str] | None = None) -> Iterator[Backend]:
     """The backend for a new rollout of model ``name``.
 
     Kubernetes: the model's SeldonDeployment, metrics from ``prometheus``. Locally: the
     router at ``router_url``, or, without one, a data plane started here (champion server
-    behind a router on 127.0.0.1) that lives as long as the ``with`` block.
+    behind a router on 127.0.0.1) that lives as long as the ``with`` block; with
+    ``prometheus`` its likelihood evidence comes from there (series matching
+    ``evidence_labels``), not from the router's records.
     """
     if kubernetes:
         yield KubernetesBackend(
@@ -46,11 +52,15 @@ def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: s
             artifacts_destination=artifacts_destination,
             render_options={"env_secret_ref_name": env_secret} if env_secret else None)
         return
+    evidence = PrometheusEvidence(prometheus, name, labels=evidence_labels) \
+        if prometheus else None
     if router_url:
-        yield LocalBackend(router_url)
+        yield LocalBackend(router_url, evidence=evidence)
         return
     with LocalDataPlane(name, tracking_uri=registry.uri) as plane:
-        yield plane.backend()
+        backend = plane.backend()
+        backend.evidence, backend.pairs_rows = evidence, evidence is None
+        yield backend
 
 
 __all__ = ["backend_from", "open_backend", "state_store"]

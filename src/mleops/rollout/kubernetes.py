@@ -2,15 +2,11 @@
 
 Traffic moves by patching the predictors' ``traffic`` (:func:`mleops.deploy.set_traffic`,
 guarded by resourceVersion); the canary predictor is rendered by the same code as every other
-manifest and validated against the CRD before it is applied. Live log-likelihood comes from the
-model servers' cumulative ``mleops_rows_total`` / ``mleops_loglik_sum`` /
-``mleops_loglik_sq_sum`` per registered version, read per series (pod x worker): the cursor
-keeps each series' last values and the test gets the increments (a series that went down
-restarted with its pod: its new values are the increment; a sum over pods could not tell); each
-tick's increments are one block, so the arms are compared within the same interval. Sums cannot
-be paired row by row, so shadow mode is analysed
+manifest and validated against the CRD before it is applied. The evidence is read from
+Prometheus by :class:`~mleops.rollout.prometheus_evidence.PrometheusEvidence` (per-version
+likelihood sums, per series, restarts included), errors and p99 latency from Seldon's executor
+metrics for the canary predictor. Sums cannot be paired row by row, so shadow mode is analysed
 as two independent samples here (conservative); the local router pairs rows exactly.
-Errors and p99 latency come from Seldon's executor metrics for the canary predictor.
 """
 
 from __future__ import annotations
@@ -39,15 +35,9 @@ from mleops.deploy.seldon import (
     render_seldon_deployment,
 )
 from mleops.deploy.seldon import validate_manifest as _validate
-from mleops.prometheus import query_prometheus
 from mleops.rollout.backend import Observation, RolloutError
+from mleops.rollout.prometheus_evidence import PrometheusEvidence
 from mleops.rollout.state import ANNOTATION, RolloutState, check_name
-from mleops.rollout.statistics import Summary
-
-EXECUTOR = "seldon_api_executor_server_requests_seconds"
-# per-series cumulative values read each tick (gauges and counters flushed together)
-SERIES = ("mleops_rows_total", "mleops_loglik_sum", "mleops_loglik_sq_sum",
-          "mleops_rows_outside_support_total")
 
 
 class KubernetesBackend:
@@ -106,7 +96,7 @@ class KubernetesBackend:
         apply_manifest(self._render(state.champion_version, state.candidate_version,
                                     shadow=state.mode == "shadow", canary_traffic=first),
                        api=self.api)
-        state.cursor = {"series": self._series(state), "acc": {}}
+        state.cursor = self.evidence.start(state.candidate_version, state.champion_version)
 
     def set_weight(self, state: RolloutState) -> None:
         w = state.weight
@@ -128,76 +118,21 @@ class KubernetesBackend:
         """The candidate becomes the only predictor (Seldon rolls the pods)."""
         apply_manifest(self._render(state.candidate_version), api=self.api)
 
-    # --- metrics -------------------------------------------------------------------------
-    def _selector(self, predictor: str) -> str:
-        return (f'namespace="{self.namespace}",deployment_name="{self.deployment}",'
-                f'predictor_name="{predictor}"')
-
-    def _series(self, state: RolloutState) -> dict[str, dict[str, list[float]]]:
-        """Cumulative values of every series (pod x worker), by arm and series key: a
-        counter reset shows as one series going down, not as a smaller sum."""
-        at = self.clock()
-        out: dict[str, dict[str, list[float]]] = {}
-        for arm, version in (("canary", state.candidate_version),
-                             ("champion", state.champion_version)):
-            sel = (f'namespace="{self.namespace}",registered_model="{self.model}",'
-                   f'registered_version="{version}"')
-            table: dict[str, list[float]] = {}
-            for i, metric in enumerate(SERIES):
-                for labels, value in self._vector(f"{metric}{{{sel}}}", at):
-                    table.setdefault(_key(labels), [0.0] * (len(SERIES) + 2))[i] = value
-            out[arm] = table
-        sel = self._selector(CANARY)
-        for i, promql in enumerate((f"{EXECUTOR}_count{{{sel}}}",
-                                    f'{EXECUTOR}_count{{{sel},code=~"5.."}}')):
-            for labels, value in self._vector(promql, at):
-                out["canary"].setdefault("executor:" + _key(labels),
-                                         [0.0] * (len(SERIES) + 2))[len(SERIES) + i] = value
-        return out
-
-    def _vector(self, promql: str, at: float) -> list[tuple[dict, float]]:
-        res = query_prometheus(self.prometheus, promql, at=at)
-        rows = [({}, res)] if isinstance(res, float) else res
-        return [(labels, v) for labels, v in rows if np.isfinite(v)]
+    # --- metrics (mleops.rollout.prometheus_evidence) ---------------------------------------
+    @property
+    def evidence(self) -> PrometheusEvidence:
+        executor = (f'namespace="{self.namespace}",deployment_name="{self.deployment}",'
+                    f'predictor_name="{CANARY}"')
+        return PrometheusEvidence(self.prometheus, self.model,
+                                  labels={"namespace": self.namespace}, executor=executor,
+                                  clock=self.clock)
 
     def read(self, state: RolloutState) -> Observation:
-        now = self._series(state)
-        before, acc = state.cursor.get("series", {}), dict(state.cursor.get("acc", {}))
-        sums = {}
-        for arm in ("canary", "champion"):
-            inc = np.zeros(len(SERIES) + 2)
-            for key, values in now[arm].items():
-                old = before.get(arm, {}).get(key)
-                v = np.asarray(values)
-                # a series that went down restarted (its pod did): its new value is new
-                inc += v if old is None or values[0] < old[0] or values[-2] < old[-2] \
-                    else v - np.asarray(old)
-            n, s, ss, outside, requests, errors = inc
-            sums[arm] = Summary(n, s, max(ss, 0.0))
-            for k, v in (("rows", n), ("outside", outside), ("requests", requests),
-                         ("errors", errors)):
-                acc[f"{arm}_{k}"] = acc.get(f"{arm}_{k}", 0.0) + float(v)
-        arms = {arm: {"rows": acc[f"{arm}_rows"], "outside_support_rate": acc[f"{arm}_outside"]
-                      / max(acc[f"{arm}_rows"] + acc[f"{arm}_outside"], 1.0)}
-                for arm in ("canary", "champion")}
-        arms["canary"].update(requests=acc["canary_requests"], errors=acc["canary_errors"],
-                              p99_ms=self._p99())
-        state.cursor = {"series": now, "acc": acc}
+        sums, arms, state.cursor = self.evidence.read(state.candidate_version,
+                                                      state.champion_version, state.cursor)
         empty = np.zeros(0)
         return Observation(empty, empty, canary_sums=sums["canary"],
                            champion_sums=sums["champion"], arms=arms)
-
-    def _p99(self) -> float | None:
-        rows = self._vector(f"histogram_quantile(0.99, sum by (le) "
-                            f"(rate({EXECUTOR}_bucket{{{self._selector(CANARY)}}}[2m])))",
-                            self.clock())
-        return 1000.0 * rows[0][1] if rows else None
-
-
-def _key(labels: dict) -> str:
-    """One series' identity (its labels but the metric name), as a JSON-safe string."""
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__")
-
 
 
 class AnnotationStateStore:

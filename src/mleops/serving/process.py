@@ -53,6 +53,8 @@ def port_free(host: str, port: int) -> None:
     """Raise ServerError if ``host:port`` is taken (a server started on it would fail to bind
     while its readiness check was answered by whatever holds the port)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # as the servers bind: a port in TIME_WAIT (just closed) is free, a listener is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
@@ -84,14 +86,16 @@ class LocalServer:
                  max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
                  tracking_uri: str = "", metrics_interval: float = 0.25, workers: int = 1,
                  threads: int = 4, log_path: str | None = None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, metrics_port: int = 0):
         """``limits`` bound each request (rows, columns, quantile levels, JSON depth); the
         ``max_rows``/``max_body_bytes`` arguments win over theirs."""
         self.host = host
         if http_port:
             port_free(host, http_port)
         self.http_port = http_port or free_port()
-        self.grpc_port, self.metrics_port = free_port(), free_port()
+        if metrics_port:  # a restarted server keeps its scrape target, as a pod keeps its IP
+            port_free(host, metrics_port)
+        self.grpc_port, self.metrics_port = free_port(), metrics_port or free_port()
         cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
                              metrics_port=self.metrics_port, max_rows=max_rows,
                              tracking_uri=tracking_uri, metrics_interval=metrics_interval,

@@ -58,7 +58,7 @@ class MleopsModel:
         self.service = LikelihoodService(model_dir, max_rows=int(max_rows),
                                          model_name=model_name, model_version=model_version)
         self.seldon_metrics = None  # set by mleops.serving.launch
-        self._reported = Totals()
+        self._reported: Totals | None = None  # nothing written yet in this process
         self._metrics_interval = float(metrics_interval)
         self._last_flush = 0.0
         self._local = threading.local()
@@ -120,10 +120,12 @@ class MleopsModel:
         return [] if self.seldon_metrics is not None else self._increments()
 
     def _increments(self) -> list[dict]:
-        """What changed since the last call ([] if nothing), as Seldon metric dicts."""
+        """What changed since the last call ([] if nothing), as Seldon metric dicts. The first
+        call writes even zeros: series that exist from the start let Prometheus see the rise
+        from 0 (a first sample already holding rows would drop them from every rate)."""
         with self._lock:
-            t, r = self.service.snapshot(), self._reported
-            if t == r:
+            t, r = self.service.snapshot(), self._reported or Totals()
+            if self._reported is not None and t == r:
                 return []
             self._reported = t
         labels = {"registered_model": self.service.model_name,

@@ -30,6 +30,7 @@ from mleops.rollout.local.admin import (
 )
 from mleops.rollout.local.http import RouterServer
 from mleops.rollout.local.router import Router, Upstream
+from mleops.rollout.prometheus_evidence import PrometheusEvidence
 from mleops.rollout.state import RolloutState
 from mleops.serving.model_dir import resolve_model_dir
 from mleops.serving.process import LocalServer
@@ -184,15 +185,23 @@ class LocalBackend:
     """The controller's handle on a :class:`LocalDataPlane` through its router's admin API.
 
     ``router_url`` is the data plane clients call (what the state records); the admin URL
-    and token come from the plane's owner-only record (:mod:`.admin`) unless given."""
+    and token come from the plane's owner-only record (:mod:`.admin`) unless given. With
+    ``evidence`` the likelihood evidence comes from Prometheus scraping the model servers
+    (unpaired sums, as on a cluster) instead of the router's row records; the router still
+    moves traffic and reports requests, errors and latency."""
 
     def __init__(self, router_url: str, *, admin_url: str = "", token: str = "",
-                 deploy_timeout: float = 300.0):
+                 deploy_timeout: float = 300.0, evidence: PrometheusEvidence | None = None):
         self.url, self.deploy_timeout = router_url.rstrip("/"), deploy_timeout
         self._admin, self._token = admin_url.rstrip("/"), token
+        self.evidence = evidence
+        self.pairs_rows = evidence is None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "router": self.url}
+        out: dict[str, Any] = {"kind": "local", "router": self.url}
+        if self.evidence is not None:
+            out["evidence"] = {"model": self.evidence.model, **self.evidence.describe()}
+        return out
 
     def _call(self, method: str, path: str, doc: dict | None = None, **kw) -> dict:
         if not self._token:  # read lazily: a restarted plane writes a new record
@@ -211,6 +220,9 @@ class LocalBackend:
         # the rows already recorded belong to earlier rollouts; guardrails count from here
         state.cursor = {"seq": stats["records"], "base": stats["stats"],
                         "client_errors": stats.get("client_errors", 0)}
+        if self.evidence is not None:
+            state.cursor["prometheus"] = self.evidence.start(state.candidate_version,
+                                                             state.champion_version)
 
     def set_weight(self, state: RolloutState) -> None:
         """The canary's share; a router that lost its canary (restarted by its supervisor)
@@ -241,7 +253,26 @@ class LocalBackend:
         if routes["champion"]["version"] != state.candidate_version:
             self._call("POST", "/admin/promote")
 
+    def _read_prometheus(self, state: RolloutState) -> Observation:
+        cand, champ = state.candidate_version, state.champion_version
+        sums, prom_arms, cursor = self.evidence.read(cand, champ,
+                                                     state.cursor.get("prometheus", {}))
+        snapshot = self._call("GET", "/admin/stats")
+        base = state.cursor.get("base", {})
+        arms: dict[str, Any] = {}
+        for arm, v in (("canary", cand), ("champion", champ)):
+            arms[arm] = {**_since(snapshot["stats"].get(v, {}), base.get(v, {})),
+                         **prom_arms[arm]}  # rows and support from the servers' counters
+        arms["client_errors"] = snapshot.get("client_errors", 0) - int(
+            state.cursor.get("client_errors", 0))
+        state.cursor["prometheus"] = cursor  # only once both sources were read
+        empty = np.zeros(0)
+        return Observation(empty, empty, canary_sums=sums["canary"],
+                           champion_sums=sums["champion"], arms=arms)
+
     def read(self, state: RolloutState) -> Observation:
+        if self.evidence is not None:
+            return self._read_prometheus(state)
         cand, champ = state.candidate_version, state.champion_version
         canary: list[list[float]] = []
         champion: list[list[float]] = []

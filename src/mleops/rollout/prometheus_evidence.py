@@ -1,0 +1,123 @@
+"""Rollout evidence from Prometheus: the model servers' own counters, whoever moves traffic.
+
+Live log-likelihood comes from the servers' cumulative ``mleops_rows_total`` /
+``mleops_loglik_sum`` / ``mleops_loglik_sq_sum`` per registered version, read per series
+(pod x worker x method): the cursor keeps each series' last values and the test gets the
+increments (a series that went down restarted with its process: its new values are the
+increment; a sum over pods could not tell); each tick's increments are one block, so the arms
+are compared within the same interval. Sums cannot be paired row by row, so shadow mode is
+analysed as two independent samples (conservative). The Kubernetes backend reads errors and
+p99 latency from Seldon's executor metrics (``executor``); the local router reports its own.
+
+If Prometheus cannot be read the read raises ``RolloutError`` and the cursor stays: the
+controller holds (no block, no decision) and reads again next tick. A series missing from
+one answer (a failed scrape, partial results) adds nothing that tick; when it is back, its
+increment since its last seen values counts. An outage or partial answer can delay a
+decision but not lose rows, count them twice, or make a decision on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mleops.prometheus import query_prometheus
+from mleops.rollout.backend import RolloutError
+from mleops.rollout.statistics import Summary
+
+EXECUTOR = "seldon_api_executor_server_requests_seconds"
+# per-series cumulative values read each tick (gauges and counters flushed together)
+SERIES = ("mleops_rows_total", "mleops_loglik_sum", "mleops_loglik_sq_sum",
+          "mleops_rows_outside_support_total")
+ARMS = ("canary", "champion")
+
+
+class PrometheusEvidence:
+    """Per-version likelihood sums of ``model`` from the Prometheus HTTP API at ``url``.
+
+    ``labels`` narrow every query (``namespace`` on a cluster, a ``job`` locally);
+    ``executor`` is the label selector of the canary's Seldon executor series, when errors
+    and latency come from there too.
+    """
+
+    def __init__(self, url: str, model: str, *, labels: dict[str, str] | None = None,
+                 executor: str = "", clock: Callable[[], float] = time.time):
+        self.url, self.model, self.labels = url, model, dict(labels or {})
+        self.executor, self.clock = executor, clock
+
+    def describe(self) -> dict[str, Any]:
+        return {"prometheus": self.url, "labels": self.labels, "executor": self.executor}
+
+    def _vector(self, promql: str, at: float) -> list[tuple[dict, float]]:
+        try:
+            res = query_prometheus(self.url, promql, at=at)
+        except Exception as e:  # unreachable, HTTP error, bad answer: hold, don't decide
+            raise RolloutError(f"Prometheus at {self.url}: {e}") from None
+        rows = [({}, res)] if isinstance(res, float) else res
+        return [(labels, v) for labels, v in rows if np.isfinite(v)]
+
+    def series(self, canary: str, champion: str) -> dict[str, dict[str, list[float]]]:
+        """Cumulative values of every series, by arm and series key."""
+        at = self.clock()
+        out: dict[str, dict[str, list[float]]] = {}
+        width = len(SERIES) + 2
+        for arm, version in (("canary", canary), ("champion", champion)):
+            sel = ",".join([*(f'{k}="{v}"' for k, v in self.labels.items()),
+                            f'registered_model="{self.model}"',
+                            f'registered_version="{version}"'])
+            table: dict[str, list[float]] = {}
+            for i, metric in enumerate(SERIES):
+                for labels, value in self._vector(f"{metric}{{{sel}}}", at):
+                    table.setdefault(_key(labels), [0.0] * width)[i] = value
+            out[arm] = table
+        if self.executor:
+            for i, promql in enumerate((f"{EXECUTOR}_count{{{self.executor}}}",
+                                        f'{EXECUTOR}_count{{{self.executor},code=~"5.."}}')):
+                for labels, value in self._vector(promql, at):
+                    out["canary"].setdefault("executor:" + _key(labels),
+                                             [0.0] * width)[len(SERIES) + i] = value
+        return out
+
+    def start(self, canary: str, champion: str) -> dict[str, Any]:
+        """The cursor: every series' values now (what earlier traffic left)."""
+        return {"series": self.series(canary, champion), "acc": {}}
+
+    def read(self, canary: str, champion: str, cursor: dict[str, Any]
+             ) -> tuple[dict[str, Summary], dict[str, dict[str, Any]], dict[str, Any]]:
+        """(sums per arm for this tick's block, accumulated arm counters, the new cursor)."""
+        now = self.series(canary, champion)
+        before, acc = cursor.get("series", {}), dict(cursor.get("acc", {}))
+        sums = {}
+        for arm in ARMS:
+            inc = np.zeros(len(SERIES) + 2)
+            for key, values in now[arm].items():
+                old = before.get(arm, {}).get(key)
+                v = np.asarray(values)
+                # a series that went down restarted (its process did): its new value is new
+                inc += v if old is None or values[0] < old[0] or values[-2] < old[-2] \
+                    else v - np.asarray(old)
+            n, s, ss, outside, requests, errors = inc
+            sums[arm] = Summary(n, s, max(ss, 0.0))
+            for k, v in (("rows", n), ("outside", outside), ("requests", requests),
+                         ("errors", errors)):
+                acc[f"{arm}_{k}"] = acc.get(f"{arm}_{k}", 0.0) + float(v)
+        arms = {arm: {"rows": acc[f"{arm}_rows"], "outside_support_rate": acc[f"{arm}_outside"]
+                      / max(acc[f"{arm}_rows"] + acc[f"{arm}_outside"], 1.0)}
+                for arm in ARMS}
+        if self.executor:
+            arms["canary"].update(requests=acc["canary_requests"],
+                                  errors=acc["canary_errors"], p99_ms=self.p99())
+        return sums, arms, {"series": now, "acc": acc}
+
+    def p99(self) -> float | None:
+        rows = self._vector(f"histogram_quantile(0.99, sum by (le) "
+                            f"(rate({EXECUTOR}_bucket{{{self.executor}}}[2m])))", self.clock())
+        return 1000.0 * rows[0][1] if rows else None
+
+
+def _key(labels: dict) -> str:
+    """One series' identity (its labels but the metric name), as a JSON-safe string."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__")
