@@ -139,6 +139,39 @@ def test_read_counts_per_series_and_survives_a_pod_restart(prom):
     assert f"mleops_rows_total{{{sel}}}" in prom.queries and prom.queries[-1] == p99
 
 
+def test_a_series_missing_from_one_answer_is_counted_when_it_is_back(prom):
+    """Partial results (one pod's scrape failed): that tick adds nothing for it; the next
+    answer that has it again counts its whole increment, once."""
+    state = _state()
+    prom.totals("4", {"c-0": (0, 0, 0, 0)})
+    prom.totals("3", {"m-0": (100, -100.0, 150.0, 0), "m-1": (100, -110.0, 160.0, 0)})
+    prom.executor(0, 0)
+    backend = _backend(None, prom)
+    state.cursor = backend.evidence.start(state.candidate_version, state.champion_version)
+    prom.totals("4", {"c-0": (10, -10.0, 15.0, 0)})
+    prom.totals("3", {"m-0": (120, -120.0, 180.0, 0)})  # m-1 missing from this answer
+    assert backend.read(state).champion_sums == Summary(20, -20.0, 30.0)
+    prom.totals("3", {"m-0": (130, -130.0, 195.0, 0), "m-1": (150, -165.0, 240.0, 0)})
+    assert backend.read(state).champion_sums == Summary(10 + 50, -10.0 - 55.0, 15.0 + 80.0)
+    assert backend.read(state).arms["champion"]["rows"] == 20 + 60
+
+
+def test_prometheus_down_is_no_evidence_and_the_rollout_holds(prom):
+    from mleops.rollout.backend import RolloutError
+
+    state = _state()
+    prom.totals("4", {"c-0": (0, 0, 0, 0)})
+    prom.totals("3", {"m-0": (0, 0.0, 0.0, 0)})
+    prom.executor(0, 0)
+    backend = _backend(None, prom)
+    state.cursor = backend.evidence.start(state.candidate_version, state.champion_version)
+    before = json.dumps(state.cursor, sort_keys=True)
+    backend.prometheus = "http://127.0.0.1:9"
+    with pytest.raises(RolloutError, match="Prometheus at http://127.0.0.1:9"):
+        backend.read(state)
+    assert json.dumps(state.cursor, sort_keys=True) == before  # nothing consumed
+
+
 class Cluster:
     """A SeldonDeployment API with memory: JSON merge patches (lists replaced, null deletes),
     resourceVersion preconditions (409) and bumps, 404 for anything else."""

@@ -110,7 +110,10 @@ class PrometheusEvidence:
         if self.executor:
             arms["canary"].update(requests=acc["canary_requests"],
                                   errors=acc["canary_errors"], p99_ms=self.p99())
-        return sums, arms, {"series": now, "acc": acc}
+        # a series absent from this answer keeps its last values: when it is back, only its
+        # increment since then counts (forgetting it would count its whole total again)
+        kept = {arm: {**before.get(arm, {}), **now[arm]} for arm in ARMS}
+        return sums, arms, {"series": kept, "acc": acc}
 
     def p99(self) -> float | None:
         rows = self._vector(f"histogram_quantile(0.99, sum by (le) "
