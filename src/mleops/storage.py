@@ -69,6 +69,10 @@ def locate(uri: str):
 def read_arrow(uri: str) -> Loaded:
     """The table at ``uri`` (a CSV/Parquet file, or a directory of Parquet files, hive
     partitions included), with its content hash."""
+    if not is_remote(uri):
+        path = os.path.abspath(uri.removeprefix("file://") if uri else "")
+        if uri and os.path.isfile(path):
+            return _read_local_file(path, uri)
     f, path = locate(uri)
     info = _stat(f, path, uri)
     try:
@@ -81,6 +85,27 @@ def read_arrow(uri: str) -> Loaded:
     except Exception as e:
         raise _read_error(e, uri) from None
     return Loaded(_parse(data, path, uri), hashlib.sha256(data).hexdigest(), 1, uri)
+
+
+def _read_local_file(path: str, uri: str) -> Loaded:
+    """A local file the way pyarrow reads it best (by path), hashed as it is on disk; no
+    ``pyarrow.fs`` for the common case (a CLI process then starts no I/O machinery)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    try:
+        if path.endswith(PARQUET):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path)
+    except Exception as e:  # pyarrow's ArrowInvalid & co. carry a useful message
+        raise DataError(f"cannot read {uri}: {_first_line(e)}") from None
+    return Loaded(table, h.hexdigest(), 1, uri)
 
 
 def _stat(f, path: str, uri: str):
