@@ -31,7 +31,7 @@ demo: $(STAMP) $(SERVING_STAMP)
 	$(PY) -m mleops.demo
 
 test: $(STAMP) $(SERVING_STAMP)
-	$(PY) -m pytest -n 2 --timeout 900 tests
+	$(PY) -m pytest -n 2 --dist loadgroup --timeout 900 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/fit_vs_scipy.py

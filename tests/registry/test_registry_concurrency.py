@@ -15,7 +15,8 @@ import mleops
 from mleops.artifact import ModelArtifact
 from mleops.registry.registry import ALIAS_TAG, HISTORY_TAG, Registry, RegistryError
 
-pytestmark = pytest.mark.slow
+# one PostgreSQL + S3 + MLflow stack per test session: both modules on the same xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow_production")]
 REPS = int(os.environ.get("MLEOPS_TEST_REPS", "5"))  # 20 measured for the closing note
 LINEAGE = {"mleops.data_hash": "h"}
 

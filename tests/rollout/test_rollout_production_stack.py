@@ -21,7 +21,8 @@ from mleops.registry.registry import Registry
 from mleops.serving.client import predict
 from mleops.serving.process import free_port
 
-pytestmark = pytest.mark.slow
+# one PostgreSQL + S3 + MLflow stack per test session: both modules on the same xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow_production")]
 MLEOPS = [sys.executable, "-m", "mleops.cli.main"]
 FAST = ["--steps", "10,50,100", "--step-min-rows", "100", "--min-drop", "0.1",
         "--interval", "0.3"]

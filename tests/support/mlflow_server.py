@@ -101,7 +101,8 @@ def mlflow_production(tmp_path_factory):
 
     with postgres() as (db, pg), s3_server("mlflow") as s3env:
         proc, uri = start_server(str(tmp_path_factory.mktemp("mlflow_pg")), backend=db,
-                                 artifacts="s3://mlflow/artifacts", workers=2, env=s3env)
+                                 artifacts="s3://mlflow/artifacts", workers=2, env=s3env,
+                                 timeout=3 * STARTUP_TIMEOUT_S)  # a loaded CI box is slow here
         try:
             yield uri, {"restart_postgres": pg["restart"], "env": s3env}
         finally:
