@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from support.kfp import kfp_stub
-from support.mlflow_server import mlflow_server  # noqa: F401
 from support.s3 import client, s3_server
 
 MLEOPS = os.path.join(os.path.dirname(sys.executable), "mleops")

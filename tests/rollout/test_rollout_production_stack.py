@@ -13,7 +13,6 @@ import uuid
 
 import numpy as np
 import pytest
-from support.mlflow_server import mlflow_production  # noqa: F401
 
 import mleops
 from mleops.artifact import ModelArtifact

@@ -10,7 +10,6 @@ import uuid
 
 import numpy as np
 import pytest
-from support.mlflow_server import mlflow_server  # noqa: F401
 from support.prometheus import binary, prometheus_server
 from test_rollout_local import _client, _plane, live_data, registry, runs  # noqa: F401
 
