@@ -63,7 +63,10 @@ def start_server(workdir: str, timeout: float = STARTUP_TIMEOUT_S, *, backend: s
            "--backend-store-uri",
            backend or f"sqlite:///{os.path.join(workdir, 'mlflow.db')}",
            "--artifacts-destination", artifacts or os.path.join(workdir, "artifacts")]
-    env = {**os.environ, **(env or {}), "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    # no job runner: MLflow 3's starts 7 huey consumer processes per server (~170 MB each),
+    # which ran CI out of memory; mleops uses no MLflow jobs
+    env = {**os.environ, **(env or {}), "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
