@@ -94,18 +94,7 @@ def _read_local_file(path: str, uri: str) -> Loaded:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    try:
-        if path.endswith(PARQUET):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pcsv
-
-            table = pcsv.read_csv(path)
-    except Exception as e:  # pyarrow's ArrowInvalid & co. carry a useful message
-        raise DataError(f"cannot read {uri}: {_first_line(e)}") from None
-    return Loaded(table, h.hexdigest(), 1, uri)
+    return Loaded(_parse(path, path, uri), h.hexdigest(), 1, uri)
 
 
 def _stat(f, path: str, uri: str):
@@ -126,17 +115,20 @@ def _stat(f, path: str, uri: str):
     raise DataError(f"data not found: {uri}")
 
 
-def _parse(data: bytes, path: str, uri: str):
+def _parse(source, path: str, uri: str):
+    """CSV or Parquet (by ``path``'s suffix) from ``source``: a local path, or bytes read."""
     import pyarrow as pa
 
+    if isinstance(source, bytes):
+        source = pa.BufferReader(source)
     try:
         if path.endswith(PARQUET):
             import pyarrow.parquet as pq
 
-            return pq.read_table(pa.BufferReader(data))
+            return pq.read_table(source)
         import pyarrow.csv as pcsv
 
-        return pcsv.read_csv(pa.BufferReader(data))
+        return pcsv.read_csv(source)
     except Exception as e:  # pyarrow's ArrowInvalid & co. carry a useful message
         raise DataError(f"cannot read {uri}: {_first_line(e)}") from None
 
