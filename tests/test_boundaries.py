@@ -249,6 +249,7 @@ def test_every_package_is_installed():
 
 LOADS = {  # entry point -> top-level packages it must not load
     "import mleops.serving.seldon": ("mlflow", "kfp", "click", "pandas"),
+    "import mleops.serving.oip_launch; import mleops.serving.oip": ("mlflow", "kfp"),
     "import mleops.deploy": ("click", "scipy"),
     "import mleops.rollout.kubernetes": ("click", "scipy"),
     "import mleops.cli.main": ("mlflow", "kfp", "scipy", "pandas", "kubernetes"),  # mleops fit

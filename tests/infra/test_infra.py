@@ -35,7 +35,7 @@ BUILTIN = {"ALERTS", "ALERTS_FOR_STATE"}  # series Prometheus itself writes
 def exported_metrics() -> set[str]:
     """What the model server exports (its adapter imports seldon_core only when serving, so
     it imports here); counters get ``_total``."""
-    from mleops.serving.seldon import COUNTERS, GAUGES
+    from mleops.serving.service import COUNTERS, GAUGES
 
     return {f"{k}_total" for k in COUNTERS} | set(GAUGES)
 

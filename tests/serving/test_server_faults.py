@@ -15,7 +15,7 @@ import pytest
 
 import mleops
 from mleops.artifact import ModelArtifact
-from mleops.serving.client import predict
+from mleops.serving.client import infer, oip_request, predict
 from mleops.serving.process import LocalServer, ServerError, free_port
 from mleops.serving.service import stage_model
 
@@ -101,23 +101,27 @@ def test_a_killed_server_leaves_no_processes_or_ports(model_dir):
 
 OWNER = """
 import sys, time
-from mleops.serving.process import LocalServer
-s = LocalServer(sys.argv[1])
+from mleops.serving import process
+s = getattr(process, sys.argv[2])(sys.argv[1])
 s.wait_ready()
 print(s.proc.pid, s.http_port, flush=True)
 time.sleep(600)
 """
 
 
-def test_servers_die_with_their_owner_killed_by_sigkill(model_dir):
+@pytest.mark.parametrize("server", ["LocalServer", "OipServer"])
+def test_servers_die_with_their_owner_killed_by_sigkill(model_dir, server):
     """The router, the data plane or `mleops serve` killed with SIGKILL runs no cleanup: its
-    model servers notice their owner is gone and stop their whole process group."""
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, model_dir], stdout=subprocess.PIPE,
-                             text=True, start_new_session=True)
+    model servers (v1 and v2) notice their owner is gone and stop their whole process group."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, model_dir, server],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         pid, port = map(int, owner.stdout.readline().split())
         pgid = os.getpgid(pid)
-        assert predict(f"http://127.0.0.1:{port}", {"data": {"ndarray": [[1.0]]}})[0] == 200
+        url = f"http://127.0.0.1:{port}"
+        answer = (predict(url, {"data": {"ndarray": [[1.0]]}}) if server == "LocalServer"
+                  else infer(url, "lat", oip_request([1.0])))
+        assert answer[0] == 200, answer
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(10)
         assert _wait_gone(pgid), "model server orphaned by its killed owner"

@@ -79,8 +79,78 @@ def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_po
             "--workers", str(workers), "--parameters", json.dumps(params)]
 
 
-class LocalServer:
-    """A running microservice process; a context manager that always stops it."""
+class _ServerProcess:
+    """A server started as its own session (so stopping its group stops all of it), tied to
+    this process (:mod:`mleops.serving.lifetime`), with an id its health answer must carry."""
+
+    host: str
+    http_port: int
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: str | None) -> None:
+        self.server_id = secrets.token_hex(8)
+        env = {**os.environ, **env, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+               OWNER_ENV: str(os.getpid()), SERVER_ID_ENV: self.server_id}
+        self.log = open(log_path or os.devnull, "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def _answer_id(self) -> str | None:
+        """The id in the health answer (None: not ready yet)."""
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"model server exited with status {self.proc.returncode}")
+            try:
+                answer = self._answer_id()
+            except (urllib.error.URLError, OSError, ValueError, AttributeError):
+                answer = None
+            if answer == self.server_id:
+                return
+            if answer is not None:
+                self.stop()
+                raise ServerError(f"port {self.http_port} on {self.host} answers as another "
+                                  "server (it was taken after this one was started)")
+            time.sleep(0.3)
+        self.stop()
+        raise ServerError(f"model server not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+    def __enter__(self):
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _limits_env(limits: Limits | None, max_rows: int, max_body_bytes: int, host: str
+                ) -> dict[str, str]:
+    bounds = {f"MLEOPS_{k.upper()}": str(v) for k, v in
+              dataclasses.asdict(limits or Limits.from_env()).items()}
+    return {**bounds, "MLEOPS_MAX_ROWS": str(max_rows), "MLEOPS_BIND_HOST": host,
+            "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes)}
+
+
+class LocalServer(_ServerProcess):
+    """A running Seldon microservice; a context manager that always stops it."""
 
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
                  max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
@@ -101,62 +171,55 @@ class LocalServer:
                              tracking_uri=tracking_uri, metrics_interval=metrics_interval,
                              workers=workers)
         cmd += ["--threads", str(threads)] if threads > 1 else []
-        self.server_id = secrets.token_hex(8)
-        bounds = {f"MLEOPS_{k.upper()}": str(v) for k, v in
-                  dataclasses.asdict(limits or Limits.from_env()).items()}
-        env = {**os.environ, **bounds, "MLEOPS_MAX_ROWS": str(max_rows), "MLEOPS_BIND_HOST": host,
-               "MLEOPS_MAX_BODY_BYTES": str(max_body_bytes), "JAX_PLATFORMS":
-               os.environ.get("JAX_PLATFORMS", "cpu"), OWNER_ENV: str(os.getpid()),
-               SERVER_ID_ENV: self.server_id}
-        self.log = open(log_path or os.devnull, "w")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        self._spawn(cmd, _limits_env(limits, max_rows, max_body_bytes, host), log_path)
 
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerError(f"model server exited with status {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/status", timeout=2) as r:
-                    answer = json.loads(r.read())
-                if (answer.get("jsonData") or answer).get("server_id") == self.server_id:
-                    return
-                self.stop()
-                raise ServerError(f"port {self.http_port} on {self.host} answers as another "
-                                  "server (it was taken after this one was started)")
-            except (urllib.error.URLError, OSError, ValueError, AttributeError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise ServerError(f"model server not ready after {timeout:.0f} s")
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
-
-    def __enter__(self) -> LocalServer:
-        self.wait_ready()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _answer_id(self) -> str | None:
+        with urllib.request.urlopen(f"{self.url}/health/status", timeout=2) as r:
+            answer = json.loads(r.read())
+        return (answer.get("jsonData") or answer).get("server_id") or ""
 
 
-__all__ = ["LocalServer", "ServerError", "free_port", "port_free", "server_command", "serving_python"]
+class OipServer(_ServerProcess):
+    """A running Open Inference Protocol v2 server (KServe's ModelServer, this environment)
+    for a model directory: REST on ``http_port`` (metrics at ``/metrics`` there), gRPC on
+    ``grpc_port``."""
+
+    def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
+                 grpc_port: int = 0, max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
+                 model_name: str = "", model_version: str = "", log_path: str | None = None,
+                 limits: Limits | None = None):
+        import sys
+
+        self.host = host
+        for port in (http_port, grpc_port):
+            if port:
+                port_free(host, port)
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
+        cmd = [sys.executable, "-m", "mleops.serving.oip_launch", "--model-dir",
+               os.path.abspath(model_dir), "--http-port", str(self.http_port), "--grpc-port",
+               str(self.grpc_port)]
+        env = _limits_env(limits, max_rows, max_body_bytes, host)
+        env.update(MLEOPS_MODEL_NAME=model_name, MLEOPS_MODEL_VERSION=model_version)
+        self._spawn(cmd, env, log_path)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.url}/metrics"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def _answer_id(self) -> str | None:
+        from mleops.serving.oip_guard import SERVER_ID_HEADER
+
+        with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as r:
+            return r.headers.get(SERVER_ID_HEADER) or ""
+
+
+__all__ = ["LocalServer", "OipServer", "ServerError", "free_port", "port_free",
+           "server_command", "serving_python"]

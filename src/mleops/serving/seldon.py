@@ -26,13 +26,7 @@ import threading
 import time
 
 from mleops.serving.lifetime import SERVER_ID_ENV
-from mleops.serving.service import LikelihoodService, ServingError, Totals
-
-# What the server exports (Prometheus adds _total to counters), from the service's Totals.
-COUNTERS = {"mleops_requests": "requests", "mleops_rows": "rows",
-            "mleops_rows_outside_support": "outside_support",
-            "mleops_rejected_requests": "rejected"}
-GAUGES = {"mleops_loglik_sum": "loglik_sum", "mleops_loglik_sq_sum": "loglik_sq_sum"}
+from mleops.serving.service import COUNTERS, GAUGES, LikelihoodService, ServingError, Totals
 
 
 def _seldon_error(e: ServingError):

@@ -22,6 +22,12 @@ from mleops.serving.contract import OUTPUTS, ContractError, Limits, options
 
 TINY = float(np.finfo(np.float64).tiny)  # below it (subnormals) XLA on CPU flushes to zero
 SERVING_INFO = "serving.json"  # name/version written next to model.json when staged
+# What every protocol's server exports (Prometheus adds _total to counters), from Totals.
+COUNTERS = {"mleops_requests": "requests", "mleops_rows": "rows",
+            "mleops_rows_outside_support": "outside_support",
+            "mleops_rejected_requests": "rejected"}
+GAUGES = {"mleops_loglik_sum": "loglik_sum", "mleops_loglik_sq_sum": "loglik_sq_sum"}
+METRIC_LABELS = ("registered_model", "registered_version")
 
 
 class ServingError(MleopsError):
@@ -65,7 +71,9 @@ class LikelihoodService:
                 info = json.load(f)
             self.model_name = self.model_name or info.get("name", "")
             self.model_version = self.model_version or str(info.get("version", ""))
-        self.model_name = self.model_name or self.artifact.family["name"]
+        # a bare model directory is named after itself (what an OIP client addresses)
+        self.model_name = (self.model_name or os.path.basename(os.path.normpath(self.model_dir))
+                           or self.artifact.family["name"])
         self.model_version = self.model_version or "local"
         warm = np.full((1, 1 + len(self.covariates)), self._inside_value())
         self.evaluate(warm, None, "loglik", record=False)
@@ -111,7 +119,7 @@ class LikelihoodService:
             r, c = map(int, np.argwhere(sub)[0])
             raise ServingError(f"payload has {int(sub.sum())} subnormal value(s) (0 < |v| < "
                                f"{TINY:.4g}, not computed exactly); first at row {r}, "
-                               f"column {c}: {a[r, c]!r}")
+                               f"column {c}: {float(a[r, c])!r}")
         if a.shape[1] > self.limits.max_columns:
             raise ServingError(f"payload has {a.shape[1]} columns; the limit is "
                                f"{self.limits.max_columns}", status=413)
@@ -144,9 +152,13 @@ class LikelihoodService:
         except ServingError as e:
             err = e
         if record:
-            with self._lock:
-                self.totals.rejected += 1
+            self.count_rejected()
         raise err from None
+
+    def count_rejected(self) -> None:
+        """One more refused request (what a protocol adapter refused before evaluate)."""
+        with self._lock:
+            self.totals.rejected += 1
 
     def _evaluate(self, X, names, output, quantiles, record) -> tuple[np.ndarray, list[str]]:
         if output not in OUTPUTS:
@@ -165,7 +177,7 @@ class LikelihoodService:
                 self.totals.outside_support += int(outside.sum())
             i = int(np.flatnonzero(outside)[0])
             raise ServingError(f"{int(outside.sum())} value(s) outside the support of "
-                               f"{art.fam.name}; first at row {i}: {cols['x'][i]!r}")
+                               f"{art.fam.name}; first at row {i}: {float(cols['x'][i])!r}")
         if output == "loglik":
             ll = self._finite(art.loglik_rows(cols["x"], event=cols.get("event"), X=Xd),
                               cols["x"])
@@ -184,7 +196,7 @@ class LikelihoodService:
             i = int(np.flatnonzero(bad)[0])
             raise ServingError(f"{int(bad.sum())} row(s) have no finite result under "
                                f"{self.artifact.fam.name} (too far in a tail for float64); "
-                               f"first at row {i}: x={x[i]!r}", status=422)
+                               f"first at row {i}: x={float(x[i])!r}", status=422)
         return out
 
     def _outside(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,209 @@
+"""Open Inference Protocol (v2) adapter: the likelihood service as a ``kserve.Model``.
+
+The same :class:`~mleops.serving.service.LikelihoodService` the Seldon adapter wraps does the
+work; this module only maps OIP tensors to its columns and back, for REST and gRPC alike
+(KServe decodes both into an ``InferRequest``). Inputs are named: ``x`` (the response),
+optional ``event`` (1 observed, 0 right-censored), and one tensor per covariate named after
+its feature; each of shape ``[n]`` or ``[n, 1]``. ``parameters.output`` picks ``loglik``
+(default), ``cdf``, ``sf`` or ``quantiles`` (levels in ``parameters.quantiles``: a list over
+REST, or a comma-separated string, which gRPC's parameter types also carry); the output
+tensor is named after what it holds. Every refusal is an :class:`OipError` with the HTTP
+status to answer (KServe maps it to gRPC ``INVALID_ARGUMENT``), checked before any tensor is
+built, so no request can make the server answer 500.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InvalidInput, ModelNotFound
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, to_http_parameters
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from mleops.serving.contract import OUTPUTS
+from mleops.serving.service import (
+    COUNTERS,
+    GAUGES,
+    METRIC_LABELS,
+    LikelihoodService,
+    ServingError,
+)
+
+NUMERIC = ("FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32",
+           "UINT16", "UINT8")
+
+
+class OipError(InvalidInput):
+    """A request refused with ``status`` (4xx); an InvalidInput so gRPC answers
+    INVALID_ARGUMENT with the same message."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class VersionNotFound(ModelNotFound):
+    """A version this server does not serve: 404 over REST, NOT_FOUND over gRPC."""
+
+    def __init__(self, model: str, version: str, serving: str):
+        super().__init__(model)
+        self.reason = (f"model {model!r} has no version {version!r} here (serving version "
+                       f"{serving!r})")
+
+
+def _flat(data: Any) -> list:
+    """Row-major values of a (possibly nested) JSON tensor; refuses anything not a number."""
+    out, stack = [], [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list | tuple):
+            stack.extend(reversed(v))
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            raise OipError(f"tensor values must be numbers, got {type(v).__name__} {v!r}")
+        else:
+            out.append(v)
+    return out
+
+
+def _tensor(inp, max_rows: int) -> np.ndarray:
+    """One input tensor as a float64 column, after checking what it claims."""
+    name, shape, dtype = inp.name, list(inp.shape or []), inp.datatype
+    if dtype not in NUMERIC:
+        raise OipError(f"input {name!r} has datatype {dtype}; numeric tensors only "
+                       f"({', '.join(NUMERIC[:2])}, ...)")
+    if not 1 <= len(shape) <= 2 or not all(isinstance(s, int) and s >= 1 for s in shape) or \
+            (len(shape) == 2 and shape[1] != 1):
+        raise OipError(f"input {name!r} has shape {shape}; expected [n] or [n, 1] with n >= 1")
+    if shape[0] > max_rows:
+        raise OipError(f"input {name!r} has {shape[0]} rows; the limit is {max_rows}", 413)
+    data = inp.data
+    if isinstance(data, list):  # JSON
+        values = np.asarray(_flat(data), np.float64)
+    else:
+        try:  # gRPC contents, raw bytes (gRPC or KServe's binary extension)
+            values = np.asarray(inp.as_numpy(), np.float64).ravel()
+        except Exception as e:  # wrong byte count, unknown datatype
+            raise OipError(f"input {name!r} cannot be read as {dtype} {shape}: {e}") from None
+    if values.size != shape[0]:
+        raise OipError(f"input {name!r} has shape {shape} but {values.size} value(s)")
+    return values
+
+
+def request_columns(request: InferRequest, expected: list[str], max_rows: int
+                    ) -> tuple[np.ndarray, list[str]]:
+    """(rows x columns matrix, column names) from a request's named input tensors."""
+    inputs = list(request.inputs or [])
+    if not inputs:
+        raise OipError(f"request has no inputs; expected tensors {expected} (+ optional "
+                       "'event')")
+    names = [i.name for i in inputs]
+    allowed = [*expected, "event"]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or len(set(names)) != len(names):
+        what = f"unknown input(s) {unknown}" if unknown else f"repeated input names {names}"
+        raise OipError(f"{what}; this model takes {expected} (+ optional 'event')")
+    missing = [n for n in expected if n not in names]
+    if missing:
+        raise OipError(f"request lacks input(s) {missing}; expected {expected}")
+    cols = [_tensor(i, max_rows) for i in inputs]
+    if len({c.size for c in cols}) != 1:
+        raise OipError("inputs have different row counts: " +
+                       ", ".join(f"{n}={c.size}" for n, c in zip(names, cols)))
+    return np.column_stack(cols), names
+
+
+def request_options(parameters: Any) -> tuple[str, Any]:
+    """(output, quantile levels or None) from request parameters (REST dict or gRPC map)."""
+    params = to_http_parameters(parameters) if parameters else {}
+    output = params.get("output", "loglik")
+    if output not in OUTPUTS:
+        raise OipError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
+    levels = params.get("quantiles")
+    if isinstance(levels, str):
+        try:
+            levels = [float(q) for q in levels.split(",")]
+        except ValueError:
+            raise OipError(f"parameters.quantiles {levels!r} is not a comma-separated list of "
+                           "numbers") from None
+        if not all(math.isfinite(q) for q in levels):
+            raise OipError("quantile levels must lie strictly in (0, 1)")
+    return output, levels
+
+
+class LikelihoodModel(Model):
+    """A loaded model version served under its registered name (KServe's model name)."""
+
+    def __init__(self, service: LikelihoodService):
+        super().__init__(service.model_name)
+        self.service = service
+        self.ready = service.ready
+
+    def load(self) -> bool:
+        if not self.service.ready:
+            self.service.load()
+        self.ready = True
+        return True
+
+    @property
+    def version(self) -> str:
+        return self.service.model_version
+
+    def get_input_types(self) -> list[dict]:
+        """``x``, ``event`` (optional; all rows observed without it), then covariates."""
+        return [{"name": n, "datatype": "FP64", "shape": [-1]}
+                for n in ["x", "event", *self.service.covariates]]
+
+    def get_output_types(self) -> list[dict]:
+        """One tensor, chosen by ``parameters.output``; quantiles has a column per level."""
+        return [{"name": o, "datatype": "FP64", "shape": [-1, -1] if o == "quantiles" else [-1]}
+                for o in OUTPUTS]
+
+    def predict(self, payload: InferRequest, headers: dict | None = None) -> InferResponse:
+        if payload.model_version and payload.model_version != self.version:
+            raise VersionNotFound(self.name, payload.model_version, self.version)
+        svc = self.service
+        try:
+            output, levels = request_options(payload.parameters)
+            X, names = request_columns(payload, ["x", *svc.covariates], svc.max_rows)
+            out, cols = svc.evaluate(X, names, output, levels)
+        except ServingError as e:
+            raise OipError(str(e), e.status) from None
+        except OipError:
+            svc.count_rejected()
+            raise
+        params = {"levels": ",".join(c[1:] for c in cols)} if output == "quantiles" else None
+        tensor = InferOutput(name=output, shape=list(out.shape), datatype="FP64",
+                             data=out.ravel().tolist(), parameters=params)
+        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                             model_version=self.version, infer_outputs=[tensor],
+                             from_grpc=payload.from_grpc)
+
+
+class TotalsCollector:
+    """The service's totals as Prometheus metrics, read at scrape time (so exact: no flush
+    interval, no second copy), named and labelled as the Seldon server's."""
+
+    def __init__(self, service: LikelihoodService):
+        self.service = service
+
+    def collect(self):
+        t, values = self.service.snapshot(), [self.service.model_name,
+                                              self.service.model_version]
+        for key, field in COUNTERS.items():
+            m = CounterMetricFamily(key, f"mleops {field.replace('_', ' ')}",
+                                    labels=METRIC_LABELS)
+            m.add_metric(values, float(getattr(t, field)))
+            yield m
+        for key, field in GAUGES.items():
+            m = GaugeMetricFamily(key, f"mleops {field.replace('_', ' ')} (cumulative)",
+                                  labels=METRIC_LABELS)
+            m.add_metric(values, float(getattr(t, field)))
+            yield m
+
+
+__all__ = ["LikelihoodModel", "OipError", "TotalsCollector", "VersionNotFound", "request_columns",
+           "request_options"]
