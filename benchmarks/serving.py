@@ -1,13 +1,17 @@
-"""Latency and throughput of the real Seldon model server under fixed request rates.
+"""Latency and throughput of the real model servers, side by side in one run.
 
-Starts the microservice (serving venv) for a Gamma model, then drives it from a second
-process with an open-loop schedule (requests due at fixed times, not after the previous
-answer; latency counted from the due time, so queueing shows up) over keep-alive
-connections, and reports p50/p99/throughput per rate.
-Baseline in the same run: the engine's own per-request compute (in-process loglik of the same
-100-row payload), so the ratio says what the HTTP/Seldon layer costs.
+Servers, each started alone while measured (2 cores: the load generator needs the other):
+``v1`` the Seldon Core microservice (serving venv), ``v2`` the mleops OIP v2 server on
+KServe's ModelServer (REST), and ``bare``: a ``kserve.Model`` that returns a constant, for
+the cost of the protocol stack alone. For each: an open-loop schedule at fixed rates
+(requests due at fixed times, not after the previous answer; latency counted from the due
+time, so queueing shows up) over keep-alive connections, reporting p50/p99 and errors; then
+the maximum throughput (closed loop: ``--clients`` connections sending back to back).
+Baselines in the same run: the engine's own per-request compute (in-process loglik of the
+same 100-row payload) and the bare KServe model.
 Usage: python benchmarks/serving.py [--rates 50,100,200] [--seconds 10] [--rows 100]
-Target: p99 < 15 ms at 200 requests/s with 100-row payloads on 2 cores.
+Targets: v2 p99 < 15 ms at 200 requests/s with 100-row payloads and 0 errors on 2 cores;
+v2 maximum throughput >= v1's.
 """
 
 from __future__ import annotations
@@ -27,79 +31,150 @@ from _results import write_json
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def drive(url: str, rate: float, seconds: float, rows: int, pool: int = 32) -> dict:
-    """Open-loop load: request i is due at start + i/rate; a pool of threads with persistent
-    (keep-alive) connections sends them, as a production client's connection pool would.
-    Latency is measured from the due time, so a late send (queueing) counts against it."""
+def payload(protocol: str, rows: int) -> tuple[str, bytes]:
+    """(path, body) of the benchmark request in each protocol."""
+    x = np.random.default_rng(0).gamma(2.0, 1.5, rows).tolist()
+    if protocol == "v1":
+        return "/api/v1.0/predictions", json.dumps({"data": {"ndarray": [[v] for v in x]}}
+                                                   ).encode()
+    doc = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [rows], "data": x}]}
+    return f"/v2/models/{'bench' if protocol == 'v2' else 'bare'}/infer", json.dumps(doc).encode()
+
+
+def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
+          clients: int = 32) -> dict:
+    """Open loop (``rate`` > 0): request i is due at start + i/rate, sent by a pool of
+    threads with keep-alive connections as a production client's pool would, latency from
+    the due time. Closed loop (``rate`` == 0): ``clients`` connections back to back for
+    ``seconds``: the maximum throughput."""
     import http.client
     import queue
     from urllib.parse import urlparse
 
-    payload = json.dumps({"data": {"ndarray": np.random.default_rng(0).gamma(
-        2.0, 1.5, (rows, 1)).tolist()}}).encode()
+    path, body = payload(protocol, rows)
     u = urlparse(url)
-    n = int(rate * seconds)
-    lat = np.full(n, np.nan)
-    errors = []
+    n = int(rate * seconds) if rate else 10 ** 9
+    lat: list[float] = []
+    errors: list = []
     jobs: queue.Queue = queue.Queue()
     start = time.perf_counter() + 0.3
+    stop_at = start + seconds
 
     def worker() -> None:
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        while (i := jobs.get()) is not None:
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
+        while (i := jobs.get() if rate else 0) is not None:
+            due = start + i / rate if rate else time.perf_counter()
+            if not rate and due > stop_at:
+                break
+            if (delay := due - time.perf_counter()) > 0:
                 time.sleep(delay)
             try:
-                conn.request("POST", "/api/v1.0/predictions", body=payload,
+                conn.request("POST", path, body=body,
                              headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 resp.read()
-                if resp.status != 200:
-                    errors.append(resp.status)
+                if resp.status == 200:
+                    lat.append(time.perf_counter() - due)
                 else:
-                    lat[i] = time.perf_counter() - due
+                    errors.append(resp.status)
             except Exception as e:  # counted, reported; reconnect for the next one
                 errors.append(repr(e))
                 conn.close()
                 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
         conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(pool)]
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
     for th in threads:
         th.start()
-    for i in range(n):
-        jobs.put(i)
-    for _ in threads:
-        jobs.put(None)
+    if rate:
+        for i in range(n):
+            jobs.put(i)
+        for _ in threads:
+            jobs.put(None)
     for th in threads:
         th.join()
     wall = time.perf_counter() - start
-    ok = lat[np.isfinite(lat)]
-    return {"rate": rate, "requests": n, "ok": int(ok.size), "errors": len(errors),
+    ok = np.asarray(lat)
+    return {"rate": rate or "max", "requests": int(ok.size + len(errors)), "ok": int(ok.size),
+            "errors": len(errors), "error_kinds": sorted({str(e) for e in errors})[:5],
             "p50_ms": float(np.percentile(ok, 50) * 1e3) if ok.size else None,
             "p99_ms": float(np.percentile(ok, 99) * 1e3) if ok.size else None,
             "throughput_rps": float(ok.size / wall)}
 
 
+def bare_server(port: int) -> None:
+    """A kserve.Model returning a constant tensor, behind the same bound ModelServer."""
+    sys.argv = sys.argv[:1]
+    from kserve import Model, ModelServer
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    from mleops.serving.oip_launch import bind, quiet_request_logs
+
+    class Constant(Model):
+        def __init__(self):
+            super().__init__("bare")
+            self.ready = True
+
+        def predict(self, request, headers=None):
+            n = request.inputs[0].shape[0]
+            return InferResponse(response_id=request.id or "0", model_name="bare",
+                                 infer_outputs=[InferOutput("loglik", [n], "FP64",
+                                                            data=[0.0] * n)])
+
+    bind("127.0.0.1")
+    server = ModelServer(http_port=port, grpc_port=0, enable_grpc=False, workers=1)
+    quiet_request_logs()
+    server.start([Constant()])
+
+
+def _run(url: str, protocol: str, rate: float, seconds: float, rows: int,
+         clients: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--drive", url, "--protocol", protocol,
+                          "--rates", str(rate), "--seconds", str(seconds), "--rows",
+                          str(rows), "--clients", str(clients)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def _measure(name: str, url: str, a, engine_ms: float) -> dict:
+    _run(url, name, 50, 2, a.rows, 8)  # compiles, fills caches; not scored
+    runs = []
+    for rate in [float(r) for r in a.rates.split(",")]:
+        r = _run(url, name, rate, a.seconds, a.rows, 32)
+        r["p99_over_engine"] = r["p99_ms"] / engine_ms if r["p99_ms"] else None
+        runs.append(r)
+        print(f"{name:4s} rate {rate:5.0f}/s: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} "
+              f"ms ({r['p99_over_engine']:.1f}x the engine's {engine_ms:.2f} ms), "
+              f"throughput {r['throughput_rps']:.1f}/s, errors {r['errors']}", flush=True)
+    top = _run(url, name, 0, a.seconds, a.rows, a.clients)
+    print(f"{name:4s} max throughput ({a.clients} clients): {top['throughput_rps']:.1f}/s, "
+          f"p99 {top['p99_ms']:.2f} ms, errors {top['errors']}", flush=True)
+    return {"runs": runs, "max": top}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--drive", help=argparse.SUPPRESS)  # internal: the load-generator process
+    ap.add_argument("--bare", type=int, help=argparse.SUPPRESS)  # internal: the bare server
+    ap.add_argument("--protocol", default="v1", help=argparse.SUPPRESS)
     ap.add_argument("--rates", default="50,100,200")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rows", type=int, default=100)
-    ap.add_argument("--workers", type=int, default=1, help="server worker processes")
-    ap.add_argument("--threads", type=int, default=4, help="threads per server worker")
+    ap.add_argument("--clients", type=int, default=8, help="connections for max throughput")
+    ap.add_argument("--threads", type=int, default=4, help="threads of the v1 server")
+    ap.add_argument("--servers", default="v1,v2,bare")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "serving.json"))
     a = ap.parse_args()
     if a.drive:
-        print(json.dumps(drive(a.drive, float(a.rates), a.seconds, a.rows)))
+        print(json.dumps(drive(a.drive, a.protocol, float(a.rates), a.seconds, a.rows,
+                               a.clients)))
         return
+    if a.bare:
+        return bare_server(a.bare)
 
     import mleops
     from mleops.artifact import ModelArtifact
-    from mleops.serving.process import LocalServer
+    from mleops.serving.process import LocalServer, OipServer, free_port
     from mleops.serving.service import stage_model
 
     art = ModelArtifact.from_fit(mleops.fit(np.random.default_rng(1).gamma(2.0, 1.5, 5000),
@@ -110,29 +185,45 @@ def main() -> None:
     for _ in range(200):
         art.loglik_rows(x)
     engine_ms = (time.perf_counter() - t0) / 200 * 1e3
-    results = {"rows": a.rows, "engine_in_process_ms": engine_ms, "runs": [],
-               "cpus": os.cpu_count()}
+    results = {"rows": a.rows, "engine_in_process_ms": engine_ms, "cpus": os.cpu_count(),
+               "v1_threads": a.threads, "servers": {}}
     with tempfile.TemporaryDirectory() as d:
         stage_model(art, d, name="bench", version="1")
-        results.update(workers=a.workers, threads=a.threads)
-        with LocalServer(d, workers=a.workers, threads=a.threads) as server:
-            warm = subprocess.run([sys.executable, __file__, "--drive", server.url, "--rates",
-                                   "50", "--seconds", "2", "--rows", str(a.rows)],
-                                  capture_output=True, text=True, check=True)
-            results["warmup"] = json.loads(warm.stdout)  # compiles, fills caches; not scored
-            for rate in [float(r) for r in a.rates.split(",")]:
-                out = subprocess.run([sys.executable, __file__, "--drive", server.url,
-                                      "--rates", str(rate), "--seconds", str(a.seconds),
-                                      "--rows", str(a.rows)], capture_output=True, text=True,
-                                     check=True)
-                r = json.loads(out.stdout)
-                r["p99_over_engine"] = r["p99_ms"] / engine_ms if r["p99_ms"] else None
-                results["runs"].append(r)
-                print(f"rate {rate:5.0f}/s: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
-                      f"({r['p99_over_engine']:.1f}x the in-process engine {engine_ms:.2f} ms), "
-                      f"throughput {r['throughput_rps']:.1f}/s, errors {r['errors']}",
-                      flush=True)
+        for name in a.servers.split(","):
+            if name == "bare":
+                port = free_port()
+                proc = subprocess.Popen([sys.executable, __file__, "--bare", str(port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    _wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
+                    results["servers"][name] = _measure(name, f"http://127.0.0.1:{port}", a,
+                                                        engine_ms)
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                continue
+            server = (LocalServer(d, threads=a.threads) if name == "v1" else OipServer(d))
+            with server:
+                results["servers"][name] = _measure(name, server.url, a, engine_ms)
+    s = results["servers"]
+    if "v1" in s and "v2" in s:
+        results["v2_over_v1_max_throughput"] = (s["v2"]["max"]["throughput_rps"]
+                                                / s["v1"]["max"]["throughput_rps"])
+        print(f"v2 / v1 maximum throughput: {results['v2_over_v1_max_throughput']:.2f}x")
     write_json(a.out, results)
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
 
 
 if __name__ == "__main__":

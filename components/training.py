@@ -51,14 +51,24 @@ def split(dataset: Input[Dataset], validation_data_uri: str, validation_data_has
 
 @component
 def train(train_data: Input[Dataset], code_version: str, family: str, threshold: float,
-          components: int, method: str, seed: int, model: Output[Model],
-          metrics: Output[Metrics]):
+          components: int, method: str, seed: int, trainjob_min_bytes: int,
+          trainjob_result_uri: str, trainjob_nodes: int, trainjob_namespace: str,
+          trainjob_env_secret: str, trainjob_timeout_s: float, node_cpu: str,
+          node_memory: str, model: Output[Model], metrics: Output[Metrics]):
+    """Fit in this pod, or, for data above ``trainjob_min_bytes`` (0: never), as a Kubeflow
+    Trainer TrainJob of ``trainjob_nodes`` pods of ``node_cpu``/``node_memory`` each."""
     from mleops.pipeline import steps
+    from mleops.pipeline.trainjob import TrainJobSettings
 
-    art = steps.train(train_data.path, model.path, family=family,
-                      threshold=threshold, k=components, method=method, seed=seed)
+    job = TrainJobSettings(min_bytes=trainjob_min_bytes, result_uri=trainjob_result_uri,
+                           nodes=trainjob_nodes, namespace=trainjob_namespace,
+                           env_secret=trainjob_env_secret, cpu=node_cpu, memory=node_memory,
+                           timeout_s=trainjob_timeout_s)
+    art = steps.train(train_data.path, model.path, family=family, threshold=threshold,
+                      k=components, method=method, seed=seed, trainjob=job)
     model.metadata.update({"family": art.family["name"], "params": art.params,
                            "device": art.metadata.get("device", ""),
+                           "trainjob": art.metadata.get("trainjob", ""),
                            "code_version": code_version})
     steps.write_metrics(metrics, steps.fit_metrics(art))
     metrics.metadata["device"] = art.metadata.get("device", "")
@@ -110,12 +120,14 @@ def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifac
 
 @component
 def deploy(model_name: str, version: str, tracking_uri: str, namespace: str,
-           canary_traffic: int, artifacts_destination: str, apply: bool,
-           manifest: Output[Artifact]):
-    """Render (and with ``apply``, apply) the SeldonDeployment with the new canary."""
+           canary_traffic: int, artifacts_destination: str, apply: bool, target: str,
+           deployment_mode: str, manifest: Output[Artifact]):
+    """Render (and with ``apply``, apply) the SeldonDeployment, or for ``target`` "kserve"
+    the InferenceService in ``deployment_mode``, with the new canary."""
     from mleops.pipeline import steps
 
     out = steps.deploy(model_name, version, manifest.path, tracking_uri=tracking_uri,
                        namespace=namespace, canary_traffic=canary_traffic,
-                       artifacts_destination=artifacts_destination, apply=apply)
+                       artifacts_destination=artifacts_destination, apply=apply,
+                       target=target, deployment_mode=deployment_mode)
     manifest.metadata.update(out)

@@ -54,6 +54,14 @@ def training_pipeline(
     deploy_namespace: str = "models",
     deploy_canary_traffic: int = 10,
     deploy_apply: bool = False,
+    deploy_target: str = "seldon",
+    deploy_mode: str = "Serverless",
+    trainjob_min_bytes: int = 0,
+    trainjob_result_uri: str = "",
+    trainjob_nodes: int = 2,
+    trainjob_namespace: str = "models",
+    trainjob_env_secret: str = "",
+    trainjob_timeout_s: float = 3600.0,
     artifacts_destination: str = "",
     run_tag: str = "",
     run_params_json: str = "{}",
@@ -73,8 +81,14 @@ def training_pipeline(
                   family=family,
                   threshold=threshold, components=components, seed=seed,
                   holdout_fraction=holdout_fraction, time_ordered=time_ordered)
+    # Above trainjob_min_bytes the train step itself submits a Kubeflow Trainer TrainJob and
+    # waits for it (a conditional in the step, not a pipeline branch): one task, one model.
     trn = c.train(train_data=spl.outputs["train"], code_version=code_version, family=family,
-                  threshold=threshold, components=components, method=method, seed=seed)
+                  threshold=threshold, components=components, method=method, seed=seed,
+                  trainjob_min_bytes=trainjob_min_bytes, trainjob_result_uri=trainjob_result_uri,
+                  trainjob_nodes=trainjob_nodes, trainjob_namespace=trainjob_namespace,
+                  trainjob_env_secret=trainjob_env_secret, trainjob_timeout_s=trainjob_timeout_s,
+                  node_cpu=train_cpu, node_memory=train_memory)
     trn.set_cpu_request(train_cpu).set_memory_request(train_memory)
     trn.set_accelerator_type(train_accelerator_type).set_accelerator_limit(
         train_accelerator_limit)
@@ -95,8 +109,9 @@ def training_pipeline(
         reg.set_display_name("register")
         c.deploy(model_name=model_name, version=reg.output, tracking_uri=tracking_uri,
                  namespace=deploy_namespace, canary_traffic=deploy_canary_traffic,
-                 artifacts_destination=artifacts_destination,
-                 apply=deploy_apply).set_caching_options(False)
+                 artifacts_destination=artifacts_destination, apply=deploy_apply,
+                 target=deploy_target,
+                 deployment_mode=deploy_mode).set_caching_options(False)
     with dsl.Else(name="gate-rejected"):
         c.record(register=False, **common).set_caching_options(False).set_display_name(
             "log-rejected")

@@ -79,13 +79,83 @@ def select_columns(table: dict, spec: ColumnSpec) -> Columns:
 def fit_table(path: str, family: str, *, column: str | None = None,
               censor_column: str | None = None, covariates=None, threshold=None,
               weights_column: str | None = None, k: int | None = None,
-              method: str = "auto", sharded: bool = False) -> FitResult:
+              method: str = "auto", sharded: bool = False,
+              max_memory: int | None = None) -> FitResult:
     """Read ``path`` and fit; the response column defaults to the only unclaimed one.
 
-    ``sharded`` spreads rows over every device of the job (after
-    :func:`mleops.fit.sharded.initialize_distributed`, every process's devices)."""
-    c = select_columns(read_table(path), ColumnSpec.from_params(
-        column, censor_column, weights_column, covariates))
+    Streamed (:func:`fit_streamed`) when ``max_memory`` bounds the bytes held, when the
+    columns would not fit in the memory available, or in a multi-process job (each process
+    then reads only its share). ``sharded`` spreads rows over every device of the job (after
+    :func:`mleops.fit.sharded.initialize_distributed`)."""
+    import jax
+
+    from mleops.batches import needs_streaming, scan
+    from mleops.fit.api import resolve_family
+
+    spec = ColumnSpec.from_params(column, censor_column, weights_column, covariates)
+    fam = resolve_family(family, threshold=threshold, k=k,
+                         features=("const", *spec.covariates) if spec.covariates else None)
+    multi = sharded and jax.process_count() > 1
+    if max_memory or (not fam.multistart and (multi or _maybe_large(path))):
+        source = scan(path)
+        roles = _roles(source.columns, spec)
+        if max_memory or multi or needs_streaming(source, len(roles.columns)):
+            return fit_streamed(source, fam, roles, max_memory=max_memory, method=method)
+    c = select_columns(read_table(path), spec)
     return fit(c.x, family, event=c.event, weights=c.weight, X=c.X,
                features=c.features or None, threshold=threshold, k=k, method=method,
                sharded=sharded)
+
+
+def _maybe_large(path: str) -> bool:
+    """Worth a scan of the metadata: a remote source, or local files whose bytes alone are a
+    sixteenth of the memory available (a small file is read without one)."""
+    import os
+
+    from mleops.batches import memory_available
+    from mleops.storage import is_remote
+
+    if is_remote(path):
+        return True
+    local = path.removeprefix("file://")
+    size = (os.path.getsize(local) if os.path.isfile(local) else
+            sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(local) for f in fs)
+            if os.path.isdir(local) else 0)
+    return size * 16 > memory_available()
+
+
+def _roles(names, spec: ColumnSpec):
+    from mleops.fit.stream import Roles
+
+    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates}
+    response = spec.column
+    if not response:
+        left = [c for c in names if c not in claimed - {""}]
+        if len(left) != 1:
+            raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")
+        response = left[0]
+    return Roles(response, spec.censor_column, spec.weights_column, tuple(spec.covariates))
+
+
+def fit_streamed(source, fam, roles, *, max_memory: int | None = None,
+                 method: str = "auto") -> FitResult:
+    """The fit of ``source`` (a :class:`mleops.batches.Scan`) in batches of bounded size;
+    in a multi-process job each process streams only its share and only sums cross hosts."""
+    import jax
+
+    from mleops.batches import batch_rows, batches, memory_available, share
+    from mleops.fit.stream import fit_stream, local_gather, process_gather
+
+    if method == "lbfgs":
+        raise DataError("streamed fits use Newton's method (one pass per step); drop "
+                        "--method lbfgs")
+    budget = max_memory or min(memory_available() // 4, 1 << 30)
+    rows = batch_rows(budget, len(roles.columns))
+    rank, size = jax.process_index(), jax.process_count()
+    mine = share(source.pieces, rank, size)
+    cols = roles.columns
+    start = next(batches(source, source.pieces, cols, min(rows, 200_000)), None)
+    if start is None:
+        raise DataError(f"data: no rows to fit in {source.uri} (empty input)")
+    return fit_stream(lambda: batches(source, mine, cols, rows), fam, roles, rows=rows,
+                      start=start, gather=process_gather if size > 1 else local_gather)

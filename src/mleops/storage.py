@@ -50,7 +50,7 @@ def locate(uri: str):
         return fs.FileSystem.from_uri(uri)
     except Exception as e:  # ArrowInvalid: unrecognised scheme; OSError: bad bucket name...
         if "Unrecognized filesystem type" not in str(e):
-            raise DataError(f"cannot open {uri}: {_first_line(e)}") from None
+            raise DataError(f"cannot open {uri}: {first_line(e)}") from None
     try:
         import fsspec
         from pyarrow.fs import FSSpecHandler, PyFileSystem
@@ -62,7 +62,7 @@ def locate(uri: str):
                         f"hdfs and abfs; others need fsspec and its {scheme} plugin "
                         f"installed") from None
     except Exception as e:  # fsspec: unknown protocol, missing plugin, bad URL
-        raise DataError(f"cannot open {uri}: {_first_line(e)}") from None
+        raise DataError(f"cannot open {uri}: {first_line(e)}") from None
     return PyFileSystem(FSSpecHandler(f)), path
 
 
@@ -74,7 +74,7 @@ def read_arrow(uri: str) -> Loaded:
         if uri and os.path.isfile(path):
             return _read_local_file(path, uri)
     f, path = locate(uri)
-    info = _stat(f, path, uri)
+    info = file_info(f, path, uri)
     try:
         if info.type.name == "Directory":
             return _read_directory(f, path, uri)
@@ -83,8 +83,21 @@ def read_arrow(uri: str) -> Loaded:
     except DataError:
         raise
     except Exception as e:
-        raise _read_error(e, uri) from None
+        raise read_error(e, uri) from None
     return Loaded(_parse(data, path, uri), hashlib.sha256(data).hexdigest(), 1, uri)
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write ``text`` at ``uri`` (folders made), through the same filesystems as reads."""
+    f, path = locate(uri)
+    try:
+        parent = path.rsplit("/", 1)[0]
+        if parent and parent != path:
+            f.create_dir(parent, recursive=True)
+        with f.open_output_stream(path) as s:
+            s.write(text.encode())
+    except Exception as e:
+        raise read_error(e, uri, writing=True) from None
 
 
 def _read_local_file(path: str, uri: str) -> Loaded:
@@ -97,11 +110,11 @@ def _read_local_file(path: str, uri: str) -> Loaded:
     return Loaded(_parse(path, path, uri), h.hexdigest(), 1, uri)
 
 
-def _stat(f, path: str, uri: str):
+def file_info(f, path: str, uri: str):
     try:
         info = f.get_file_info(path)
     except Exception as e:
-        raise _read_error(e, uri) from None
+        raise read_error(e, uri) from None
     if info.type.name != "NotFound":
         return info
     bucket = path.split("/", 1)[0]
@@ -130,7 +143,7 @@ def _parse(source, path: str, uri: str):
 
         return pcsv.read_csv(source)
     except Exception as e:  # pyarrow's ArrowInvalid & co. carry a useful message
-        raise DataError(f"cannot read {uri}: {_first_line(e)}") from None
+        raise DataError(f"cannot read {uri}: {first_line(e)}") from None
 
 
 def _read_directory(f, path: str, uri: str) -> Loaded:
@@ -152,20 +165,20 @@ def _read_directory(f, path: str, uri: str) -> Loaded:
         table = ds.dataset(files, filesystem=f, format="parquet", partition_base_dir=path,
                            partitioning=ds.partitioning(flavor="hive")).to_table()
     except Exception as e:
-        raise DataError(f"cannot read the Parquet dataset {uri}: {_first_line(e)}") from None
+        raise DataError(f"cannot read the Parquet dataset {uri}: {first_line(e)}") from None
     return Loaded(table, h.hexdigest(), len(files), uri)
 
 
-def _read_error(e: Exception, uri: str) -> DataError:
-    msg = str(e)
+def read_error(e: Exception, uri: str, *, writing: bool = False) -> DataError:
+    msg, verb = str(e), "write" if writing else "read"
     if any(s in msg for s in _DENIED):
-        return DataError(f"access denied reading {uri}: check the credentials "
+        return DataError(f"access denied {verb[:-1]}ing {uri}: check the credentials "
                          f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the pod's service "
                          f"account) and the bucket policy")
     if isinstance(e, FileNotFoundError):
         return DataError(f"data not found: {uri}")
-    return DataError(f"cannot read {uri}: {_first_line(e)}")
+    return DataError(f"cannot {verb} {uri}: {first_line(e)}")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

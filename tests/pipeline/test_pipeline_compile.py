@@ -104,3 +104,22 @@ def test_git_commit_comes_from_the_cli_side(tmp_path, monkeypatch):
     assert provenance.git_commit(str(tmp_path)) == "f" * 40
     monkeypatch.setenv(provenance.GIT_COMMIT_ENV, "c" * 40)
     assert provenance.git_commit(str(tmp_path)) == "c" * 40
+
+
+def test_deploy_target_and_trainjob_settings_are_pipeline_parameters():
+    spec = _spec()
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = {n: params[n].get("defaultValue") for n in (
+        "deploy_target", "deploy_mode", "trainjob_min_bytes", "trainjob_result_uri",
+        "trainjob_nodes")}
+    assert defaults == {"deploy_target": "seldon", "deploy_mode": "Serverless",
+                        "trainjob_min_bytes": 0.0, "trainjob_result_uri": "",
+                        "trainjob_nodes": 2.0}
+    tasks = _tasks(spec)
+    # inside the gate branch a pipeline parameter reaches a task as pipelinechannel--NAME
+    given = lambda task, name: tasks[task]["inputs"]["parameters"][name][  # noqa: E731
+        "componentInputParameter"].removeprefix("pipelinechannel--")
+    assert given("deploy", "target") == "deploy_target"
+    assert given("deploy", "deployment_mode") == "deploy_mode"
+    assert given("train", "trainjob_min_bytes") == "trainjob_min_bytes"
+    assert given("train", "node_memory") == "train_memory"

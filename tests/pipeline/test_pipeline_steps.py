@@ -73,3 +73,44 @@ def test_held_out_rows_the_champion_trained_on_are_found(rng):
     counts = overlap(Table(rng.poisson(2, 3000).astype(float)),
                      sketch(Table(rng.poisson(2, 9000).astype(float))))
     assert counts["share"] is None and "undetermined" in counts["note"]
+
+
+class _Registry:
+    """What the deploy step asks of the registry: the champion and where a version lies."""
+
+    def __init__(self, uri=None):
+        pass
+
+    def champion(self, name):
+        return ("1", None)
+
+    def download_uri(self, name, version):
+        return f"s3://mlops-bucket/mlartifacts/1/models/m-{version}"
+
+
+@pytest.mark.parametrize("target,mode,kind", [
+    ("seldon", "Serverless", "SeldonDeployment"),
+    ("kserve", "Serverless", "InferenceService"),
+    ("kserve", "Standard", "InferenceService"),
+])
+def test_deploy_renders_the_chosen_target_valid_against_its_crd(tmp_path, monkeypatch, target,
+                                                                mode, kind):
+    import yaml
+
+    from mleops.deploy import TARGETS
+
+    monkeypatch.setattr("mleops.registry.Registry", _Registry)
+    path = tmp_path / "manifest.yaml"
+    out = steps.deploy("latency", "2", str(path), target=target, deployment_mode=mode,
+                       canary_traffic=25)
+    m = yaml.safe_load(path.read_text())
+    assert TARGETS[target][1](m) is m  # the target's own CRD and webhook rules
+    assert out == {"champion": "1", "canary": "2", "rendered": True, "validated": True,
+                   "applied": False, "kind": kind}
+    assert m["kind"] == kind and m["metadata"]["name"] == "latency"
+    if target == "kserve":
+        assert m["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode
+        spec = m["spec"]
+        split = (spec["predictor"]["canaryTrafficPercent"] if mode == "Serverless"
+                 else spec["canary"][0]["trafficPercent"])
+        assert split == 25

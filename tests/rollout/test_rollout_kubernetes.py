@@ -6,72 +6,28 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from kubernetes.client.exceptions import ApiException
 from support.kubernetes import REF, RecordingApi
+from support.prometheus_stub import Prometheus
 
 from mleops.deploy import DeployError, validate_manifest
 from mleops.rollout import AnnotationStateStore, RolloutState, Summary
 from mleops.rollout.kubernetes import KubernetesBackend
-from mleops.rollout.prometheus_evidence import EXECUTOR, SERIES
+from mleops.rollout.prometheus_evidence import EXECUTOR
 from mleops.rollout.state import ANNOTATION
 
 SEL = 'namespace="models",registered_model="claims",registered_version="{v}"'
 CAN = 'namespace="models",deployment_name="claims",predictor_name="canary"'
 
 
-class Prometheus:
-    """Answers instant queries from ``values`` (promql -> {pod: value}; missing: empty
-    vector); records each query."""
-
-    def __init__(self):
-        self.values, self.queries = {}, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                promql = q["query"][0]
-                outer.queries.append(promql)
-                v = outer.values.get(promql, {})
-                result = [{"metric": {"pod": pod}, "value": [1.0, str(x)]}
-                          for pod, x in (v.items() if isinstance(v, dict) else [("", v)])]
-                body = json.dumps({"status": "success", "data": {"resultType": "vector",
-                                                                 "result": result}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def totals(self, version, pods):
-        """pods: {pod: (rows, sum, sum of squares, outside)}"""
-        sel = SEL.format(v=version)
-        for i, metric in enumerate(SERIES):
-            self.values[f"{metric}{{{sel}}}"] = {pod: t[i] for pod, t in pods.items()}
-
-    def executor(self, requests, errors):
-        self.values[f"{EXECUTOR}_count{{{CAN}}}"] = {"c-0": requests}
-        self.values[f'{EXECUTOR}_count{{{CAN},code=~"5.."}}'] = {"c-0": errors}
-
-
 @pytest.fixture
 def prom():
-    p = Prometheus()
+    p = Prometheus(SEL, CAN)
     yield p
-    p.server.shutdown()
-    p.server.server_close()
+    p.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""``mleops deploy``: SeldonDeployment manifests for registered models; apply; shift traffic."""
+"""``mleops deploy``: SeldonDeployment or KServe InferenceService manifests for registered
+models; apply; shift traffic."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import click
 
 @click.group("deploy")
 def deploy() -> None:
-    """Serve registered models on Kubernetes with Seldon Core (v1)."""
+    """Serve registered models on Kubernetes with Seldon Core (v1) or KServe."""
 
 
 @deploy.command("render")
 @click.argument("name")
+@click.option("--target", type=click.Choice(["seldon", "kserve"]), default="seldon",
+              show_default=True, help="SeldonDeployment or KServe InferenceService.")
+@click.option("--deployment-mode", type=click.Choice(["Serverless", "Knative", "RawDeployment",
+                                                      "Standard"]), default="Serverless",
+              show_default=True, help="With --target kserve: KServe's deployment mode (a "
+              "canary needs Serverless/Knative, or Standard on KServe >= 0.20).")
+@click.option("--service-account", help="With --target kserve: service account with the "
+              "storage credentials for the model download.")
 @click.option("--version", "version", required=True, help="Registered model version to serve.")
 @click.option("--model-name", help="Registered model name (default: NAME).")
 @click.option("--canary-version", help="Version for a 'canary' predictor.")
@@ -32,17 +41,31 @@ def deploy() -> None:
 @click.option("--max-rows", type=int, default=10_000, show_default=True)
 @click.option("--env-secret", "env_secret", help="Secret with storage credentials "
               "(envSecretRefName) for the model download.")
-@click.option("--crd", type=click.Path(dir_okay=False), help="SeldonDeployment CRD YAML to "
-              "validate against (default: $MLEOPS_SELDON_CRD, else the packaged copy).")
+@click.option("--crd", type=click.Path(dir_okay=False), help="CRD YAML to validate against "
+              "(default: $MLEOPS_SELDON_CRD / $MLEOPS_KSERVE_CRD, else the packaged copy).")
 @click.option("--no-validate", is_flag=True, help="Skip the CRD validation.")
 @click.option("--apply", "do_apply", is_flag=True, help="Create/update it in the cluster.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the YAML here.")
-def render_cmd(name, version, model_name, canary_version, canary_traffic, shadow, namespace,
-               tracking_uri, model_uri, canary_model_uri, artifacts_destination, image,
-               replicas, cpu, memory, max_rows, env_secret, crd, no_validate, do_apply,
-               output) -> None:
-    """Print the SeldonDeployment NAME serving a model version (and optional canary)."""
-    from mleops.deploy import SERVER_IMAGE, release_manifest, to_yaml
+def render_cmd(name, target, deployment_mode, service_account, version, model_name,
+               canary_version, canary_traffic, shadow, namespace, tracking_uri, model_uri,
+               canary_model_uri, artifacts_destination, image, replicas, cpu, memory,
+               max_rows, env_secret, crd, no_validate, do_apply, output) -> None:
+    """Print the SeldonDeployment (or InferenceService) NAME serving a model version (and
+    optional canary)."""
+    from mleops.deploy import IMAGE, SERVER_IMAGE, release_manifest, to_yaml
+
+    if target == "kserve":
+        for flag, given in (("--shadow", shadow), ("--env-secret", env_secret)):
+            if given:  # KServe mirrors nothing; its storage credentials come from an account
+                raise click.UsageError(f"{flag} is for --target seldon (KServe: "
+                                       f"{'no traffic mirroring' if flag == '--shadow' else '--service-account'})")
+        options = dict(deployment_mode=deployment_mode, service_account=service_account,
+                       image=image or IMAGE)
+    else:
+        if service_account:
+            raise click.UsageError("--service-account is for --target kserve")
+        options = dict(shadow=shadow, env_secret_ref_name=env_secret,
+                       image=image or SERVER_IMAGE)
 
     model_name = model_name or name
     needs_lookup = model_uri is None or (canary_version is not None and not canary_model_uri)
@@ -55,9 +78,8 @@ def render_cmd(name, version, model_name, canary_version, canary_traffic, shadow
         registry, name, model_name=model_name, version=version, model_uri=model_uri,
         canary_version=canary_version, canary_model_uri=canary_model_uri or None,
         artifacts_destination=artifacts_destination, crd=crd, validate=not no_validate,
-        canary_traffic=canary_traffic, shadow=shadow, namespace=namespace,
-        image=image or SERVER_IMAGE, replicas=replicas, cpu=cpu, memory=memory,
-        max_rows=max_rows, env_secret_ref_name=env_secret)
+        target=target, canary_traffic=canary_traffic, namespace=namespace,
+        replicas=replicas, cpu=cpu, memory=memory, max_rows=max_rows, **options)
     text = to_yaml(manifest)
     if output:
         with open(output, "w") as f:
@@ -70,8 +92,8 @@ def render_cmd(name, version, model_name, canary_version, canary_traffic, shadow
 
         obj = apply_manifest(manifest)
         version_ = (obj or {}).get("metadata", {}).get("resourceVersion", "?")
-        click.echo(f"applied SeldonDeployment {namespace}/{name} (resourceVersion {version_})",
-                   err=True)
+        click.echo(f"applied {manifest['kind']} {namespace}/{name} (resourceVersion "
+                   f"{version_})", err=True)
 
 
 @deploy.command("traffic")
@@ -93,3 +115,8 @@ def traffic_cmd(name, weights, namespace) -> None:
         parsed[pred] = int(value)
     obj = set_traffic(name, namespace, parsed)
     click.echo(json.dumps({p["name"]: p.get("traffic", 0) for p in obj["spec"]["predictors"]}))
+
+
+from mleops.cli.trainjob import render_trainjob_cmd  # noqa: E402 - its own file
+
+deploy.add_command(render_trainjob_cmd)

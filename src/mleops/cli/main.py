@@ -52,24 +52,27 @@ def main() -> None:
                    "process 0 prints. What the rendered JAXJob pods run.")
 @click.option("--output", type=click.Path(dir_okay=False),
               help="Also write the result JSON to this file.")
+@click.option("--max-memory", help="Stream the data in batches holding about this much "
+              "(512MB, 2GB); default: streamed only when the data would not fit in memory.")
 def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_column, k,
-            method, as_json, distributed, output) -> None:
+            method, as_json, distributed, output, max_memory) -> None:
     """Fit FAMILY to a column of DATA (CSV/Parquet file, Parquet directory, s3:// gs:// URI)."""
+    from mleops.batches import parse_size
     from mleops.columns import fit_table
     from mleops.fit.sharded import initialize_distributed
 
     rank = initialize_distributed() if distributed else 0
     res = fit_table(data, family, column=column, censor_column=censor_column,
                     covariates=covariates, threshold=threshold, weights_column=weights_column,
-                    k=k, method=method, sharded=distributed)
+                    k=k, method=method, sharded=distributed,
+                    max_memory=parse_size(max_memory) if max_memory else None)
     if rank:  # every process holds the same result; one prints it
         return
     text = json.dumps(res.to_dict(), indent=2)
-    if output:
-        from pathlib import Path
+    if output:  # a local path, or an object store (what a TrainJob's pods write to)
+        from mleops.storage import write_text
 
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text + "\n")
+        write_text(output, text + "\n")
     if as_json or distributed:
         click.echo(text)
     else:
@@ -80,6 +83,7 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
 
 def _register_subcommands() -> None:
     from mleops.cli.deploy import deploy
+    from mleops.cli.judge import judge_cmd
     from mleops.cli.models import models
     from mleops.cli.monitor import monitor_cmd
     from mleops.cli.pipeline import pipeline
@@ -87,6 +91,7 @@ def _register_subcommands() -> None:
     from mleops.cli.serve import predict_cmd, serve_cmd
 
     main.add_command(deploy)
+    main.add_command(judge_cmd)
     main.add_command(pipeline)
     main.add_command(models)
     main.add_command(monitor_cmd)

@@ -7,6 +7,28 @@ import click
 
 from mleops._config import GATE_TOLERANCE as DEFAULT_TOLERANCE
 from mleops._config import INCONCLUSIVE_POLICIES
+from mleops.deploy.kserve import MODES, SERVERLESS
+from mleops.deploy.release import TARGETS
+
+
+class _Size(click.ParamType):
+    """A byte count: ``0``, ``123``, or a size such as ``512MB``, ``10GB``, ``1.5GiB``."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx) -> int:
+        from mleops.batches import parse_size
+        from mleops.errors import DataError
+
+        if isinstance(value, int) or str(value).strip() == "0":
+            return int(value)
+        try:
+            return parse_size(value)
+        except DataError:
+            self.fail(f"{value!r} is not a size like 0, 512MB, 10GB or 1.5GiB", param, ctx)
+
+
+SIZE = _Size()
 
 #: ``mleops pipeline run``'s options (``--host`` & co. included)
 PIPELINE_RUN = [
@@ -39,10 +61,29 @@ PIPELINE_RUN = [
                       "as challenger (the canary decides, exit 0) or reject (exit 3)."),
     click.option("--accelerator-type", "train_accelerator_type", default="",
                  help="KFP accelerator for the train task (e.g. nvidia.com/gpu)."),
-    click.option("--deploy-namespace", default="models", help="Namespace of the SeldonDeployment."),
+    click.option("--deploy-namespace", default="models", help="Namespace of the served model."),
     click.option("--deploy-canary-traffic", type=int, default=10,
                  help="Percent of traffic for a newly registered challenger."),
     click.option("--deploy-apply", is_flag=True, help="Apply the manifest (needs a cluster)."),
+    click.option("--deploy-target", type=click.Choice(sorted(TARGETS)), default="seldon",
+                 show_default=True, help="SeldonDeployment or KServe InferenceService."),
+    click.option("--deploy-mode", type=click.Choice(list(MODES)), default=SERVERLESS,
+                 show_default=True, help="With --deploy-target kserve: KServe's deployment "
+                                         "mode (a canary needs Serverless/Knative or Standard)."),
+    click.option("--trainjob-min-bytes", type=SIZE, default="0", show_default=True,
+                 help="Fit data larger than this (10GB, 1.5GiB, bytes) as a Kubeflow Trainer "
+                      "TrainJob instead of in the train task; 0 = never. Needs object-store "
+                      "--data, --validation-data and --trainjob-result-uri."),
+    click.option("--trainjob-result-uri", default="",
+                 help="Object-store prefix the TrainJob writes its fit result under."),
+    click.option("--trainjob-nodes", type=click.IntRange(min=1), default=2, show_default=True,
+                 help="TrainJob pods (JAX processes)."),
+    click.option("--trainjob-namespace", default="models", show_default=True),
+    click.option("--trainjob-env-secret", default="",
+                 help="Secret with AWS_* keys for the TrainJob pods' object-store access."),
+    click.option("--trainjob-timeout", "trainjob_timeout_s", type=click.FloatRange(min=1),
+                 default=3600.0, show_default=True,
+                 help="Seconds the train task waits for the TrainJob."),
     click.option("--artifacts-destination", default="",
                  envvar="MLEOPS_ARTIFACTS_DESTINATION",
                  help="Tracking server's artifact store (e.g. s3://bucket/path) for modelUri."),
@@ -110,3 +151,38 @@ def parse_pipeline_run(args: list[str], prog: str = "pipeline run") -> dict:
     """``mleops pipeline run`` arguments -> its parameters (click.UsageError on bad ones)."""
     command = click.command(prog)(pipeline_run_options(lambda **kw: kw))
     return dict(command.make_context(prog, list(args)).params)
+
+
+#: the rollout test's and guardrails' options (``mleops rollout start``, ``mleops judge``)
+ROLLOUT_TEST = [
+    click.option("--min-drop", type=float, default=None,
+                 help="Smallest drop in nats/row worth catching (the test's tolerance)."),
+    click.option("--alpha", type=float, default=None, help="False-rollback probability."),
+    click.option("--step-min-rows", type=int, default=None, help="Canary rows per step."),
+    click.option("--metrics-timeout", type=float, default=None,
+                 help="Seconds without canary metrics before rolling back."),
+]
+
+
+def rollout_test_options(f):
+    """Decorate a command with the rollout test's options (None: the library's default)."""
+    for option in reversed(ROLLOUT_TEST):
+        f = option(f)
+    return f
+
+
+def rollout_test(min_drop, alpha, step_min_rows, metrics_timeout):
+    """Those options -> (TestConfig, Guardrails); DataError names a bad value."""
+    from mleops.rollout import Guardrails, TestConfig
+
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
+    return (TestConfig(**given(min_drop=min_drop, alpha=alpha)),
+            Guardrails(**given(step_min_rows=step_min_rows, metrics_timeout_s=metrics_timeout)))
+
+
+def parse_labels(pairs, option: str = "--evidence-label") -> dict[str, str]:
+    """``("job=x", ...)`` -> {"job": "x"}; click.UsageError on a pair without '='."""
+    labels = dict(kv.split("=", 1) for kv in pairs if "=" in kv)
+    if len(labels) != len(pairs):
+        raise click.UsageError(f"{option} takes KEY=VALUE")
+    return labels

@@ -14,12 +14,14 @@ import sys
 import click
 
 from mleops.cli import exits
+from mleops.cli.options import parse_labels, rollout_test, rollout_test_options
 
 
-def _store(kubernetes: bool, namespace: str, state_dir: str):
+def _store(kubernetes: bool, namespace: str, state_dir: str, target: str = "seldon"):
     from mleops.rollout import state_store
 
-    return state_store(kubernetes=kubernetes, namespace=namespace, state_dir=state_dir)
+    return state_store(kubernetes=kubernetes, namespace=namespace, state_dir=state_dir,
+                       target=target)
 
 
 def _state_dir_option(f):
@@ -32,6 +34,9 @@ def _cluster_options(f):
     for opt in reversed([
             click.option("--kubernetes", is_flag=True,
                          help="Drive a SeldonDeployment (state in its annotations)."),
+            click.option("--target", type=click.Choice(["seldon", "kserve"]), default="seldon",
+                         show_default=True, help="kserve: drive the model's InferenceService "
+                         "(implies a cluster; state on a Lease of the same name)."),
             click.option("--namespace", default="models", show_default=True),
             click.option("--prometheus", default="http://prometheus-operated.monitoring:9090",
                          show_default=True,
@@ -105,12 +110,7 @@ def rollout() -> None:
               "mirrored rows, the champion answers all (paired test, more powerful).")
 @click.option("--confirm-before-promote", is_flag=True,
               help="Wait in waiting_confirmation for `mleops rollout confirm`.")
-@click.option("--min-drop", type=float, default=None,
-              help="Smallest drop in nats/row worth catching (the test's tolerance).")
-@click.option("--alpha", type=float, default=None, help="False-rollback probability.")
-@click.option("--step-min-rows", type=int, default=None, help="Canary rows per step.")
-@click.option("--metrics-timeout", type=float, default=None,
-              help="Seconds without canary metrics before rolling back.")
+@rollout_test_options
 @click.option("--router", "router_url", default="",
               help="URL of a running `mleops rollout serve` (default: start one here).")
 @_cluster_options
@@ -119,6 +119,12 @@ def rollout() -> None:
               "versions stored behind its mlflow-artifacts proxy.")
 @click.option("--env-secret", default="", help="With --kubernetes: Secret with the storage "
               "initializer's credentials.")
+@click.option("--deployment-mode", type=click.Choice(["Serverless", "Knative", "Standard"]),
+              default="Serverless", show_default=True,
+              help="With --target kserve: KServe's mode (canaryTrafficPercent, or spec.canary "
+                   "in Standard mode on KServe >= 0.20).")
+@click.option("--service-account", default="", help="With --target kserve: account with the "
+              "storage credentials.")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI ($MLFLOW_TRACKING_URI).")
 @_state_dir_option
 @click.option("--replay", type=click.Path(dir_okay=False, exists=True),
@@ -142,30 +148,30 @@ def rollout() -> None:
                    "job=mleops-local); repeatable.")
 @click.option("--json", "as_json", is_flag=True)
 def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_drop, alpha,
-              step_min_rows, metrics_timeout, router_url, kubernetes, namespace, prometheus,
-              artifacts_destination, env_secret, tracking_uri, state_dir, replay, rate, batch,
-              columns, interval, timeout, detach, supersede, evidence, evidence_labels,
-              as_json) -> None:
+              step_min_rows, metrics_timeout, router_url, kubernetes, target, namespace,
+              prometheus, artifacts_destination, env_secret, deployment_mode, service_account,
+              tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
+              supersede, evidence, evidence_labels, as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
     from mleops.registry import Registry
-    from mleops.rollout import Controller, Guardrails, TestConfig, open_backend
+    from mleops.rollout import Controller, open_backend
 
+    kubernetes = kubernetes or target == "kserve"
     if detach and not (kubernetes or router_url):
         raise click.UsageError("--detach needs --router (a plane that outlives this command)")
-    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
-    test = TestConfig(**given(min_drop=min_drop, alpha=alpha))  # start() sets the pairing
-    g = Guardrails(**given(step_min_rows=step_min_rows, metrics_timeout_s=metrics_timeout))
-    labels = dict(kv.split("=", 1) for kv in evidence_labels if "=" in kv)
-    if len(labels) != len(evidence_labels):
-        raise click.UsageError("--evidence-label takes KEY=VALUE")
+    # start() sets the pairing
+    test, g = rollout_test(min_drop, alpha, step_min_rows, metrics_timeout)
+    labels = parse_labels(evidence_labels)
     registry = Registry(tracking_uri or None)
     from_prometheus = kubernetes or evidence == "prometheus"
     with open_backend(name, registry=registry, kubernetes=kubernetes, router_url=router_url,
                       namespace=namespace, prometheus=prometheus if from_prometheus else "",
                       artifacts_destination=artifacts_destination, env_secret=env_secret,
-                      evidence_labels=labels) as backend:
+                      evidence_labels=labels, target=target, deployment_mode=deployment_mode,
+                      service_account=service_account) as backend:
         router_url = backend.describe().get("router", router_url)
-        controller = Controller(_store(kubernetes, namespace, state_dir), backend, registry)
+        controller = Controller(_store(kubernetes, namespace, state_dir, target), backend,
+                                registry)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwinds: servers stopped
         state = controller.start(name, candidate_version, steps=steps, mode=mode, test=test,
                                  guardrails=g, confirm_before_promote=confirm_before_promote,
@@ -189,13 +195,13 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True)
 @click.option("--timeout", type=float, default=None)
 @click.option("--json", "as_json", is_flag=True)
-def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir, replay, rate,
-               batch, columns, interval, timeout, as_json) -> None:
+def resume_cmd(name, kubernetes, target, namespace, prometheus, tracking_uri, state_dir, replay,
+               rate, batch, columns, interval, timeout, as_json) -> None:
     """Drive an existing rollout from its persisted state (e.g. after a controller restart)."""
     from mleops.registry import Registry
     from mleops.rollout import Controller, backend_from
 
-    store = _store(kubernetes, namespace, state_dir)
+    store = _store(kubernetes, namespace, state_dir, target)
     state = Controller(store, None, None).status(name)
     registry = Registry(tracking_uri or None)
     controller = Controller(store, backend_from(state.backend, registry), registry)
@@ -210,11 +216,11 @@ def resume_cmd(name, kubernetes, namespace, prometheus, tracking_uri, state_dir,
 @_cluster_options
 @_state_dir_option
 @click.option("--json", "as_json", is_flag=True)
-def status_cmd(name, kubernetes, namespace, prometheus, state_dir, as_json) -> None:
+def status_cmd(name, kubernetes, target, namespace, prometheus, state_dir, as_json) -> None:
     """Phase, traffic, the test's numbers and the last reason."""
     from mleops.rollout import Controller
 
-    _print(Controller(_store(kubernetes, namespace, state_dir), None, None).status(name),
+    _print(Controller(_store(kubernetes, namespace, state_dir, target), None, None).status(name),
            as_json)
 
 
@@ -224,12 +230,13 @@ def status_cmd(name, kubernetes, namespace, prometheus, state_dir, as_json) -> N
 @_cluster_options
 @click.option("--tracking-uri", default="")
 @_state_dir_option
-def abort_cmd(name, reason, kubernetes, namespace, prometheus, tracking_uri, state_dir) -> None:
+def abort_cmd(name, reason, kubernetes, target, namespace, prometheus, tracking_uri,
+              state_dir) -> None:
     """Roll back now: canary traffic to 0, champion kept, the version tagged with why."""
     from mleops.registry import Registry
     from mleops.rollout import Controller, backend_from
 
-    store = _store(kubernetes, namespace, state_dir)
+    store = _store(kubernetes, namespace, state_dir, target)
     state = Controller(store, None, None).status(name)
     registry = Registry(tracking_uri or None)
     controller = Controller(store, backend_from(state.backend, registry), registry)
@@ -243,12 +250,12 @@ def abort_cmd(name, reason, kubernetes, namespace, prometheus, tracking_uri, sta
 @click.argument("name")
 @_cluster_options
 @_state_dir_option
-def confirm_cmd(name, kubernetes, namespace, prometheus, state_dir) -> None:
+def confirm_cmd(name, kubernetes, target, namespace, prometheus, state_dir) -> None:
     """Let a rollout waiting for confirmation promote at its next tick."""
     from mleops.rollout import Controller
 
-    _print(Controller(_store(kubernetes, namespace, state_dir), None, None).confirm(name),
-           False)
+    _print(Controller(_store(kubernetes, namespace, state_dir, target), None, None).confirm(
+        name), False)
 
 
 @rollout.command("serve")

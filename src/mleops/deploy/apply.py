@@ -1,23 +1,33 @@
-"""Create or update SeldonDeployments, and shift traffic between their predictors.
+"""Create or update the custom objects mleops renders (SeldonDeployment, InferenceService),
+and shift traffic between a SeldonDeployment's predictors.
 
 Talks to the cluster through the kubernetes client's ``CustomObjectsApi`` (pass ``api`` to use
 another one, e.g. a test double). Failures become :class:`DeployError` naming the object,
-what was being done, and the API server's own message.
+what was being done, and the API server's own message. Each call names its object's
+:class:`~mleops.deploy.k8s.Resource` (default: the SeldonDeployment); ``apply_manifest``
+reads it off the manifest.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 
-from mleops.deploy.seldon import API_VERSION, GROUP, KIND, PLURAL
-from mleops.errors import DataError, MleopsError
+from mleops.deploy.k8s import DeployError, Resource
+from mleops.deploy.kserve import ISVC
+from mleops.deploy.seldon import SELDON
+from mleops.errors import DataError
 
 OWNED_PREFIX = "mleops.io/"  # labels/annotations manifests own (stale ones are removed)
+# kinds apply_manifest knows -> whether the manifest owns its whole spec: KServe keeps
+# fields such as canaryTrafficPercent until told otherwise (a merge patch must null them);
+# Seldon's predictors list is replaced whole anyway and its webhook's defaults are kept
+RESOURCES: dict[tuple[str, str], tuple[Resource, bool]] = {
+    (r.api_version, r.kind): (r, whole) for r, whole in ((SELDON, False), (ISVC, True))}
 
-
-class DeployError(MleopsError, RuntimeError):
-    """The cluster could not be reached or refused a request; the message says which and why."""
+__all__ = ["DeployError", "apply_manifest", "create_object", "custom_objects_api", "get_object", "get_traffic",
+           "patch_object", "set_traffic", "update_object"]
 
 
 def custom_objects_api():
@@ -57,31 +67,90 @@ def _request(what: str, fn, **kwargs):
         raise DeployError(f"{what} failed: Kubernetes API server unreachable: {e}") from e
 
 
-def get_object(api, namespace: str, name: str) -> dict | None:
-    """The SeldonDeployment, or None when it does not exist."""
+def get_object(api, namespace: str, name: str, *, resource: Resource = SELDON) -> dict | None:
+    """The object (a SeldonDeployment unless ``resource`` says otherwise), or None when it
+    does not exist."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        return _request(f"reading {KIND} {namespace}/{name}", api.get_namespaced_custom_object,
-                        group=GROUP, version=API_VERSION, namespace=namespace, plural=PLURAL,
-                        name=name)
+        return _request(f"reading {resource.kind} {namespace}/{name}",
+                        api.get_namespaced_custom_object, name=name, **resource.ref(namespace))
     except DeployError as e:
         if isinstance(e.__cause__, ApiException) and e.__cause__.status == 404:
             return None
         raise
 
 
-def patch_object(api, namespace: str, name: str, body: dict, what: str) -> dict:
-    """Merge-patch the SeldonDeployment (``what`` names the change in errors)."""
-    return _request(f"{what} on {KIND} {namespace}/{name}", api.patch_namespaced_custom_object,
-                    group=GROUP, version=API_VERSION, namespace=namespace, plural=PLURAL,
-                    name=name, body=body)
+def patch_object(api, namespace: str, name: str, body: dict, what: str, *,
+                 resource: Resource = SELDON) -> dict:
+    """Merge-patch the object (``what`` names the change in errors)."""
+    return _request(f"{what} on {resource.kind} {namespace}/{name}",
+                    api.patch_namespaced_custom_object, name=name, body=body,
+                    **resource.ref(namespace))
 
 
-def _merge_patch(manifest: dict, current: dict) -> dict:
+def create_object(api, namespace: str, body: dict, *, resource: Resource = SELDON) -> dict:
+    """Create the object ``body`` describes (DeployError names it and the server's reason)."""
+    name = (body.get("metadata") or {}).get("name")
+    return _request(f"creating {resource.kind} {namespace}/{name}",
+                    api.create_namespaced_custom_object, body=body, **resource.ref(namespace))
+
+
+def update_object(api, namespace: str, name: str, change: Callable[[dict], dict | None],
+                  what: str, *, resource: Resource = SELDON, attempts: int = 3) -> dict:
+    """Read the object, merge-patch it with ``change(current)`` (None: nothing to change,
+    nothing sent) guarded by its ``resourceVersion``; on a conflict (HTTP 409: it changed
+    meanwhile) re-read and retry, up to ``attempts`` times. The updated object."""
+    from kubernetes.client.exceptions import ApiException
+
+    if attempts < 1:
+        raise DataError(f"attempts must be >= 1, got {attempts}")
+    where = f"{resource.kind} {namespace}/{name}"
+    for attempt in range(1, attempts + 1):
+        current = get_object(api, namespace, name, resource=resource)
+        if current is None:
+            raise DeployError(f"no {where}")
+        body = change(current)
+        if body is None:
+            return current
+        if version := (current.get("metadata") or {}).get("resourceVersion"):
+            body["metadata"] = {**body.get("metadata", {}), "resourceVersion": version}
+        try:
+            return patch_object(api, namespace, name, body, what, resource=resource)
+        except DeployError as e:
+            conflict = isinstance(e.__cause__, ApiException) and e.__cause__.status == 409
+            if not conflict or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stale(old: dict, new: dict) -> dict:
+    """Nulls for what ``old`` has and ``new`` lacks, nested maps included (lists are
+    replaced whole by a merge patch anyway)."""
+    out = {}
+    for k, v in old.items():
+        if k not in new:
+            out[k] = None
+        elif isinstance(v, dict) and isinstance(new[k], dict) and (sub := _stale(v, new[k])):
+            out[k] = sub
+    return out
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        base[k] = _deep_merge(base[k], v) if isinstance(base.get(k), dict) \
+            and isinstance(v, dict) else v
+    return base
+
+
+def _merge_patch(manifest: dict, current: dict, whole_spec: bool = False) -> dict:
     """``manifest`` as a JSON merge patch over ``current``: mleops-owned labels/annotations
-    that the manifest no longer has (e.g. the canary version) are deleted (set to null)."""
+    that the manifest no longer has (e.g. the canary version) are deleted (set to null); with
+    ``whole_spec`` so is every spec field the manifest no longer has."""
     body = copy.deepcopy(manifest)
+    if whole_spec:
+        body["spec"] = _deep_merge(_stale(current.get("spec") or {}, body.get("spec") or {}),
+                                   body.get("spec") or {})
     for key in ("labels", "annotations"):
         old = (current.get("metadata") or {}).get(key) or {}
         new = body.setdefault("metadata", {}).get(key) or {}
@@ -92,28 +161,31 @@ def _merge_patch(manifest: dict, current: dict) -> dict:
 
 
 def apply_manifest(manifest: dict, *, api=None) -> dict:
-    """Create the SeldonDeployment, or merge-patch it if it exists; the object the server keeps.
+    """Create the object, or merge-patch it if it exists; the object the server keeps.
 
-    The predictors list is replaced as a whole (merge-patch semantics), so the result serves
-    exactly the manifest's predictors.
+    A SeldonDeployment's predictors list is replaced as a whole (merge-patch semantics), so
+    the result serves exactly the manifest's predictors; an InferenceService's spec fields
+    the manifest lacks (a canary's ``canaryTrafficPercent``, ``spec.canary``) are removed.
     """
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND \
-            or manifest.get("apiVersion") != f"{GROUP}/{API_VERSION}":
-        got = (f"{manifest.get('apiVersion')}/{manifest.get('kind')}"
-               if isinstance(manifest, dict) else type(manifest).__name__)
-        raise DataError(f"not a {GROUP}/{API_VERSION} {KIND} manifest ({got})")
+    key = (manifest.get("apiVersion"), manifest.get("kind")) if isinstance(manifest, dict) \
+        else None
+    if key not in RESOURCES:
+        got = "/".join(map(str, key)) if key else type(manifest).__name__
+        known = " or ".join(f"{v} {k}" for v, k in RESOURCES)
+        raise DataError(f"not a {known} manifest ({got})")
+    resource, whole_spec = RESOURCES[key]
     meta = manifest.get("metadata") or {}
     name, namespace = meta.get("name"), meta.get("namespace")
     if not name or not namespace:
         raise DataError("manifest needs metadata.name and metadata.namespace")
     api = api or custom_objects_api()
-    ref = dict(group=GROUP, version=API_VERSION, namespace=namespace, plural=PLURAL)
-    current = get_object(api, namespace, name)
+    where = f"{resource.kind} {namespace}/{name}"
+    current = get_object(api, namespace, name, resource=resource)
     if current is None:
-        return _request(f"creating {KIND} {namespace}/{name}",
-                        api.create_namespaced_custom_object, body=manifest, **ref)
-    return _request(f"updating {KIND} {namespace}/{name}", api.patch_namespaced_custom_object,
-                    name=name, body=_merge_patch(manifest, current), **ref)
+        return create_object(api, namespace, manifest, resource=resource)
+    return _request(f"updating {where}", api.patch_namespaced_custom_object, name=name,
+                    body=_merge_patch(manifest, current, whole_spec),
+                    **resource.ref(namespace))
 
 
 def get_traffic(name: str, namespace: str, *, api=None) -> dict[str, int]:
@@ -121,7 +193,7 @@ def get_traffic(name: str, namespace: str, *, api=None) -> dict[str, int]:
     api = api or custom_objects_api()
     current = get_object(api, namespace, name)
     if current is None:
-        raise DeployError(f"no {KIND} {namespace}/{name}")
+        raise DeployError(f"no {SELDON.kind} {namespace}/{name}")
     return {p["name"]: int(p.get("traffic", 0))
             for p in (current.get("spec") or {}).get("predictors") or []}
 
@@ -133,25 +205,18 @@ def set_traffic(name: str, namespace: str, weights: dict[str, int], *, api=None,
     Non-shadow predictors must end up summing to 100 (unnamed ones keep their share); a
     shadow's value is its mirrored percentage. A merge patch replaces lists whole, so the patch
     carries the current predictors with only ``traffic`` changed, guarded by the object's
-    ``resourceVersion``: if the object changed meanwhile (HTTP 409) it is re-read and the
-    change retried, up to ``attempts`` times. Nothing is sent when nothing would change.
+    ``resourceVersion`` (:func:`update_object`: re-read and retried on a conflict). Nothing is
+    sent when nothing would change.
     """
-    if attempts < 1:
-        raise DataError(f"attempts must be >= 1, got {attempts}")
     if not isinstance(weights, dict) or not weights:
         raise DataError("weights must be a non-empty mapping predictor -> percentage")
     for pred, w in weights.items():
         if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 100:
             raise DataError(f"traffic for predictor {pred!r} must be an integer in 0..100, "
                             f"got {w!r}")
-    from kubernetes.client.exceptions import ApiException
+    where = f"{SELDON.kind} {namespace}/{name}"
 
-    api = api or custom_objects_api()
-    where = f"{KIND} {namespace}/{name}"
-    for attempt in range(1, attempts + 1):
-        current = get_object(api, namespace, name)
-        if current is None:
-            raise DeployError(f"no {where}")
+    def change(current: dict) -> dict | None:
         before = (current.get("spec") or {}).get("predictors") or []
         predictors = copy.deepcopy(before)
         names = [p["name"] for p in predictors]
@@ -163,18 +228,7 @@ def set_traffic(name: str, namespace: str, weights: dict[str, int], *, api=None,
         if sum(live.values()) != 100:
             raise DataError(f"traffic of the non-shadow predictors of {where} would sum to "
                             f"{sum(live.values())}, not 100: {live}")
-        if predictors == before:
-            return current
-        body = {"spec": {"predictors": predictors}}
-        if version := (current.get("metadata") or {}).get("resourceVersion"):
-            body["metadata"] = {"resourceVersion": version}  # precondition: 409 if changed
-        try:
-            return _request(f"setting traffic {weights} on {where}",
-                            api.patch_namespaced_custom_object, group=GROUP,
-                            version=API_VERSION, namespace=namespace, plural=PLURAL,
-                            name=name, body=body)
-        except DeployError as e:
-            conflict = isinstance(e.__cause__, ApiException) and e.__cause__.status == 409
-            if not conflict or attempt == attempts:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+        return None if predictors == before else {"spec": {"predictors": predictors}}
+
+    return update_object(api or custom_objects_api(), namespace, name, change,
+                         f"setting traffic {weights}", attempts=attempts)

@@ -78,6 +78,25 @@ def _data_location(data_uri: str, init_image: str, secret: str | None
             [{"name": DATA_VOLUME, "mountPath": DATA_MOUNT, "readOnly": True}], [init])
 
 
+def _check_settings(*, namespace: str, cpu: str, memory: str, image: str, family: str,
+                    integers: tuple[tuple[str, object, int], ...]) -> None:
+    """The settings every fit job checks (JAXJob, TrainJob); DataError names the first bad
+    one. ``integers`` are (name, value, lowest allowed)."""
+    check(isinstance(namespace, str) and len(namespace) <= 63
+           and bool(DNS1123.fullmatch(namespace)), f"namespace {namespace!r} is not a DNS-1123 "
+                                                   f"label")
+    for what, v, low in integers:
+        check(isinstance(v, int) and not isinstance(v, bool) and v >= low,
+               f"{what} must be an integer >= {low}, got {v!r}")
+    for what, q in (("cpu", cpu), ("memory", memory)):
+        check(isinstance(q, str) and bool(QUANTITY.fullmatch(q)),
+               f"{what} {q!r} is not a Kubernetes quantity (e.g. 500m, 1, 512Mi, 1Gi)")
+    check(isinstance(image, str) and bool(image) and " " not in image,
+           f"image must be a non-empty image reference, got {image!r}")
+    check(isinstance(family, str), f"family must be a name, got {family!r}")
+    family_class(family)  # DataError naming the known families
+
+
 def fit_args(data: str, family: str, **options) -> list[str]:
     """``fit DATA --family F ... --distributed`` for the worker pods, from ``mleops fit``'s
     options (``FIT_FLAGS``: ``column``, ``censor_column``, ``covariates``, ``threshold``,
@@ -110,22 +129,11 @@ def render_jaxjob(
     check(isinstance(name, str) and 0 < len(name) <= longest
            and bool(DNS1035.fullmatch(name)), f"JAXJob name {name!r} must be a DNS-1035 label "
            f"of at most {longest} characters (its pods are <name>-worker-<i>)")
-    check(isinstance(namespace, str) and len(namespace) <= 63
-           and bool(DNS1123.fullmatch(namespace)), f"namespace {namespace!r} is not a DNS-1123 "
-                                                   f"label")
-    for what, v, low in (("workers", workers, 1), ("gpus", gpus, 0), ("port", port, 1),
-                         ("backoff_limit", backoff_limit, 0),
-                         ("ttl_seconds_after_finished", ttl_seconds_after_finished, 0)):
-        check(isinstance(v, int) and not isinstance(v, bool) and v >= low,
-               f"{what} must be an integer >= {low}, got {v!r}")
+    _check_settings(namespace=namespace, cpu=cpu, memory=memory, image=image, family=family,
+                    integers=(("workers", workers, 1), ("gpus", gpus, 0), ("port", port, 1),
+                              ("backoff_limit", backoff_limit, 0),
+                              ("ttl_seconds_after_finished", ttl_seconds_after_finished, 0)))
     check(port <= 65535, f"port must be at most 65535, got {port}")
-    for what, q in (("cpu", cpu), ("memory", memory)):
-        check(isinstance(q, str) and bool(QUANTITY.fullmatch(q)),
-               f"{what} {q!r} is not a Kubernetes quantity (e.g. 500m, 1, 512Mi, 1Gi)")
-    check(isinstance(image, str) and bool(image) and " " not in image,
-           f"image must be a non-empty image reference, got {image!r}")
-    check(isinstance(family, str), f"family must be a name, got {family!r}")
-    family_class(family)  # DataError naming the known families
     path, volumes, mounts, inits = _data_location(data_uri, storage_initializer_image,
                                                   env_secret_ref_name)
     limits = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})}

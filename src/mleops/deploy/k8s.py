@@ -11,16 +11,41 @@ from __future__ import annotations
 import functools
 import os
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mleops.errors import DataError
+from mleops.errors import DataError, MleopsError
 
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
+class DeployError(MleopsError, RuntimeError):
+    """The cluster could not be reached or refused a request, or a manifest would not do what
+    it says there; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where the API server keeps one kind of custom object (what every API call names)."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    def ref(self, namespace: str) -> dict[str, str]:
+        """The keywords of a ``CustomObjectsApi`` call for this kind in ``namespace``."""
+        return dict(group=self.group, version=self.version, namespace=namespace,
+                    plural=self.plural)
 
 
 def check(ok: bool, message: str) -> None:
@@ -40,6 +65,47 @@ def check_uri(what: str, uri: str | None) -> str:
     check(isinstance(uri, str) and uri.strip() == uri and uri != "" and " " not in uri,
            f"{what} must be a non-empty URI without spaces, got {uri!r}")
     return uri
+
+
+def check_release(*, namespace: str, secret: str | None, model_name: str, version: str,
+                  model_uri: str, canary_traffic: int, replicas: int, max_rows: int, cpu: str,
+                  memory: str, image: str) -> tuple[str, str, str]:
+    """The checks every model-server manifest makes of its settings (DataError names the
+    first bad one); (model name, version, model URI) as the manifest uses them."""
+    check(isinstance(namespace, str) and len(namespace) <= 63
+           and bool(DNS1123.fullmatch(namespace)), f"namespace {namespace!r} is not a DNS-1123 "
+           f"label (1-63 lowercase letters, digits, '-'; starting and ending alphanumeric)")
+    check(secret is None or isinstance(secret, str)
+           and len(secret) <= 253 and bool(SUBDOMAIN.fullmatch(secret)),
+           f"env_secret_ref_name {secret!r} is not a secret name (DNS-1123 subdomain)")
+    model_name = label_value("model name", model_name)
+    version = label_value("model version", version)
+    model_uri = check_uri("model_uri", model_uri)
+    for what, v, low, high in (("canary_traffic", canary_traffic, 0, 100),
+                               ("replicas", replicas, 0, 1000), ("max_rows", max_rows, 1, None)):
+        check(isinstance(v, int) and not isinstance(v, bool) and low <= v
+               and (high is None or v <= high), f"{what} must be an integer in "
+               f"{low}..{high if high is not None else ''}, got {v!r}")
+    for what, q in (("cpu", cpu), ("memory", memory)):
+        check(isinstance(q, str) and bool(QUANTITY.fullmatch(q)),
+               f"{what} {q!r} is not a Kubernetes quantity (e.g. 500m, 1, 512Mi, 1Gi)")
+    check(isinstance(image, str) and bool(image) and " " not in image,
+           f"image must be a non-empty image reference, got {image!r}")
+    return model_name, version, model_uri
+
+
+def check_canary(version: str, canary_version: str | None, canary_model_uri: str | None,
+                 canary_traffic: int) -> tuple[str | None, str | None]:
+    """A canary is a different version with its own URI; without one, no canary settings."""
+    if canary_version is None:
+        check(canary_traffic == 0,
+               f"canary_traffic={canary_traffic} given without a canary version")
+        check(canary_model_uri is None, "canary_model_uri given without a canary version")
+        return None, None
+    canary_version = label_value("canary version", canary_version)
+    check(canary_version != version, f"canary version {canary_version} is the version "
+                                      f"the main predictor already serves")
+    return canary_version, check_uri("canary_model_uri", canary_model_uri)
 
 
 def to_yaml(manifest: dict) -> str:

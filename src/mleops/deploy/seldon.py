@@ -20,17 +20,17 @@ from mleops._version import SERVER_IMAGE
 from mleops.deploy.k8s import (
     DNS1035,
     DNS1123,
-    QUANTITY,
-    SUBDOMAIN,
+    Resource,
     check,
-    check_uri,
+    check_canary,
+    check_release,
     find_crd,
-    label_value,
     validate_against_crd,
 )
 
 GROUP, API_VERSION, PLURAL = "machinelearning.seldon.io", "v1", "seldondeployments"
 KIND = "SeldonDeployment"
+SELDON = Resource(GROUP, API_VERSION, PLURAL, KIND)
 STORAGE_INITIALIZER_IMAGE = "seldonio/rclone-storage-initializer:1.17.1"
 CONTAINER, MAIN, CANARY = "model", "main", "canary"
 MOUNT, MODEL_DIR, VOLUME = "/mnt/models", "/mnt/models/artifacts", "model-provision-location"
@@ -107,38 +107,17 @@ def render_seldon_deployment(
     check(isinstance(name, str) and len(name) <= longest and bool(DNS1035.fullmatch(name)),
            f"deployment name {name!r} must be a DNS-1035 label of at most {longest} characters "
            f"(lowercase letters, digits, '-'; starting with a letter, ending alphanumeric)")
-    check(isinstance(namespace, str) and len(namespace) <= 63
-           and bool(DNS1123.fullmatch(namespace)), f"namespace {namespace!r} is not a DNS-1123 "
-           f"label (1-63 lowercase letters, digits, '-'; starting and ending alphanumeric)")
-    check(env_secret_ref_name is None or isinstance(env_secret_ref_name, str)
-           and len(env_secret_ref_name) <= 253 and bool(SUBDOMAIN.fullmatch(env_secret_ref_name)),
-           f"env_secret_ref_name {env_secret_ref_name!r} is not a secret name (DNS-1123 subdomain)")
-    model_name = label_value("model name", model_name)
-    version = label_value("model version", version)
-    model_uri = check_uri("model_uri", model_uri)
-    for what, v, low, high in (("canary_traffic", canary_traffic, 0, 100),
-                               ("replicas", replicas, 0, 1000), ("max_rows", max_rows, 1, None)):
-        check(isinstance(v, int) and not isinstance(v, bool) and low <= v
-               and (high is None or v <= high), f"{what} must be an integer in "
-               f"{low}..{high if high is not None else ''}, got {v!r}")
-    for what, q in (("cpu", cpu), ("memory", memory)):
-        check(isinstance(q, str) and bool(QUANTITY.fullmatch(q)),
-               f"{what} {q!r} is not a Kubernetes quantity (e.g. 500m, 1, 512Mi, 1Gi)")
-    check(isinstance(image, str) and bool(image) and " " not in image,
-           f"image must be a non-empty image reference, got {image!r}")
+    model_name, version, model_uri = check_release(
+        namespace=namespace, secret=env_secret_ref_name, model_name=model_name,
+        version=version, model_uri=model_uri, canary_traffic=canary_traffic,
+        replicas=replicas, max_rows=max_rows, cpu=cpu, memory=memory, image=image)
     check(model_dir.startswith(MOUNT + "/") or model_dir == MOUNT,
            f"model_dir {model_dir!r} must lie under {MOUNT}, where the model is downloaded")
     check(metrics_path.startswith("/"), f"metrics_path must start with '/', got {metrics_path!r}")
-    if canary_version is None:
-        check(canary_traffic == 0,
-               f"canary_traffic={canary_traffic} given without a canary version")
-        check(not shadow, "shadow mode needs a canary version to mirror traffic to")
-        check(canary_model_uri is None, "canary_model_uri given without a canary version")
-    else:
-        canary_version = label_value("canary version", canary_version)
-        check(canary_version != version, f"canary version {canary_version} is the version "
-                                          f"the main predictor already serves")
-        canary_model_uri = check_uri("canary_model_uri", canary_model_uri)
+    check(canary_version is not None or not shadow,
+           "shadow mode needs a canary version to mirror traffic to")
+    canary_version, canary_model_uri = check_canary(version, canary_version, canary_model_uri,
+                                                    canary_traffic)
     common = dict(model_name=model_name, image=image, replicas=replicas, cpu=cpu, memory=memory,
                   max_rows=max_rows, model_dir=model_dir, env_secret_ref_name=env_secret_ref_name,
                   storage_initializer_image=storage_initializer_image, metrics_path=metrics_path)
@@ -170,35 +149,6 @@ def model_artifact_uri(registry, name: str, version: str | int, *,
                f"an explicit model URI")
         return f"{artifacts_destination.rstrip('/')}/{urlparse(uri).path.lstrip('/')}"
     return uri
-
-
-def release_manifest(registry, name: str, *, model_name: str, version: str,
-                     model_uri: str | None = None, canary_version: str | None = None,
-                     canary_model_uri: str | None = None,
-                     artifacts_destination: str | None = None,
-                     crd: str | os.PathLike | None = None, validate: bool = True,
-                     **render_options) -> dict:
-    """The validated SeldonDeployment serving ``version`` (and a canary): the one policy
-    ``mleops deploy render`` and the pipeline's deploy step share.
-
-    Model URIs not given are looked up in ``registry`` (mapped through
-    ``artifacts_destination``); the manifest is always checked against the CRD (the package
-    ships it) unless ``validate`` is False.
-    """
-    def uri(v: str) -> str:
-        return model_artifact_uri(registry, model_name, v,
-                                  artifacts_destination=artifacts_destination)
-
-    if model_uri is None:
-        model_uri = uri(version)
-    if canary_version is not None and canary_model_uri is None:
-        canary_model_uri = uri(canary_version)
-    manifest = render_seldon_deployment(
-        name, model_name=model_name, version=version, model_uri=model_uri,
-        canary_version=canary_version, canary_model_uri=canary_model_uri, **render_options)
-    if validate:
-        validate_manifest(manifest, crd)
-    return manifest
 
 
 def default_crd_path() -> Path:

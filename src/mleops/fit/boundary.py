@@ -34,16 +34,18 @@ class BoundaryWarning(ConvergenceWarning):
     """The MLE is on the boundary of the parameter space or does not exist."""
 
 
-def check_spread(fam: Family, x: np.ndarray, w: np.ndarray | None, exact: bool) -> None:
+def check_spread(fam: Family, x: np.ndarray, w: np.ndarray | None, exact: bool,
+                 count: int | None = None) -> None:
     """Every row equal: a family with a scale and a shape has no MLE there (the scale runs
-    to 0 and the likelihood to +inf). One clear error for all of them, up front."""
+    to 0 and the likelihood to +inf). One clear error for all of them, up front. ``count``:
+    how many rows ``x`` stands for (a streamed fit passes two copies of the one value)."""
     if fam.discrete or fam.n_params < 2 or not exact or fam.uses_covariates:
         return
     if x.size > 1 and (x[:64] != x[0]).any():
         return  # the common case, without a pass over the data
     rows = x if w is None else x[np.asarray(w) > 0]
     if rows.size and rows.min() == rows.max():
-        raise DataError(f"all {rows.size} values equal {rows[0].item()!r}: the {fam.name} "
+        raise DataError(f"all {count or rows.size} values equal {rows[0].item()!r}: the {fam.name} "
                         f"MLE does not exist (its scale would shrink to 0 and the likelihood "
                         f"grow without bound); fit a degenerate model or check the data")
 

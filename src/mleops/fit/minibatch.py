@@ -16,7 +16,7 @@ from mleops.fit.api import _result, resolve_family
 from mleops.fit.core import KernelOut, natural_cov_jax
 from mleops.fit.data import Data, make_data, with_weights
 from mleops.fit.likelihood import total_loglik
-from mleops.fit.newton import SolverState, _ascent_direction
+from mleops.fit.newton import SolverState, ascent_direction
 from mleops.fit.sharded import pad_rows
 
 
@@ -83,7 +83,7 @@ def fit_minibatch(x, family: str | dict | Family, *, batch_size: int = 65536, ep
     f, g, H = full(theta)
     converged, it = False, 0
     for it in range(1, polish_steps + 1):  # noqa: B007 (used after the loop)
-        step, dec = _ascent_direction(g, H)
+        step, dec = ascent_direction(g, H)
         if 0.5 * float(dec) <= tol * (1 + abs(float(f))):
             converged = True
             break

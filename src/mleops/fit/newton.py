@@ -30,7 +30,8 @@ class SolverState(NamedTuple):
     converged: jax.Array
 
 
-def _ascent_direction(g, H):
+def ascent_direction(g, H):
+    """(direction, Newton decrement) from |eigenvalues| of -H: always uphill."""
     negH = -0.5 * (H + H.T)
     e, V = jnp.linalg.eigh(negH)
     floor = 1e-12 * jnp.maximum(jnp.max(jnp.abs(e)), 1e-300)
@@ -69,7 +70,7 @@ def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
         return (~s.done) & (s.it < max_iter)
 
     def body(s):
-        d, dec = _ascent_direction(s.g, s.H)
+        d, dec = ascent_direction(s.g, s.H)
         flat = jnp.max(jnp.abs(s.g)) <= GRAD_RTOL * (1.0 + jnp.abs(s.f))
         small = (0.5 * dec <= tol * (1.0 + jnp.abs(s.f))) & flat
 

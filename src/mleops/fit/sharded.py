@@ -11,6 +11,7 @@ so padding never changes a likelihood.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mleops.errors import DataError
 from mleops.fit.data import Data, with_weights
 
 
@@ -34,16 +36,85 @@ def pad_rows(a, total: int, *, zero: bool = False):
     return xp.concatenate([a, fill])
 
 
-def initialize_distributed(env: dict[str, str] | None = None) -> int:
-    """Join a multi-process job (Training Operator JAXJob env), a no-op outside one; returns
-    this process' rank."""
-    env = os.environ if env is None else env
-    if "NUM_PROCESSES" not in env:
+#: the names each launcher gives a process: (coordinator host[:port], port, count, rank)
+V1_ENV = ("COORDINATOR_ADDRESS", "COORDINATOR_PORT", "NUM_PROCESSES", "PROCESS_ID")  # JAXJob
+V2_ENV = ("JAX_COORDINATOR_ADDRESS", None, "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")  # Trainer v2
+TRAINER_PORT = 29500  # Kubeflow Trainer's ContainerTrainerPort, for an address without a port
+
+
+def _int(env: Mapping[str, str], name: str, low: int, high: int | None = None) -> int:
+    raw = env[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise DataError(f"${name}={raw!r} must be an integer in {low}..{'' if high is None else high}")
+    return value
+
+
+def _address(env: Mapping[str, str], names: tuple) -> str:
+    """``host:port`` from the launcher's address (which may carry the port) and port names."""
+    addr_name, port_name = names[0], names[1]
+    addr = env[addr_name].strip()
+    host, sep, port = addr.rpartition(":")
+    if sep and port.isdigit() and host and not host.endswith(":"):  # host:port, [v6]:port
+        if port_name is None:
+            _int({addr_name: port}, addr_name, 1, 65535)
+            return addr
+        addr = host  # the port variable wins over a port in the address
+    if not addr or " " in addr:
+        raise DataError(f"${addr_name}={env[addr_name]!r} is not a host name or address")
+    port_value = _int(env, port_name, 1, 65535) if port_name else TRAINER_PORT
+    return f"{addr}:{port_value}"
+
+
+def _launcher_args(env: Mapping[str, str]) -> dict | None:
+    """``jax.distributed.initialize`` keywords from a Trainer v2 or JAXJob environment, {} to
+    let jax detect its cluster itself, None outside any multi-process job."""
+    for names in (V2_ENV, V1_ENV):
+        wanted = [n for n in names if n is not None]
+        present = [n for n in wanted if env.get(n, "") != ""]
+        if not present:
+            continue
+        if missing := [n for n in wanted if n not in present]:
+            raise DataError(f"distributed start-up: {', '.join('$' + n for n in present)} set "
+                            f"but {', '.join('$' + n for n in missing)} missing")
+        count = _int(env, names[2], 1)
+        return {"coordinator_address": _address(env, names), "num_processes": count,
+                "process_id": _int(env, names[3], 0, count - 1)}
+    return {} if detected_cluster(env) else None
+
+
+def detected_cluster(env: Mapping[str, str]) -> str | None:
+    """The cluster ``jax.distributed.initialize()`` would configure itself from (SLURM, Open MPI,
+    Cloud TPU, a Kubernetes indexed Job), or None. jax keeps its detectors private, so any
+    change there reads as "no cluster"; a lone Kubernetes pod is not a job."""
+    try:
+        from jax._src.clusters import ClusterEnv
+
+        kinds = [c for c in ClusterEnv._cluster_types if not c.opt_in_only_method]
+        if "JOB_COMPLETION_INDEX" not in env:
+            kinds = [c for c in kinds if c.__name__ != "K8sCluster"]
+        return next((c.__name__ for c in kinds if c.is_env_present()), None)
+    except Exception:  # noqa: BLE001 - a detector failing means it cannot configure jax either
+        return None
+
+
+def initialize_distributed(env: Mapping[str, str] | None = None) -> int:
+    """Join a multi-process job, a no-op outside one; returns this process' rank.
+
+    Reads Kubeflow Trainer v2's ``JAX_COORDINATOR_ADDRESS`` (``host:port``) /
+    ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, else the Training Operator JAXJob's
+    ``COORDINATOR_ADDRESS`` / ``COORDINATOR_PORT`` / ``NUM_PROCESSES`` / ``PROCESS_ID``; with
+    neither, lets jax configure itself on a cluster it detects (:func:`detected_cluster`).
+    A half-set or invalid environment is a DataError naming the variable.
+    """
+    args = _launcher_args(os.environ if env is None else env)
+    if args is None:
         return 0
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # GPUs use NCCL anyway
-    jax.distributed.initialize(f"{env['COORDINATOR_ADDRESS']}:{env['COORDINATOR_PORT']}",
-                               num_processes=int(env["NUM_PROCESSES"]),
-                               process_id=int(env["PROCESS_ID"]))
+    jax.distributed.initialize(**args)
     return jax.process_index()
 
 

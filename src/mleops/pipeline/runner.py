@@ -21,6 +21,7 @@ from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
 from mleops.pipeline import provenance
 from mleops.pipeline.dataset import ColumnSpec, check_validation, load_source, split_indices
 from mleops.pipeline.steps import family_options
+from mleops.pipeline.trainjob import TrainJobSettings, needs_trainjob
 from mleops.registry import DUPLICATE_TAG
 from mleops.storage import is_remote
 
@@ -57,6 +58,14 @@ class RunRequest:
     deploy_namespace: str = "models"
     deploy_canary_traffic: int = 10
     deploy_apply: bool = False
+    deploy_target: str = "seldon"  # or "kserve": an InferenceService
+    deploy_mode: str = "Serverless"  # KServe's deployment mode
+    trainjob_min_bytes: int = 0  # data larger than this is fitted by a TrainJob; 0: never
+    trainjob_result_uri: str = ""  # object-store prefix the TrainJob writes its result under
+    trainjob_nodes: int = 2
+    trainjob_namespace: str = "models"
+    trainjob_env_secret: str = ""
+    trainjob_timeout_s: float = 3600.0
     artifacts_destination: str = ""
     git_commit: str = ""  # read by the CLI where the checkout is: pods have no git
     data_hash: str = ""  # filled by validate(): content hashes key the pipeline cache
@@ -91,13 +100,34 @@ class RunRequest:
         except ValueError as e:
             raise DataError(str(e)) from None
         check_deploy_settings(self.model_name, self.deploy_namespace,
-                              self.deploy_canary_traffic)
+                              self.deploy_canary_traffic, self.deploy_target, self.deploy_mode)
+        self.check_trainjob(t.meta)
         self.code_version = provenance.code_version()
         self.candidate_key = provenance.candidate_key(
             data=self.data_hash, validation=self.validation_data_hash, family=self.family,
             options=opts, spec=asdict(spec), seed=self.seed,
             holdout=None if self.validation_data_uri else [self.holdout_fraction,
                                                           self.time_ordered])
+
+    def trainjob(self) -> TrainJobSettings:
+        """The train step's TrainJob settings (what the train component builds)."""
+        return TrainJobSettings(min_bytes=self.trainjob_min_bytes,
+                                result_uri=self.trainjob_result_uri, nodes=self.trainjob_nodes,
+                                namespace=self.trainjob_namespace,
+                                env_secret=self.trainjob_env_secret,
+                                timeout_s=self.trainjob_timeout_s)
+
+    def check_trainjob(self, meta: dict) -> None:
+        """Where the data calls for a TrainJob, render it now (a placeholder name): bad
+        settings fail here, not after ingest and split."""
+        from mleops.pipeline.trainjob import check_plan, render_fit_job
+
+        if needs_trainjob(self.data_uri, self.trainjob_min_bytes):
+            job = self.trainjob()
+            check_plan(job, holdout_split=not self.validation_data_uri)
+            render_fit_job(meta, job, name="fit-check", family=self.family, method="auto",
+                           options=family_options(self.family, self.threshold,
+                                                  self.components))
 
     def check_portable(self, pipeline_root: str = "") -> None:
         """Refuse what only works on this machine before a cluster's pods are sent it."""
@@ -110,7 +140,8 @@ class RunRequest:
             raise DataError(f"--tracking-uri {self.tracking_uri or '(default: local sqlite)'}: "
                             f"the cluster's pods need an MLflow server URL (http(s)://...)")
         for flag, uri in (("--artifacts-destination", self.artifacts_destination),
-                          ("--pipeline-root", pipeline_root)):
+                          ("--pipeline-root", pipeline_root),
+                          ("--trainjob-result-uri", self.trainjob_result_uri)):
             if uri and not is_remote(uri):
                 raise DataError(f"{flag} {uri}: not a URI the cluster can reach "
                                 f"(s3://, gs://, ...)")
@@ -124,20 +155,36 @@ class RunRequest:
         return args
 
 
-def check_deploy_settings(model_name: str, namespace: str, canary_traffic: int) -> None:
+def check_deploy_settings(model_name: str, namespace: str, canary_traffic: int,
+                          target: str = "seldon", mode: str = "Serverless") -> None:
     """The deploy step's settings must render: refused up front, not four tasks in."""
-    from mleops.deploy import deployment_name
-    from mleops.deploy.k8s import DNS1123
+    from mleops.deploy import TARGETS, deployment_name
+    from mleops.deploy.k8s import DNS1035, DNS1123
+    from mleops.deploy.kserve import MODES, NAME_MAX, canary_field
 
+    if target not in TARGETS:
+        raise DataError(f"--deploy-target {target!r}: one of {sorted(TARGETS)}")
     name = deployment_name(model_name)
-    if len(name) > 63 or not DNS1123.fullmatch(name):
-        raise DataError(f"--model-name {model_name!r}: its SeldonDeployment name {name!r} is "
-                        f"not a valid Kubernetes name (lower-case letters, digits and '-', "
-                        f"starting and ending alphanumeric, at most 63)")
+    kind, longest, rule = (("InferenceService", NAME_MAX, DNS1035) if target == "kserve"
+                           else ("SeldonDeployment", 63, DNS1123))
+    if len(name) > longest or not rule.fullmatch(name):
+        raise DataError(f"--model-name {model_name!r}: its {kind} name {name!r} is not a valid "
+                        f"Kubernetes name (lower-case letters, digits and '-', starting "
+                        f"{'with a letter' if rule is DNS1035 else 'alphanumeric'} and ending "
+                        f"alphanumeric, at most {longest})")
     if len(namespace) > 63 or not DNS1123.fullmatch(namespace):
         raise DataError(f"--deploy-namespace {namespace!r} is not a valid Kubernetes namespace")
     if not 0 <= canary_traffic <= 100:
         raise DataError(f"--deploy-canary-traffic {canary_traffic}: a percentage, 0 to 100")
+    if target == "kserve":
+        if mode not in MODES:
+            raise DataError(f"--deploy-mode {mode!r}: one of {list(MODES)}")
+        try:  # every version after the first is deployed as a canary
+            canary_field(mode)
+        except MleopsError:
+            raise DataError(f"--deploy-mode {mode}: KServe splits no canary traffic in this "
+                            f"mode (kserve#5335); use Serverless, Knative or Standard "
+                            f"(KServe >= 0.20)") from None
 
 
 @dataclass

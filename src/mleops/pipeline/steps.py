@@ -24,6 +24,7 @@ from mleops.pipeline.dataset import (
     write_table,
 )
 from mleops.pipeline.provenance import GIT_COMMIT_ENV
+from mleops.pipeline.trainjob import TrainJobSettings, check_plan, fit_on_trainjob, needs_trainjob
 
 SCORES_FILE = "scores.npz"
 CALIB_FILE = "calibration.json"
@@ -85,17 +86,29 @@ def _fit_args(t: Table) -> dict:
 
 
 def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=None,
-          method: str = "auto", seed: int = 0) -> ModelArtifact:
-    """Fit the family; the artifact records provenance and the device JAX ran on."""
-    from mleops.fit import fit
+          method: str = "auto", seed: int = 0, trainjob: TrainJobSettings | None = None,
+          api=None) -> ModelArtifact:
+    """Fit the family; the artifact records provenance and the device JAX ran on.
+
+    With ``trainjob`` and data above its ``min_bytes``, the fit runs as a Kubeflow Trainer
+    TrainJob instead (``mleops.pipeline.trainjob``; ``api``: a CustomObjectsApi) and the
+    artifact is built from its result the same way."""
     from mleops.pipeline.overlap import sketch
 
     t = read_dataset(train_path)
-    r = fit(t.x, family, method=method, seed=seed, **family_options(family, threshold, k),
-            **_fit_args(t))
+    opts = family_options(family, threshold, k)
+    extra = {}
+    if trainjob is not None and needs_trainjob(t.meta.get("source", ""), trainjob.min_bytes):
+        check_plan(trainjob, holdout_split=t.n != t.meta.get("n_rows", t.n))
+        r, extra["trainjob"] = fit_on_trainjob(t.meta, trainjob, family=family, options=opts,
+                                               method=method, api=api)
+    else:
+        from mleops.fit import fit
+
+        r = fit(t.x, family, method=method, seed=seed, **opts, **_fit_args(t))
     art = ModelArtifact.from_fit(r, data_hash=t.meta.get("data_hash", ""),
                                  n_train=t.n, source=t.meta.get("source", ""),
-                                 train_rows_sketch=sketch(t))
+                                 train_rows_sketch=sketch(t), **extra)
     art.save(model_dir)
     return art
 
@@ -253,11 +266,14 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
 
 def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: str = "",
            namespace: str = "models", canary_traffic: int = 10, artifacts_destination: str = "",
-           apply: bool = False, deployment_name: str = "") -> dict:
-    """SeldonDeployment for a freshly registered version: the champion keeps serving and the
-    new challenger gets ``canary_traffic`` percent (a first model is the only predictor).
-    Validated against the CRD (``release_manifest``, shared with ``mleops deploy render``);
-    applied only when ``apply``."""
+           apply: bool = False, deployment_name: str = "", target: str = "seldon",
+           deployment_mode: str = "Serverless") -> dict:
+    """The serving manifest for a freshly registered version: the champion keeps serving and
+    the new challenger gets ``canary_traffic`` percent (a first model is the only predictor).
+
+    ``target`` "seldon" renders a SeldonDeployment, "kserve" an InferenceService in
+    ``deployment_mode``. Validated against the CRD (``release_manifest``, shared with
+    ``mleops deploy render``); applied only when ``apply``."""
     from mleops.deploy import apply_manifest, model_artifact_uri, release_manifest, to_yaml
     from mleops.deploy import deployment_name as default_deployment_name
     from mleops.registry import Registry
@@ -283,10 +299,11 @@ def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: s
         reg, deployment_name or default_deployment_name(model_name), model_name=model_name,
         version=champion, canary_version=canary,
         artifacts_destination=artifacts_destination or None,
-        canary_traffic=canary_traffic if canary else 0, namespace=namespace)
+        canary_traffic=canary_traffic if canary else 0, namespace=namespace, target=target,
+        **({"deployment_mode": deployment_mode} if target == "kserve" else {}))
     os.makedirs(os.path.dirname(os.path.abspath(manifest_path)), exist_ok=True)
     with open(manifest_path, "w") as f:
         f.write(to_yaml(manifest))
     applied = apply_manifest(manifest) if apply else None
     return {"champion": champion, "canary": canary, "rendered": True, "validated": True,
-            "applied": bool(applied)}
+            "applied": bool(applied), "kind": manifest["kind"]}

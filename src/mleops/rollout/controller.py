@@ -17,12 +17,21 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from mleops import failpoints
 from mleops.errors import DataError, MleopsError
 from mleops.rollout.backend import MODES, Backend, RolloutError
-from mleops.rollout.guardrails import Guardrails, absurd_breach, breach_of
+from mleops.rollout.decision import (
+    CONTINUE,
+    PROMOTE,
+    ROLLBACK,
+    Counters,
+    Decision,
+    conclude,
+    settle,
+    unreadable,
+    weigh,
+)
+from mleops.rollout.guardrails import Guardrails
 from mleops.rollout.lease import Driver
 from mleops.rollout.state import (
     FAILED,
@@ -34,7 +43,7 @@ from mleops.rollout.state import (
     StateStore,
     check_name,
 )
-from mleops.rollout.statistics import SequentialTest, Summary, TestConfig
+from mleops.rollout.statistics import SequentialTest, TestConfig
 
 
 def parse_steps(steps: str | list[int]) -> list[int]:
@@ -253,56 +262,25 @@ class Controller:
             return self._finish_promotion(state)
         if state.abort_requested:
             return self._rollback(state, state.abort_requested)
+        counters = Counters(state.last_data_at, state.step_rows)
         try:
             obs = self.backend.read(state)
         except MleopsError as e:  # metrics source down: no evidence, so hold, then roll back
-            silent = self.clock() - state.last_data_at
-            if silent >= g.metrics_timeout_s:
-                return self._rollback(state, f"no canary metrics for {silent:.0f} s ({e})")
-            state.reason = f"holding: cannot read metrics: {e}"
-            return None
-        c, p = obs.canary_rows, obs.champion_rows
-        impossible = int(np.count_nonzero(~np.isfinite(c)))
-        if impossible:  # the canary says an observed row cannot happen: nothing to weigh
-            return self._rollback(state, f"canary gave {impossible} live row(s) zero "
-                                         "likelihood (log-likelihood -inf)")
-        test = SequentialTest(TestConfig.from_dict(state.test_config), state.test)
-        try:  # one tick = one block: the test compares the arms within it
-            if c.size or p.size:
-                test.update_block(c, p, canary_requests=obs.canary_requests,
-                                  champion_requests=obs.champion_requests)
-            if obs.canary_sums is not None or obs.champion_sums is not None:
-                test.update_sums(obs.canary_sums or Summary(), obs.champion_sums or Summary())
-        except DataError as e:  # unusable numbers are no evidence: hold (and time out)
-            state.reason = f"holding: unusable metrics: {e}"
-            return None
-        verdict = test.verdict()
-        state.test, state.verdict = test.to_dict(), verdict.to_dict()
-        state.guardrail_stats = {**obs.arms, "excluded": test.excluded}
+            d = unreadable(e, counters, self.clock(), g)
+            return self._act(state, d)
         now = self.clock()
-        if obs.canary_count:
-            state.last_data_at = now
-            state.step_rows += obs.canary_count
-        if breach := breach_of(obs.arms, g) or absurd_breach(test.excluded, verdict, g):
-            return self._rollback(state, breach)
-        if verdict.decision == "rollback":
-            return self._rollback(state, f"live log-likelihood dropped: {verdict.reason}")
+        d = weigh(state.test, TestConfig.from_dict(state.test_config), obs, g, counters, now)
+        if d.test is not None:
+            state.test, state.verdict = d.test, d.verdict.to_dict()
+            state.guardrail_stats = d.stats
+            state.last_data_at, state.step_rows = d.counters.last_data_at, d.counters.step_rows
+        if d.action != CONTINUE:
+            return self._act(state, d)
         if state.phase == WAITING:
             return self._promote(state) if state.confirmed else None
-        silent = now - state.last_data_at
-        refused = obs.arms.get("client_errors") or 0
-        why = (f"; {refused} request(s) were refused as client errors by both versions or "
-               "before routing (malformed, or not the columns the model takes): not the "
-               "canary's likelihood" if refused else "")
-        if silent >= g.metrics_timeout_s:
-            return self._rollback(state, f"no canary metrics for {silent:.0f} s: no promotion "
-                                         f"without evidence{why}")
-        if silent >= g.hold_after_s:
-            state.reason = f"holding: no canary metrics for {silent:.0f} s{why}"
-            return None
-        state.reason = verdict.reason
-        if state.step_rows < g.step_min_rows:
-            return None
+        if (d := settle(d, obs, g, now)).action != CONTINUE:
+            return self._act(state, d)
+        state.reason, verdict = d.reason, d.verdict
         last = state.step_index == len(state.steps) - 1
         # all split traffic to the canary is promotion in effect: it needs the evidence too
         needs_evidence = (not last and state.step_index + 2 == len(state.steps)
@@ -312,19 +290,26 @@ class Controller:
             state.weight, state.step_rows = state.steps[state.step_index], 0
             state.event("step", verdict=verdict.to_dict())
             self.backend.set_weight(state)
-        elif last and verdict.decision == "not_worse":
-            if state.confirm_before_promote and not state.confirmed:
-                state.phase, state.reason = WAITING, ("evidence says not worse: waiting for "
-                                                      "`mleops rollout confirm`")
-                state.event("waiting_confirmation", verdict=verdict.to_dict())
-            else:
-                self._promote(state)
-        elif verdict.rows_canary >= g.max_rows:
-            self._rollback(state, f"inconclusive after {verdict.rows_canary} canary rows: "
-                                  "no promotion without evidence")
+            return None
+        d = conclude(d, g)  # last step, or 100% at the next: evidence decides
+        if d.action == PROMOTE and state.confirm_before_promote and not state.confirmed:
+            state.phase, state.reason = WAITING, ("evidence says not worse: waiting for "
+                                                  "`mleops rollout confirm`")
+            state.event("waiting_confirmation", verdict=verdict.to_dict())
+        elif d.action == PROMOTE:
+            self._promote(state)
+        elif d.action == ROLLBACK:
+            self._rollback(state, d.reason)
         else:
             state.reason = f"waiting for evidence before {'promotion' if last else '100%'}: " \
                            f"{verdict.reason}"
+        return None
+
+    def _act(self, state: RolloutState, d: Decision) -> None:
+        """A stage's ROLLBACK rolls back; its HOLD says why in ``reason``."""
+        if d.action == ROLLBACK:
+            return self._rollback(state, d.reason)
+        state.reason = d.reason
         return None
 
     def _rollback(self, state: RolloutState, reason: str, *,

@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from mleops.rollout import kserve
 from mleops.rollout.backend import Backend, RolloutError
+from mleops.rollout.kserve import KServeBackend
 from mleops.rollout.kubernetes import AnnotationStateStore, KubernetesBackend
 from mleops.rollout.local import LocalBackend, LocalDataPlane
 from mleops.rollout.prometheus_evidence import PrometheusEvidence
@@ -23,11 +25,17 @@ def backend_from(desc: dict[str, Any], registry=None) -> Backend:
             ev["prometheus"], ev["model"], labels=ev.get("labels")) if ev else None)
     if kind == "kubernetes":
         return KubernetesBackend.from_description(desc, registry=registry)
+    if kind == "kserve":
+        return KServeBackend.from_description(desc, registry=registry)
     raise RolloutError(f"unknown rollout backend {desc!r}")
 
 
-def state_store(*, kubernetes: bool = False, namespace: str = "models", state_dir: str = ""):
-    """Where rollout states live: an annotation on the SeldonDeployment, or local files."""
+def state_store(*, kubernetes: bool = False, namespace: str = "models", state_dir: str = "",
+                target: str = "seldon"):
+    """Where rollout states live: an annotation on the SeldonDeployment (``target`` "kserve":
+    on a Lease beside the InferenceService), or local files."""
+    if target == "kserve":
+        return kserve.state_store(namespace)
     if kubernetes:
         return AnnotationStateStore(namespace)
     return FileStateStore(state_dir)
@@ -37,15 +45,26 @@ def state_store(*, kubernetes: bool = False, namespace: str = "models", state_di
 def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: str = "",
                  namespace: str = "models", prometheus: str = "",
                  artifacts_destination: str = "", env_secret: str = "",
-                 evidence_labels: dict[str, str] | None = None) -> Iterator[Backend]:
+                 evidence_labels: dict[str, str] | None = None, target: str = "seldon",
+                 deployment_mode: str = "Serverless",
+                 service_account: str = "") -> Iterator[Backend]:
     """The backend for a new rollout of model ``name``.
 
-    Kubernetes: the model's SeldonDeployment, metrics from ``prometheus``. Locally: the
+    ``target`` "kserve": the model's InferenceService in ``deployment_mode``, metrics from
+    ``prometheus``. Kubernetes: the model's SeldonDeployment, metrics from ``prometheus``. Locally: the
     router at ``router_url``, or, without one, a data plane started here (champion server
     behind a router on 127.0.0.1) that lives as long as the ``with`` block; with
     ``prometheus`` its likelihood evidence comes from there (series matching
     ``evidence_labels``), not from the router's records.
     """
+    if target == "kserve":
+        yield KServeBackend(
+            name, namespace, prometheus, registry=registry, deployment_mode=deployment_mode,
+            artifacts_destination=artifacts_destination,
+            render_options={"service_account": service_account} if service_account else None)
+        return
+    if target != "seldon":
+        raise RolloutError(f"rollout target {target!r} is neither 'seldon' nor 'kserve'")
     if kubernetes:
         yield KubernetesBackend(
             name, namespace, prometheus, registry=registry,

@@ -22,14 +22,17 @@ import numpy as np
 from mleops.deploy.apply import (
     DeployError,
     apply_manifest,
+    create_object,
     custom_objects_api,
     get_object,
     patch_object,
     set_traffic,
 )
+from mleops.deploy.k8s import Resource
 from mleops.deploy.seldon import (
     CANARY,
     MAIN,
+    SELDON,
     deployment_name,
     model_artifact_uri,
     render_seldon_deployment,
@@ -136,17 +139,22 @@ class KubernetesBackend:
 
 
 class AnnotationStateStore:
-    """The state as a JSON annotation on the SeldonDeployment serving the model.
+    """The state as a JSON annotation on the object serving the model (by default its
+    SeldonDeployment; ``resource`` names another kind).
 
     The backend patches the same object (traffic, predictors), so a save re-reads it and
     patches with its current ``resourceVersion``; a different controller's write since our
     load (its ``updated_at`` in the annotation differs from the one we read) is refused
-    instead of overwritten. ``locked`` is a no-op: the API server orders the writes.
+    instead of overwritten. ``locked`` is a no-op: the API server orders the writes. With
+    ``create`` (name -> manifest) a missing object is created on the first save instead of
+    refused: for a holder object apart from what serves the model.
     """
 
-    def __init__(self, namespace: str, *, api=None, deployment_of=None):
+    def __init__(self, namespace: str, *, api=None, deployment_of=None,
+                 resource: Resource = SELDON, create: Callable[[str], dict] | None = None):
         self.namespace, self.api = namespace, api
         self.deployment_of = deployment_of or deployment_name
+        self.resource, self.create = resource, create
         self._seen: dict[str, float | None] = {}
 
     def _api(self):
@@ -154,7 +162,8 @@ class AnnotationStateStore:
         return self.api
 
     def _read(self, name: str) -> tuple[dict | None, RolloutState | None]:
-        obj = get_object(self._api(), self.namespace, self.deployment_of(check_name(name)))
+        obj = get_object(self._api(), self.namespace, self.deployment_of(check_name(name)),
+                         resource=self.resource)
         raw = ((obj or {}).get("metadata") or {}).get("annotations", {}) or {}
         raw = raw.get(ANNOTATION)
         return obj, RolloutState.from_dict(json.loads(raw)) if raw else None
@@ -167,17 +176,23 @@ class AnnotationStateStore:
     def save(self, state: RolloutState) -> None:
         obj, stored = self._read(state.name)
         where = f"{self.namespace}/{self.deployment_of(state.name)}"
-        if obj is None:
-            raise DeployError(f"cannot save rollout state: no SeldonDeployment {where}")
+        if obj is None and self.create is None:
+            raise DeployError(f"cannot save rollout state: no {self.resource.kind} {where}")
         seen = self._seen.get(state.name, stored.updated_at if stored else None)
         if (stored.updated_at if stored else None) != seen:
             raise DeployError(f"rollout state on {where} was changed by another writer "
                               "since it was read; not overwritten")
         state.updated_at = time.time()
-        meta = {"annotations": {ANNOTATION: json.dumps(state.to_dict(), sort_keys=True)},
-                "resourceVersion": obj["metadata"].get("resourceVersion")}
-        patch_object(self._api(), self.namespace, self.deployment_of(state.name),
-                     {"metadata": meta}, "saving rollout state")
+        annotations = {ANNOTATION: json.dumps(state.to_dict(), sort_keys=True)}
+        if obj is None:  # a holder object of our own: created with the first state
+            body = self.create(self.deployment_of(state.name))
+            body.setdefault("metadata", {})["annotations"] = annotations
+            create_object(self._api(), self.namespace, body, resource=self.resource)
+        else:
+            meta = {"annotations": annotations,
+                    "resourceVersion": obj["metadata"].get("resourceVersion")}
+            patch_object(self._api(), self.namespace, self.deployment_of(state.name),
+                         {"metadata": meta}, "saving rollout state", resource=self.resource)
         self._seen[state.name] = state.updated_at
 
     @contextlib.contextmanager

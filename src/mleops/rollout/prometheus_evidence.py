@@ -39,14 +39,20 @@ class PrometheusEvidence:
     """Per-version likelihood sums of ``model`` from the Prometheus HTTP API at ``url``.
 
     ``labels`` narrow every query (``namespace`` on a cluster, a ``job`` locally);
-    ``executor`` is the label selector of the canary's Seldon executor series, when errors
-    and latency come from there too.
+    ``executor`` is the label selector of the canary's request-latency histogram (Seldon's
+    executor by default; ``executor_metric`` names another), when requests, errors and
+    latency come from there too. ``errors`` selects the failed requests among them (None:
+    the histogram tells no status, so no error count); with ``by_pod`` the histogram carries
+    no version label and is kept only on pods whose mleops series are the canary's.
     """
 
     def __init__(self, url: str, model: str, *, labels: dict[str, str] | None = None,
-                 executor: str = "", clock: Callable[[], float] = time.time):
+                 executor: str = "", executor_metric: str = EXECUTOR,
+                 errors: str | None = 'code=~"5.."', by_pod: bool = False,
+                 clock: Callable[[], float] = time.time):
         self.url, self.model, self.labels = url, model, dict(labels or {})
         self.executor, self.clock = executor, clock
+        self.metric, self.errors, self.by_pod = executor_metric, errors, by_pod
 
     def describe(self) -> dict[str, Any]:
         return {"prometheus": self.url, "labels": self.labels, "executor": self.executor}
@@ -59,24 +65,35 @@ class PrometheusEvidence:
         rows = [({}, res)] if isinstance(res, float) else res
         return [(labels, v) for labels, v in rows if np.isfinite(v)]
 
+    def _selector(self, version: str) -> str:
+        return ",".join([*(f'{k}="{v}"' for k, v in self.labels.items()),
+                         f'registered_model="{self.model}"', f'registered_version="{version}"'])
+
+    def _join(self, canary: str) -> str:
+        """`` * on (namespace, pod) ...``: keeps executor series on the canary's pods."""
+        if not self.by_pod:
+            return ""
+        return (f" * on (namespace, pod) group_left () count by (namespace, pod) "
+                f"({SERIES[0]}{{{self._selector(canary)}}})")
+
     def series(self, canary: str, champion: str) -> dict[str, dict[str, list[float]]]:
         """Cumulative values of every series, by arm and series key."""
         at = self.clock()
         out: dict[str, dict[str, list[float]]] = {}
         width = len(SERIES) + 2
         for arm, version in (("canary", canary), ("champion", champion)):
-            sel = ",".join([*(f'{k}="{v}"' for k, v in self.labels.items()),
-                            f'registered_model="{self.model}"',
-                            f'registered_version="{version}"'])
+            sel = self._selector(version)
             table: dict[str, list[float]] = {}
             for i, metric in enumerate(SERIES):
                 for labels, value in self._vector(f"{metric}{{{sel}}}", at):
                     table.setdefault(_key(labels), [0.0] * width)[i] = value
             out[arm] = table
         if self.executor:
-            for i, promql in enumerate((f"{EXECUTOR}_count{{{self.executor}}}",
-                                        f'{EXECUTOR}_count{{{self.executor},code=~"5.."}}')):
-                for labels, value in self._vector(promql, at):
+            queries = [f"{self.metric}_count{{{self.executor}}}"]
+            if self.errors:
+                queries.append(f"{self.metric}_count{{{self.executor},{self.errors}}}")
+            for i, promql in enumerate(queries):
+                for labels, value in self._vector(promql + self._join(canary), at):
                     out["canary"].setdefault("executor:" + _key(labels),
                                              [0.0] * width)[len(SERIES) + i] = value
         return out
@@ -108,16 +125,18 @@ class PrometheusEvidence:
                       / max(acc[f"{arm}_rows"] + acc[f"{arm}_outside"], 1.0)}
                 for arm in ARMS}
         if self.executor:
-            arms["canary"].update(requests=acc["canary_requests"],
-                                  errors=acc["canary_errors"], p99_ms=self.p99())
+            arms["canary"].update(requests=acc["canary_requests"], p99_ms=self.p99(canary))
+            if self.errors:
+                arms["canary"]["errors"] = acc["canary_errors"]
         # a series absent from this answer keeps its last values: when it is back, only its
         # increment since then counts (forgetting it would count its whole total again)
         kept = {arm: {**before.get(arm, {}), **now[arm]} for arm in ARMS}
         return sums, arms, {"series": kept, "acc": acc}
 
-    def p99(self) -> float | None:
+    def p99(self, canary: str = "") -> float | None:
         rows = self._vector(f"histogram_quantile(0.99, sum by (le) "
-                            f"(rate({EXECUTOR}_bucket{{{self.executor}}}[2m])))", self.clock())
+                            f"(rate({self.metric}_bucket{{{self.executor}}}[2m])"
+                            f"{self._join(canary)}))", self.clock())
         return 1000.0 * rows[0][1] if rows else None
 
 
