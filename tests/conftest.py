@@ -20,3 +20,16 @@ import mleops  # noqa: E402,F401  (float64 on before any test builds arrays)
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def gamma_model(tmp_path_factory):
+    """A gamma model of latencies, staged as registered model "latency" version 7."""
+    from mleops.artifact import ModelArtifact
+    from mleops.serving.service import stage_model
+
+    x = np.random.default_rng(0).gamma(2.0, 1.5, 3000)
+    art = ModelArtifact.from_fit(mleops.fit(x, "gamma"))
+    d = tmp_path_factory.mktemp("gamma")
+    stage_model(art, str(d), name="latency", version="7")
+    return art, str(d)

@@ -60,15 +60,20 @@ class Columns:
     features: tuple[str, ...]
 
 
+def response_column(names, spec: ColumnSpec) -> str:
+    """The response: as given, else the only column no other role claims."""
+    if spec.column:
+        return spec.column
+    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates}
+    left = [c for c in names if c not in claimed - {""}]
+    if len(left) != 1:
+        raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")
+    return left[0]
+
+
 def select_columns(table: dict, spec: ColumnSpec) -> Columns:
     """The response defaults to the only column no other role claims."""
-    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates}
-    column = spec.column
-    if not column:
-        left = [c for c in table if c not in claimed - {""}]
-        if len(left) != 1:
-            raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")
-        column = left[0]
+    column = response_column(table, spec)
     pick = lambda name, what: get_column(table, name, what) if name else None  # noqa: E731
     X, features = design_matrix(table, spec.covariates) if spec.covariates else (None, ())
     return Columns(column, get_column(table, column), pick(spec.censor_column, "censor column"),
@@ -127,14 +132,8 @@ def _maybe_large(path: str) -> bool:
 def _roles(names, spec: ColumnSpec):
     from mleops.fit.stream import Roles
 
-    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates}
-    response = spec.column
-    if not response:
-        left = [c for c in names if c not in claimed - {""}]
-        if len(left) != 1:
-            raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")
-        response = left[0]
-    return Roles(response, spec.censor_column, spec.weights_column, tuple(spec.covariates))
+    return Roles(response_column(names, spec), spec.censor_column, spec.weights_column,
+                 tuple(spec.covariates))
 
 
 def fit_streamed(source, fam, roles, *, max_memory: int | None = None,
@@ -144,17 +143,18 @@ def fit_streamed(source, fam, roles, *, max_memory: int | None = None,
     import jax
 
     from mleops.batches import batch_rows, batches, memory_available, share
-    from mleops.fit.stream import fit_stream, local_gather, process_gather
+    from mleops.fit.stream import CHUNK, fit_stream, local_gather, process_gather
 
     if method == "lbfgs":
         raise DataError("streamed fits use Newton's method (one pass per step); drop "
                         "--method lbfgs")
     budget = max_memory or min(memory_available() // 4, 1 << 30)
     rows = batch_rows(budget, len(roles.columns))
+    rows = rows // CHUNK * CHUNK if rows > CHUNK else rows  # whole chunks of the Newton scan
     rank, size = jax.process_index(), jax.process_count()
     mine = share(source.pieces, rank, size)
     cols = roles.columns
-    start = next(batches(source, source.pieces, cols, min(rows, 200_000)), None)
+    start = next(batches(source, source.pieces, cols, min(rows, 100_000)), None)
     if start is None:
         raise DataError(f"data: no rows to fit in {source.uri} (empty input)")
     return fit_stream(lambda: batches(source, mine, cols, rows), fam, roles, rows=rows,

@@ -170,9 +170,10 @@ def _read_directory(f, path: str, uri: str) -> Loaded:
 
 
 def read_error(e: Exception, uri: str, *, writing: bool = False) -> DataError:
-    msg, verb = str(e), "write" if writing else "read"
+    msg = str(e)
+    verb, doing = ("write", "writing") if writing else ("read", "reading")
     if any(s in msg for s in _DENIED):
-        return DataError(f"access denied {verb[:-1]}ing {uri}: check the credentials "
+        return DataError(f"access denied {doing} {uri}: check the credentials "
                          f"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the pod's service "
                          f"account) and the bucket policy")
     if isinstance(e, FileNotFoundError):

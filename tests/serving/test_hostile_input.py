@@ -5,7 +5,6 @@ every exported mleops metric finite afterwards (a refused request moves only the
 counters).
 """
 
-import http.client
 import json
 import math
 import socket
@@ -13,6 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from support.http import send as http_send
 
 import mleops
 from mleops.artifact import ModelArtifact
@@ -40,20 +40,7 @@ def server(tmp_path_factory):
 
 
 def send(server, method="POST", path=PATH, body=b"", headers=JSON):
-    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
-    try:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        conn.request(method, path, body=data if method != "GET" else None,
-                     headers=dict(headers))
-        r = conn.getresponse()
-        text = r.read()
-    finally:
-        conn.close()
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = {"raw": text.decode(errors="replace")}
-    return r.status, doc
+    return http_send(server.http_port, method, path, body, headers)
 
 
 def msg(doc):

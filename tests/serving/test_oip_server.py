@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from support.http import send as http_send
 
 import mleops
 from mleops.artifact import ModelArtifact
@@ -32,15 +33,6 @@ pytestmark = pytest.mark.slow
 MLEOPS = os.path.join(os.path.dirname(sys.executable), "mleops")
 INFER = "/v2/models/latency/infer"
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def gamma_model(tmp_path_factory):
-    x = np.random.default_rng(0).gamma(2.0, 1.5, 3000)
-    art = ModelArtifact.from_fit(mleops.fit(x, "gamma"))
-    d = tmp_path_factory.mktemp("gamma")
-    stage_model(art, str(d), name="latency", version="7")
-    return art, str(d)
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +55,7 @@ def stub(server):
 
 
 def send(server, method="POST", path=INFER, body=b"", headers=JSON):
-    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
-    try:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        conn.request(method, path, body=data if method == "POST" else None,
-                     headers=dict(headers))
-        r = conn.getresponse()
-        text = r.read()
-    finally:
-        conn.close()
-    try:
-        return r.status, json.loads(text)
-    except ValueError:
-        return r.status, {"raw": text.decode(errors="replace")}
+    return http_send(server.http_port, method, path, body, headers)
 
 
 def x_input(values, **kw):

@@ -22,15 +22,6 @@ MLEOPS = os.path.join(os.path.dirname(sys.executable), "mleops")
 
 
 @pytest.fixture(scope="module")
-def gamma_model(tmp_path_factory):
-    x = np.random.default_rng(0).gamma(2.0, 1.5, 3000)
-    art = ModelArtifact.from_fit(mleops.fit(x, "gamma"))
-    d = tmp_path_factory.mktemp("gamma")
-    stage_model(art, str(d), name="latency", version="7")
-    return art, str(d)
-
-
-@pytest.fixture(scope="module")
 def server(gamma_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "server.log"
     with LocalServer(gamma_model[1], max_rows=200, max_body_bytes=64_000,

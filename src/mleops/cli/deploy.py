@@ -52,7 +52,8 @@ def render_cmd(name, target, deployment_mode, service_account, version, model_na
                max_rows, env_secret, crd, no_validate, do_apply, output) -> None:
     """Print the SeldonDeployment (or InferenceService) NAME serving a model version (and
     optional canary)."""
-    from mleops.deploy import IMAGE, SERVER_IMAGE, release_manifest, to_yaml
+    from mleops.cli.options import emit_manifest
+    from mleops.deploy import IMAGE, SERVER_IMAGE, release_manifest
 
     if target == "kserve":
         for flag, given in (("--shadow", shadow), ("--env-secret", env_secret)):
@@ -80,13 +81,7 @@ def render_cmd(name, target, deployment_mode, service_account, version, model_na
         artifacts_destination=artifacts_destination, crd=crd, validate=not no_validate,
         target=target, canary_traffic=canary_traffic, namespace=namespace,
         replicas=replicas, cpu=cpu, memory=memory, max_rows=max_rows, **options)
-    text = to_yaml(manifest)
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    emit_manifest(manifest, output)
     if do_apply:
         from mleops.deploy.apply import apply_manifest
 

@@ -186,3 +186,16 @@ def parse_labels(pairs, option: str = "--evidence-label") -> dict[str, str]:
     if len(labels) != len(pairs):
         raise click.UsageError(f"{option} takes KEY=VALUE")
     return labels
+
+
+def emit_manifest(manifest: dict, output: str | None) -> None:
+    """A rendered manifest as YAML: to ``output`` (said on stderr) or to stdout."""
+    from mleops.deploy import to_yaml
+
+    text = to_yaml(manifest)
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)

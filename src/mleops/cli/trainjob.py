@@ -50,7 +50,8 @@ def render_trainjob_cmd(name, data_uri, family, num_nodes, runtime, namespace, i
                         method, result_path, crd, no_validate, do_apply, wait, timeout_s,
                         poll_s, output) -> None:
     """Print the TrainJob NAME fitting FAMILY to DATA on --nodes JAX processes."""
-    from mleops.deploy import IMAGE, to_yaml
+    from mleops.cli.options import emit_manifest
+    from mleops.deploy import IMAGE
     from mleops.deploy.trainjob import render_trainjob, validate_trainjob
 
     manifest = render_trainjob(
@@ -62,13 +63,7 @@ def render_trainjob_cmd(name, data_uri, family, num_nodes, runtime, namespace, i
         weights_column=weights_column, k=k, method=method, output=result_path)
     if not no_validate:
         validate_trainjob(manifest, crd)
-    text = to_yaml(manifest)
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    emit_manifest(manifest, output)
     if wait:
         from mleops.deploy.trainjob import submit_and_wait
 

@@ -2,8 +2,10 @@
 
 A fit too large for one machine runs as a JAXJob (``kubeflow.org/v1``, Kubeflow Training
 Operator >= 1.9): ``workers`` pods, one JAX process each, joined by ``jax.distributed``; the
-fit itself is the ordinary sharded fit (``mleops.fit(..., sharded=True)``), whose rows XLA
-spreads over every device of every process. The operator tells each pod its rank through
+fit streams each process's share of the data's pieces and sums every pass across processes
+(:mod:`mleops.fit.stream`); families fitted from several starts (mixtures) run the in-memory
+sharded fit instead (``mleops.fit(..., sharded=True)``), whose rows XLA spreads over every
+device of every process. The operator tells each pod its rank through
 ``COORDINATOR_ADDRESS``/``COORDINATOR_PORT``/``NUM_PROCESSES``/``PROCESS_ID``; ``mleops fit
 DATA ... --distributed`` reads them (:func:`mleops.fit.sharded.initialize_distributed`),
 initialises ``jax.distributed`` and fits; process 0 prints the result as JSON (and writes
@@ -12,7 +14,7 @@ initialises ``jax.distributed`` and fits; process 0 prints the result as JSON (a
 Data: ``data_uri`` is copied into the pod by Seldon's rclone storage initializer when it is a
 remote URI (``s3://``, ``gs://``, ``https://`` ...; credentials from ``env_secret_ref_name``),
 mounted read-only for ``pvc://CLAIM/path``, or used as is for an absolute path already in the
-image or a volume. Every process reads the whole table (the sharded fit places rows itself).
+image or a volume. Each process reads only its share (mixtures: the whole table).
 Manifests are validated against the real CRD (``mleops/deploy/crds/jaxjob-crd.yaml``) and the
 operator's admission rules.
 """

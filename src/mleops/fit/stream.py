@@ -71,9 +71,26 @@ def process_gather(values: np.ndarray) -> np.ndarray:
     return gathered.reshape(jax.process_count(), -1)
 
 
+#: rows per step of the derivative scan: the kernels' temporaries (tangents, both censoring
+#: branches) are per chunk, so a batch costs its own arrays and not 40x them
+CHUNK = 1 << 16
+
+
 @partial(jax.jit, static_argnames=("fam",))
 def _derivs(fam: Family, theta, d: Data):
-    return value_grad_hessian(lambda th: total_loglik(fam, th, d))(theta)
+    """(f, g, H) summed over the batch, chunk by chunk (rows a multiple of CHUNK, or less)."""
+    n = d.x.shape[0]
+    size = CHUNK if n % CHUNK == 0 else n
+    chunks = jax.tree.map(lambda a: a.reshape((n // size, size) + a.shape[1:]), d)
+
+    def add(acc, c):
+        f, g, H = value_grad_hessian(lambda th: total_loglik(fam, th, c))(theta)
+        return (acc[0] + f, acc[1] + g, acc[2] + H), None
+
+    k = theta.shape[0]
+    zero = (jnp.zeros((), theta.dtype), jnp.zeros(k, theta.dtype), jnp.zeros((k, k),
+                                                                             theta.dtype))
+    return jax.lax.scan(add, zero, chunks)[0]
 
 
 @partial(jax.jit, static_argnames=("name",))
@@ -124,7 +141,7 @@ class _Pass:
         self.lo, self.hi = min(self.lo, kept.min(initial=np.inf)), max(self.hi, kept.max(
             initial=-np.inf))
         self.events += len(x) if event is None else int(np.sum(event == 1))
-        total = max(self.rows, len(x))
+        total = max(self.rows, len(x))  # a multiple of CHUNK above it (fit_streamed)
         w = jnp.ones(len(x)) if d.w is None else d.w
         return Data(pad_rows(d.x, total), pad_rows(w, total, zero=True), pad_rows(d.X, total),
                     pad_rows(d.kind, total))
@@ -294,4 +311,4 @@ def _design(source: Source, roles: Roles, gather) -> DesignStats:
     return merged
 
 
-__all__ = ["Roles", "fit_stream", "local_gather", "process_gather"]
+__all__ = ["CHUNK", "Roles", "fit_stream", "local_gather", "process_gather"]
