@@ -114,7 +114,7 @@ def batches(source: Scan, pieces: tuple[Piece, ...], columns: list[str],
                         f"{list(source.columns)}")
     buffered: list[dict[str, np.ndarray]] = []
     held = 0
-    for record in _records(source, pieces, columns, rows):
+    for record in _prefetched(_records(source, pieces, columns, rows)):
         buffered.append(record)
         held += len(record[columns[0]])
         while held >= rows:
@@ -124,18 +124,69 @@ def batches(source: Scan, pieces: tuple[Piece, ...], columns: list[str],
         yield _take(buffered, columns, held)[0]
 
 
+def _prefetched(records: Iterator[dict[str, np.ndarray]], depth: int = 2
+                ) -> Iterator[dict[str, np.ndarray]]:
+    """The next records read by a thread while the caller computes on this one (pyarrow's
+    decoding and XLA's kernels both release the GIL, so the read and the fit overlap)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for r in records:
+                if stop.is_set():
+                    return
+                q.put(r)
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    threading.Thread(target=work, daemon=True, name="mleops-read").start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not q.empty():  # unblock a producer waiting on a full queue
+            q.get_nowait()
+
+
 def _take(buffered: list[dict[str, np.ndarray]], columns: list[str], n: int):
+    if len(buffered) == 1 and len(buffered[0][columns[0]]) == n:  # the common case: no copy
+        return buffered[0], [], 0
     joined = {c: np.concatenate([b[c] for b in buffered]) for c in columns}
     rest = {c: v[n:] for c, v in joined.items()}
     left = len(rest[columns[0]])
     return {c: v[:n] for c, v in joined.items()}, ([rest] if left else []), left
 
 
+def _runs(pieces) -> Iterator[tuple[Piece, list[int] | None]]:
+    """Consecutive row groups of one file together: pyarrow then decodes them straight into
+    batches of the requested size (no joining copies at row-group edges)."""
+    run: list[Piece] = []
+    for p in pieces:
+        if run and (p.path != run[0].path or p.row_group is None):
+            yield run[0], [q.row_group for q in run]
+            run = []
+        if p.row_group is None:
+            yield p, None
+        else:
+            run.append(p)
+    if run:
+        yield run[0], [q.row_group for q in run]
+
+
 def _records(source: Scan, pieces, columns, rows) -> Iterator[dict[str, np.ndarray]]:
     f = source.filesystem
-    for p in pieces:
+    for p, groups in _runs(pieces):
         try:
-            if p.row_group is None and not p.path.endswith(PARQUET):
+            if groups is None:
                 import pyarrow.csv as pcsv
 
                 with f.open_input_stream(p.path) as s:
@@ -147,8 +198,7 @@ def _records(source: Scan, pieces, columns, rows) -> Iterator[dict[str, np.ndarr
             import pyarrow.parquet as pq
 
             with f.open_input_file(p.path) as fh:
-                for b in pq.ParquetFile(fh).iter_batches(batch_size=rows,
-                                                          row_groups=[p.row_group],
+                for b in pq.ParquetFile(fh).iter_batches(batch_size=rows, row_groups=groups,
                                                           columns=columns):
                     yield _numeric(b, columns, p)
         except DataError:

@@ -136,6 +136,9 @@ def _roles(names, spec: ColumnSpec):
                  tuple(spec.covariates))
 
 
+MAX_BATCH_CHUNKS = 20
+
+
 def fit_streamed(source, fam, roles, *, max_memory: int | None = None,
                  method: str = "auto") -> FitResult:
     """The fit of ``source`` (a :class:`mleops.batches.Scan`) in batches of bounded size;
@@ -151,6 +154,9 @@ def fit_streamed(source, fam, roles, *, max_memory: int | None = None,
     budget = max_memory or min(memory_available() // 4, 1 << 30)
     rows = batch_rows(budget, len(roles.columns))
     rows = rows // CHUNK * CHUNK if rows > CHUNK else rows  # whole chunks of the Newton scan
+    # Past ~1.3M rows a batch only costs memory: measured on 1e8 rows, one pass took 1.64 s
+    # with 1.3M-row batches and 2.3 s with 5.3M (caches, the joining copies at row groups)
+    rows = min(rows, MAX_BATCH_CHUNKS * CHUNK)
     rank, size = jax.process_index(), jax.process_count()
     mine = share(source.pieces, rank, size)
     cols = roles.columns

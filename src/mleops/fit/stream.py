@@ -29,7 +29,7 @@ from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family
 from mleops.fit.boundary import check_spread, with_boundary
 from mleops.fit.core import KernelOut, natural_cov_jax
-from mleops.fit.data import Data, make_data
+from mleops.fit.data import Data, make_data, with_weights
 from mleops.fit.design import DesignStats, to_user_scale
 from mleops.fit.likelihood import total_loglik
 from mleops.fit.newton import GRAD_RTOL, SolverState, ascent_direction, newton, value_grad_hessian
@@ -84,6 +84,7 @@ def _derivs(fam: Family, theta, d: Data):
     chunks = jax.tree.map(lambda a: a.reshape((n // size, size) + a.shape[1:]), d)
 
     def add(acc, c):
+        c = with_weights(c)
         f, g, H = value_grad_hessian(lambda th: total_loglik(fam, th, c))(theta)
         return (acc[0] + f, acc[1] + g, acc[2] + H), None
 
@@ -93,12 +94,26 @@ def _derivs(fam: Family, theta, d: Data):
     return jax.lax.scan(add, zero, chunks)[0]
 
 
-@partial(jax.jit, static_argnames=("name",))
-def _sums(name: str, x, w, v0):
+_min, _max = jax.jit(jnp.min), jax.jit(jnp.max)  # parallel single reductions (see _one_sum)
+
+
+def _all_sums(name: str, x, w, v0):
+    w = jnp.ones_like(x) if w is None else w  # constant inside the kernel: never stored
     if name in SHIFTED:
         v = SHIFTED[name][0](x)
         return jnp.stack([jnp.sum(w), jnp.sum(w * (v - v0)), jnp.sum(w * (v - v0) ** 2)])
     return SUFFICIENT[name].stats(x, w)
+
+
+@partial(jax.jit, static_argnames=("name", "i"))
+def _one_sum(name: str, i: int, x, w, v0):
+    # XLA on CPU runs a kernel with one reduction in parallel and vectorised, one with
+    # several serially (measured: 3 sums of log x over 11M rows, 23 ms apart vs 100 together)
+    return _all_sums(name, x, w, v0)[i]
+
+
+def _sums(name: str, width: int, x, w, v0) -> np.ndarray:
+    return np.asarray([_one_sum(name, i, x, w, v0) for i in range(width)])
 
 
 def _stats_of(name: str, s: np.ndarray, v0: float) -> jnp.ndarray:
@@ -137,11 +152,13 @@ class _Pass:
         d = make_data(fam, x, weights=w, event=event, X=None if X is None else (
             self.design.apply(X) if self.design else X))
         self.n += len(x)
-        kept = x if w is None else x[w > 0]
-        self.lo, self.hi = min(self.lo, kept.min(initial=np.inf)), max(self.hi, kept.max(
-            initial=-np.inf))
+        lo, hi = (_min(d.x), _max(d.x)) if w is None else (x[w > 0].min(initial=np.inf),
+                                                            x[w > 0].max(initial=-np.inf))
+        self.lo, self.hi = min(self.lo, float(lo)), max(self.hi, float(hi))
         self.events += len(x) if event is None else int(np.sum(event == 1))
         total = max(self.rows, len(x))  # a multiple of CHUNK above it (fit_streamed)
+        if total == len(x):  # a full batch: no padding, so no explicit unit weights
+            return d._replace(trunc_lo=None, trunc_hi=None)
         w = jnp.ones(len(x)) if d.w is None else d.w
         return Data(pad_rows(d.x, total), pad_rows(w, total, zero=True), pad_rows(d.X, total),
                     pad_rows(d.kind, total))
@@ -225,7 +242,7 @@ def _sufficient(source, fam, roles, rows, start, gather, max_iter, tol):
     p = _Pass(fam, roles, rows, None)
     width = 3 if fam.name in SHIFTED else len(SUFFICIENT[fam.name].stats(jnp.ones(1),
                                                                            jnp.ones(1)))
-    sums = _run(source, p, lambda d: _sums(fam.name, d.x, d.w, v0), width, gather)
+    sums = _run(source, p, lambda d: _sums(fam.name, width, d.x, d.w, v0), width, gather)
     ss = SUFFICIENT[fam.name]
     s = _stats_of(fam.name, sums, v0)
     theta0 = fam.to_unconstrained(ss.mle(s))
