@@ -12,11 +12,13 @@ import numpy as np
 from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family, get_family
 from mleops.fit.boundary import check_spread, with_boundary
-from mleops.fit.core import KernelOut, fit_kernel, multistart_kernel, polish_kernel
+from mleops.fit.core import KernelOut, fit_kernel, multistart_kernel, polish_kernel, suff_kernel
 from mleops.fit.data import EXACT, RIGHT, Data, make_data, with_weights
 from mleops.fit.design import standardise, to_user_scale
+from mleops.fit.fast import uses_suffstats
 from mleops.fit.result import FitResult
 from mleops.fit.sharded import shard_data
+from mleops.fit.suffstats import shift_of, stats_from_sums, sums
 
 
 def resolve_family(family: str | dict | Family, *, threshold=None, k=None, features=None) -> Family:
@@ -86,6 +88,11 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
         raise ValueError(f"method must be auto, newton or lbfgs, not {method!r}")
     if fam.multistart:
         out, it_starts = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
+    elif method == "newton" and uses_suffstats(fam, d):  # the sums outside the kernel
+        v0 = shift_of(fam.name, xs[:1])
+        out = suff_kernel(fam, stats_from_sums(fam.name, sums(fam.name, d.x, d.w, v0), v0),
+                          max_iter, tol)
+        it_starts = 0
     else:
         out, it_starts = fit_kernel(fam, d, method, max_iter, tol, right_only), 0
     result = _result(fam, d, out, method, n_rows, extra, it_starts)

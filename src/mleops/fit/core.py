@@ -88,6 +88,17 @@ fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol
 fit_kernel.__doc__ = "Start + solve + covariance in one compiled call."
 
 
+@partial(jax.jit, static_argnames=("fam", "max_iter", "tol"))
+def suff_kernel(fam: Family, s, max_iter: int = 100, tol: float = 1e-12) -> KernelOut:
+    """The fit from sufficient statistics ``s`` (computed outside, one reduction per kernel:
+    :func:`mleops.fit.suffstats.sums`): closed-form MLE, Newton verification, covariance."""
+    ss = SUFFICIENT[fam.name]
+    theta0 = fam.to_unconstrained(ss.mle(s))
+    state = newton(lambda th: ss.loglik(fam.to_natural(th), s), theta0, max_iter=max_iter,
+                   tol=tol)
+    return _finish(fam, state, jnp.asarray(0))
+
+
 @partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
 def multistart_kernel(fam: Family, d: Data, thetas0, method: str = "newton",
                       max_iter: int = 200, tol: float = 1e-12) -> SolverState:

@@ -28,20 +28,16 @@ import numpy as np
 from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family
 from mleops.fit.boundary import check_spread, with_boundary
-from mleops.fit.core import KernelOut, natural_cov_jax
+from mleops.fit.core import KernelOut, natural_cov_jax, suff_kernel
 from mleops.fit.data import Data, make_data, with_weights
 from mleops.fit.design import DesignStats, to_user_scale
 from mleops.fit.likelihood import total_loglik
-from mleops.fit.newton import GRAD_RTOL, SolverState, ascent_direction, newton, value_grad_hessian
+from mleops.fit.newton import GRAD_RTOL, SolverState, ascent_direction, value_grad_hessian
 from mleops.fit.sharded import pad_rows
-from mleops.fit.suffstats import SUFFICIENT
+from mleops.fit.suffstats import SUFFICIENT, shift_of, stats_from_sums, sum_width, sums
 
 Batch = dict[str, np.ndarray]
 Source = Callable[[], Iterator[Batch]]  # each call starts a new pass over this process' rows
-#: families whose statistics are centred moments of v(x), kept as sums of (v - v0) and
-#: (v - v0)^2 (additive across batches and processes); True: the statistics end with sum v
-SHIFTED = {"normal": (lambda x: x, False), "lognormal": (jnp.log, True)}
-
 
 @dataclass(frozen=True)
 class Roles:
@@ -94,36 +90,8 @@ def _derivs(fam: Family, theta, d: Data):
     return jax.lax.scan(add, zero, chunks)[0]
 
 
-_min, _max = jax.jit(jnp.min), jax.jit(jnp.max)  # parallel single reductions (see _one_sum)
-
-
-def _all_sums(name: str, x, w, v0):
-    w = jnp.ones_like(x) if w is None else w  # constant inside the kernel: never stored
-    if name in SHIFTED:
-        v = SHIFTED[name][0](x)
-        return jnp.stack([jnp.sum(w), jnp.sum(w * (v - v0)), jnp.sum(w * (v - v0) ** 2)])
-    return SUFFICIENT[name].stats(x, w)
-
-
-@partial(jax.jit, static_argnames=("name", "i"))
-def _one_sum(name: str, i: int, x, w, v0):
-    # XLA on CPU runs a kernel with one reduction in parallel and vectorised, one with
-    # several serially (measured: 3 sums of log x over 11M rows, 23 ms apart vs 100 together)
-    return _all_sums(name, x, w, v0)[i]
-
-
-def _sums(name: str, width: int, x, w, v0) -> np.ndarray:
-    return np.asarray([_one_sum(name, i, x, w, v0) for i in range(width)])
-
-
-def _stats_of(name: str, s: np.ndarray, v0: float) -> jnp.ndarray:
-    """The in-memory path's statistics vector from the pass' shifted sums."""
-    if name not in SHIFTED:
-        return jnp.asarray(s)
-    W, s1, s2 = s
-    m = s1 / W
-    out = [W, v0 + m, max(s2 - W * m * m, 0.0)]
-    return jnp.asarray(out + ([W * (v0 + m)] if SHIFTED[name][1] else []))
+# single reductions: XLA on CPU runs those in parallel (see mleops.fit.suffstats.sums)
+_min, _max = jax.jit(jnp.min), jax.jit(jnp.max)
 
 
 class _Pass:
@@ -237,18 +205,13 @@ def _run(source: Source, p: _Pass, each: Callable[[Data], np.ndarray], width: in
 
 
 def _sufficient(source, fam, roles, rows, start, gather, max_iter, tol):
-    x0 = start[roles.response][:1]
-    v0 = float(SHIFTED[fam.name][0](x0)[0]) if fam.name in SHIFTED else 0.0
+    v0 = shift_of(fam.name, start[roles.response][:1])
     p = _Pass(fam, roles, rows, None)
-    width = 3 if fam.name in SHIFTED else len(SUFFICIENT[fam.name].stats(jnp.ones(1),
-                                                                           jnp.ones(1)))
-    sums = _run(source, p, lambda d: _sums(fam.name, width, d.x, d.w, v0), width, gather)
-    ss = SUFFICIENT[fam.name]
-    s = _stats_of(fam.name, sums, v0)
-    theta0 = fam.to_unconstrained(ss.mle(s))
-    state = newton(lambda th: ss.loglik(fam.to_natural(th), s), theta0, max_iter=max_iter,
-                   tol=tol)
-    return jax.device_get(state), p
+    width = sum_width(fam.name)
+    total = _run(source, p, lambda d: sums(fam.name, d.x, d.w, v0), width, gather)
+    state = jax.device_get(suff_kernel(fam, stats_from_sums(fam.name, total, v0), max_iter,
+                                       tol).state)
+    return state, p
 
 
 def _start(fam: Family, roles: Roles, start: Batch, design, fit) -> jnp.ndarray:

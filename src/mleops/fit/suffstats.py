@@ -10,10 +10,12 @@ Each entry: ``stats(x, w) -> vector``, ``loglik(p, s)`` (identical to the row-wi
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import digamma, gammaln, polygamma
 
 _LOG_2PI = 1.8378770664093453
@@ -90,3 +92,49 @@ SUFFICIENT: dict[str, SuffStats] = {
         lambda p, s: s[1] * jnp.log(p[0]) - s[0] * p[0] - s[2],
         lambda s: jnp.stack([jnp.maximum(s[1] / s[0], 1e-12)])),
 }
+
+
+# --- the same statistics as separate sums ---------------------------------------------------
+#: families whose statistics are centred moments of v(x), kept as sums of (v - v0) and
+#: (v - v0)^2 with v0 a value of the data (no cancellation; additive across batches and
+#: processes); True: the statistics end with sum w v (the lognormal Jacobian term)
+SHIFTED = {"normal": (lambda x: x, False), "lognormal": (jnp.log, True)}
+
+
+def _all_sums(name: str, x, w, v0):
+    w = jnp.ones_like(x) if w is None else w  # constant inside the kernel: never stored
+    if name in SHIFTED:
+        v = SHIFTED[name][0](x)
+        return jnp.stack([jnp.sum(w), jnp.sum(w * (v - v0)), jnp.sum(w * (v - v0) ** 2)])
+    return SUFFICIENT[name].stats(x, w)
+
+
+@partial(jax.jit, static_argnames=("name", "i"))
+def _one_sum(name: str, i: int, x, w, v0):
+    return _all_sums(name, x, w, v0)[i]
+
+
+def sum_width(name: str) -> int:
+    return 3 if name in SHIFTED else len(SUFFICIENT[name].stats(jnp.ones(1), jnp.ones(1)))
+
+
+def shift_of(name: str, x0) -> float:
+    """v0 for the shifted sums: v of the data's first value (0 for plain sums)."""
+    return float(SHIFTED[name][0](jnp.asarray(x0)[:1])[0]) if name in SHIFTED else 0.0
+
+
+def sums(name: str, x, w, v0: float) -> np.ndarray:
+    """The statistics' sums, one compiled reduction each: XLA on CPU runs a kernel with a
+    single reduction vectorised and in parallel, one with several serially (measured: the
+    three lognormal sums over 1e6 rows, 2.8 ms apart vs 9.6 ms in one kernel)."""
+    return np.asarray([_one_sum(name, i, x, w, v0) for i in range(sum_width(name))])
+
+
+def stats_from_sums(name: str, s: np.ndarray, v0: float) -> jnp.ndarray:
+    """The statistics vector (what ``stats`` returns) from :func:`sums`."""
+    if name not in SHIFTED:
+        return jnp.asarray(s)
+    W, s1, s2 = s
+    m = s1 / W
+    out = [W, v0 + m, max(s2 - W * m * m, 0.0)]
+    return jnp.asarray(out + ([W * (v0 + m)] if SHIFTED[name][1] else []))
