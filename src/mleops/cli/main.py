@@ -12,6 +12,7 @@ import sys
 import click
 
 from mleops.cli import exits
+from mleops.cli.options import fit_column_options
 
 
 class Group(click.Group):
@@ -39,12 +40,7 @@ def main() -> None:
 @main.command("fit")
 @click.argument("data")
 @click.option("--family", required=True, help="Family name (scipy names accepted).")
-@click.option("--column", help="Column holding the response (default: the only one left).")
-@click.option("--censor-column", help="1 = event observed, 0 = right-censored.")
-@click.option("--covariates", help="Comma-separated covariate columns (an intercept 'const' is added).")
-@click.option("--threshold", type=float, help="Threshold for genpareto (peaks over threshold).")
-@click.option("--weights-column", help="Observation weights.")
-@click.option("--components", "k", type=int, help="Components of a gaussian mixture.")
+@fit_column_options
 @click.option("--method", default="auto", type=click.Choice(["auto", "newton", "lbfgs"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
 @click.option("--distributed", is_flag=True,

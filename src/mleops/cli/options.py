@@ -199,3 +199,21 @@ def emit_manifest(manifest: dict, output: str | None) -> None:
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def fit_column_options(f):
+    """How a table's columns map onto the model: ``mleops fit`` and the pods of a TrainJob
+    (which run ``mleops fit``) take the same options."""
+    for opt in reversed([
+        click.option("--column", help="Column holding the response (default: the only one "
+                                      "left)."),
+        click.option("--censor-column", help="1 = event observed, 0 = right-censored."),
+        click.option("--covariates", help="Comma-separated covariate columns (an intercept "
+                                          "'const' is added)."),
+        click.option("--threshold", type=float, help="Threshold for genpareto (peaks over "
+                                                     "threshold)."),
+        click.option("--weights-column", help="Observation weights."),
+        click.option("--components", "k", type=int, help="Components of a gaussian mixture."),
+    ]):
+        f = opt(f)
+    return f

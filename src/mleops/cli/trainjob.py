@@ -7,6 +7,8 @@ import json
 
 import click
 
+from mleops.cli.options import fit_column_options
+
 
 @click.command("render-trainjob")
 @click.argument("name")
@@ -26,12 +28,7 @@ import click
               "--data.")
 @click.option("--service-account", help="Service account of the pods (workload identity).")
 @click.option("--active-deadline-seconds", type=int, help="Fail the TrainJob after this long.")
-@click.option("--column", help="Column holding the response.")
-@click.option("--censor-column", help="1 = event observed, 0 = right-censored.")
-@click.option("--covariates", help="Comma-separated covariate columns.")
-@click.option("--threshold", type=float, help="Threshold for genpareto.")
-@click.option("--weights-column", help="Observation weights.")
-@click.option("--components", "k", type=int, help="Components of a gaussian mixture.")
+@fit_column_options
 @click.option("--method", type=click.Choice(["auto", "newton", "lbfgs"]))
 @click.option("--result-path", help="Path in the pods for process 0's result JSON.")
 @click.option("--crd", type=click.Path(dir_okay=False), help="TrainJob CRD YAML to validate "

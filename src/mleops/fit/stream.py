@@ -52,6 +52,12 @@ class Roles:
     def columns(self) -> list[str]:
         return [c for c in (self.response, self.event, self.weights, *self.covariates) if c]
 
+    def design(self, b: Batch) -> np.ndarray | None:
+        """The batch's design matrix: intercept ``const`` then the covariates (or None)."""
+        if not self.covariates:
+            return None
+        return np.column_stack([np.ones(len(b[self.response])), *(b[c] for c in self.covariates)])
+
 
 def local_gather(values: np.ndarray) -> np.ndarray:
     """One process: its values are all there is (shape ``(1, len)``)."""
@@ -108,9 +114,7 @@ class _Pass:
         x = b[r.response]
         event = b[r.event] if r.event else None
         w = b[r.weights] if r.weights else None
-        X = None
-        if r.covariates:
-            X = np.column_stack([np.ones(len(x)), *(b[c] for c in r.covariates)])
+        X = r.design(b)
         if (keep := fam.modeled_rows(x)) is not None:
             self.below += int((~keep).sum())
             x, event, w = x[keep], _cut(event, keep), _cut(w, keep)
@@ -172,8 +176,7 @@ def fit_stream(source: Source, fam: Family, roles: Roles, *, rows: int,
     result = _result(fam, sample, out, "newton", p.n, extra)
     if design is not None:
         result = to_user_scale(result, design.map())
-    X0 = (np.column_stack([np.ones(len(start[roles.response])),
-                           *(start[c] for c in roles.covariates)]) if roles.covariates else None)
+    X0 = roles.design(start)
     limit = lambda lim: fit_stream(source, lim, roles, rows=rows, start=start,  # noqa: E731
                                    max_iter=max_iter, tol=tol, gather=gather)
     return with_boundary(fam, result, np.asarray(start[roles.response]), X0, limit)
@@ -216,8 +219,7 @@ def _sufficient(source, fam, roles, rows, start, gather, max_iter, tol):
 
 def _start(fam: Family, roles: Roles, start: Batch, design, fit) -> jnp.ndarray:
     """Start values: the in-memory fit of the first rows (on the streamed design's scale)."""
-    X = (np.column_stack([np.ones(len(start[roles.response])),
-                          *(start[c] for c in roles.covariates)]) if roles.covariates else None)
+    X = roles.design(start)
     event = start[roles.event] if roles.event else None
     w = start[roles.weights] if roles.weights else None
     try:
@@ -283,8 +285,7 @@ def _design(source: Source, roles: Roles, gather) -> DesignStats:
     """Column statistics of the design over every row (every process's share)."""
     stats = DesignStats.empty(1 + len(roles.covariates))
     for b in source():
-        X = np.column_stack([np.ones(len(b[roles.response])), *(b[c] for c in roles.covariates)])
-        stats = stats.merge(DesignStats.of(X))
+        stats = stats.merge(DesignStats.of(roles.design(b)))
     merged = DesignStats.empty(stats.mean.size)
     for row in gather(stats.to_vector()):  # in rank order: the same result on every process
         merged = merged.merge(DesignStats.from_vector(row))

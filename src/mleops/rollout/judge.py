@@ -33,7 +33,7 @@ from mleops.rollout.backend import Observation
 from mleops.rollout.decision import PROMOTE, ROLLBACK, Counters, decide, unreadable
 from mleops.rollout.guardrails import Guardrails
 from mleops.rollout.prometheus_evidence import PrometheusEvidence
-from mleops.rollout.state import check_name
+from mleops.rollout.state import check_name, write_json_atomic
 from mleops.rollout.statistics import SequentialTest, TestConfig
 
 DECISIONS = ("continue", "promote", "rollback")
@@ -134,13 +134,7 @@ class JudgeStore:
         if self.directory is None:
             return
         os.makedirs(self.directory, exist_ok=True)
-        path = self._path(a.key)
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(a.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(self._path(a.key), a.to_dict())
 
     def delete(self, key: tuple[str, str, str]) -> None:
         if self.directory is not None:

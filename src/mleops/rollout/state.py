@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,17 @@ TERMINAL = (PROMOTED, ROLLED_BACK, FAILED)
 # outside the manifests' ``mleops.io/`` prefix: applying a manifest must not remove it
 ANNOTATION = "rollout.mleops.io/state"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def write_json_atomic(path: str, doc: Any, indent: int | None = None) -> None:
+    """``doc`` at ``path`` or not at all: a process killed mid-write leaves the old file
+    (written to a temporary beside it, synced, then renamed over it)."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=indent)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 @dataclass
@@ -121,13 +133,7 @@ class FileStateStore:
     def save(self, state: RolloutState) -> None:
         os.makedirs(self.directory, exist_ok=True)
         state.updated_at = time.time()
-        path = self.path(state.name)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(state.to_dict(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(self.path(state.name), state.to_dict(), indent=1)
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
@@ -140,6 +146,6 @@ class FileStateStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-__all__ = ["ANNOTATION", "FileStateStore", "RolloutState", "StateStore",
+__all__ = ["write_json_atomic", "ANNOTATION", "FileStateStore", "RolloutState", "StateStore",
            "PHASES", "TERMINAL", "PROGRESSING", "PROMOTING", "WAITING", "PROMOTED", "ROLLED_BACK", "FAILED",
            "check_name"]

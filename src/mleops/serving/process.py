@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -192,8 +193,6 @@ class OipServer(_ServerProcess):
                  grpc_port: int = 0, max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
                  model_name: str = "", model_version: str = "", log_path: str | None = None,
                  limits: Limits | None = None):
-        import sys
-
         self.host = host
         for port in (http_port, grpc_port):
             if port:
