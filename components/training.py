@@ -54,9 +54,11 @@ def train(train_data: Input[Dataset], code_version: str, family: str, threshold:
           components: int, method: str, seed: int, trainjob_min_bytes: int,
           trainjob_result_uri: str, trainjob_nodes: int, trainjob_namespace: str,
           trainjob_env_secret: str, trainjob_timeout_s: float, node_cpu: str,
-          node_memory: str, model: Output[Model], metrics: Output[Metrics]):
+          node_memory: str, max_memory: int, model: Output[Model], metrics: Output[Metrics]):
     """Fit in this pod, or, for data above ``trainjob_min_bytes`` (0: never), as a Kubeflow
-    Trainer TrainJob of ``trainjob_nodes`` pods of ``node_cpu``/``node_memory`` each."""
+    Trainer TrainJob of ``trainjob_nodes`` pods of ``node_cpu``/``node_memory`` each. In the
+    pod the table is streamed when it would not fit in the pod's memory, or with
+    ``max_memory`` bytes (0: automatic)."""
     from mleops.pipeline import steps
     from mleops.pipeline.trainjob import TrainJobSettings
 
@@ -65,7 +67,8 @@ def train(train_data: Input[Dataset], code_version: str, family: str, threshold:
                            env_secret=trainjob_env_secret, cpu=node_cpu, memory=node_memory,
                            timeout_s=trainjob_timeout_s)
     art = steps.train(train_data.path, model.path, family=family, threshold=threshold,
-                      k=components, method=method, seed=seed, trainjob=job)
+                      k=components, method=method, seed=seed, trainjob=job,
+                      max_memory=max_memory)
     model.metadata.update({"family": art.family["name"], "params": art.params,
                            "device": art.metadata.get("device", ""),
                            "trainjob": art.metadata.get("trainjob", ""),

@@ -51,6 +51,7 @@ def training_pipeline(
     train_memory: str = "2G",
     train_accelerator_type: str = "",
     train_accelerator_limit: str = "1",
+    train_max_memory: int = 0,
     deploy_namespace: str = "models",
     deploy_canary_traffic: int = 10,
     deploy_apply: bool = False,
@@ -88,7 +89,7 @@ def training_pipeline(
                   trainjob_min_bytes=trainjob_min_bytes, trainjob_result_uri=trainjob_result_uri,
                   trainjob_nodes=trainjob_nodes, trainjob_namespace=trainjob_namespace,
                   trainjob_env_secret=trainjob_env_secret, trainjob_timeout_s=trainjob_timeout_s,
-                  node_cpu=train_cpu, node_memory=train_memory)
+                  node_cpu=train_cpu, node_memory=train_memory, max_memory=train_max_memory)
     trn.set_cpu_request(train_cpu).set_memory_request(train_memory)
     trn.set_accelerator_type(train_accelerator_type).set_accelerator_limit(
         train_accelerator_limit)

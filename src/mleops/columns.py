@@ -145,18 +145,17 @@ def fit_streamed(source, fam, roles, *, max_memory: int | None = None,
     in a multi-process job each process streams only its share and only sums cross hosts."""
     import jax
 
-    from mleops.batches import batch_rows, batches, memory_available, share
+    from mleops.batches import aligned_rows, batch_rows, batches, memory_available, share
     from mleops.fit.stream import CHUNK, fit_stream, local_gather, process_gather
 
     if method == "lbfgs":
         raise DataError("streamed fits use Newton's method (one pass per step); drop "
                         "--method lbfgs")
     budget = max_memory or min(memory_available() // 4, 1 << 30)
-    rows = batch_rows(budget, len(roles.columns))
-    rows = rows // CHUNK * CHUNK if rows > CHUNK else rows  # whole chunks of the Newton scan
     # Past ~1.3M rows a batch only costs memory: measured on 1e8 rows, one pass took 1.64 s
     # with 1.3M-row batches and 2.3 s with 5.3M (caches, the joining copies at row groups)
-    rows = min(rows, MAX_BATCH_CHUNKS * CHUNK)
+    rows = min(batch_rows(budget, len(roles.columns)), MAX_BATCH_CHUNKS * CHUNK)
+    rows = aligned_rows(source.pieces, rows)
     rank, size = jax.process_index(), jax.process_count()
     mine = share(source.pieces, rank, size)
     cols = roles.columns

@@ -128,6 +128,17 @@ def file_info(f, path: str, uri: str):
     raise DataError(f"data not found: {uri}")
 
 
+def is_parquet(f, path: str) -> bool:
+    """A Parquet file by suffix, or by its magic bytes (KFP artifacts have no suffix)."""
+    if path.endswith(PARQUET):
+        return True
+    try:
+        with f.open_input_file(path) as fh:
+            return fh.read(4) == b"PAR1"
+    except Exception:  # unreadable here: the reader that follows names the problem
+        return False
+
+
 def _parse(source, path: str, uri: str):
     """CSV or Parquet (by ``path``'s suffix) from ``source``: a local path, or bytes read."""
     import pyarrow as pa

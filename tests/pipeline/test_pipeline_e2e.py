@@ -171,8 +171,16 @@ def test_cache_reuses_steps_for_the_same_data_and_can_be_turned_off(data, mlflow
     second = go("latency-cache-b")
     assert not {"ingest", "split", "train"} & second  # reused
     assert {"evaluate", "gate"} <= second  # evaluate reads the registry: never cached
-    assert {"ingest", "split", "train"} <= go("latency-cache-c", "--no-cache")
+    # a streamed train step (a budget below the table's size) gives the same model
+    assert {"ingest", "split", "train"} <= go("latency-cache-c", "--no-cache",
+                                               "--train-max-memory", "100KB")
+    runs = sorted(p for p in root.iterdir() if p.name.startswith("mleops-training"))
+    cached, streamed = (json.loads(next((r / "train").rglob("model.json")).read_text())
+                        for r in runs if (r / "train").is_dir())  # the first run, the last
+    assert streamed["metadata"]["streamed"]["batch_rows"] < streamed["n_obs"]
+    assert "streamed" not in cached["metadata"] and streamed["n_obs"] == cached["n_obs"]
+    for name, v in cached["params"].items():
+        assert streamed["params"][name] == pytest.approx(v, rel=1e-9)
     # No artifact store address was given: the version is registered, the manifest explains
     # why it was not rendered (a remote tracking server proxies the artifacts).
-    runs = sorted(p for p in root.iterdir() if p.name.startswith("mleops-training"))
     assert "not rendered" in (runs[-1] / "deploy" / "manifest").read_text()

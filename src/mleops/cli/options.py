@@ -61,6 +61,9 @@ PIPELINE_RUN = [
                       "as challenger (the canary decides, exit 0) or reject (exit 3)."),
     click.option("--accelerator-type", "train_accelerator_type", default="",
                  help="KFP accelerator for the train task (e.g. nvidia.com/gpu)."),
+    click.option("--train-max-memory", type=SIZE, default="0", show_default=True,
+                 help="Stream the training table in batches holding about this much (512MB, "
+                      "2GB); 0 = only when it would not fit in the train task's memory."),
     click.option("--deploy-namespace", default="models", help="Namespace of the served model."),
     click.option("--deploy-canary-traffic", type=int, default=10,
                  help="Percent of traffic for a newly registered challenger."),

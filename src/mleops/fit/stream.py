@@ -80,20 +80,27 @@ CHUNK = 1 << 16
 
 @partial(jax.jit, static_argnames=("fam",))
 def _derivs(fam: Family, theta, d: Data):
-    """(f, g, H) summed over the batch, chunk by chunk (rows a multiple of CHUNK, or less)."""
+    """(f, g, H) summed over the batch: whole CHUNKs by a scan, then the rest at once."""
     n = d.x.shape[0]
-    size = CHUNK if n % CHUNK == 0 else n
-    chunks = jax.tree.map(lambda a: a.reshape((n // size, size) + a.shape[1:]), d)
+    whole = n // CHUNK * CHUNK
+
+    def at(c):
+        c = with_weights(c)
+        return value_grad_hessian(lambda th: total_loglik(fam, th, c))(theta)
 
     def add(acc, c):
-        c = with_weights(c)
-        f, g, H = value_grad_hessian(lambda th: total_loglik(fam, th, c))(theta)
-        return (acc[0] + f, acc[1] + g, acc[2] + H), None
+        return jax.tree.map(jnp.add, acc, at(c)), None
 
     k = theta.shape[0]
-    zero = (jnp.zeros((), theta.dtype), jnp.zeros(k, theta.dtype), jnp.zeros((k, k),
-                                                                             theta.dtype))
-    return jax.lax.scan(add, zero, chunks)[0]
+    total = (jnp.zeros((), theta.dtype), jnp.zeros(k, theta.dtype), jnp.zeros((k, k),
+                                                                              theta.dtype))
+    if whole:
+        chunks = jax.tree.map(lambda a: a[:whole].reshape((whole // CHUNK, CHUNK)
+                                                          + a.shape[1:]), d)
+        total = jax.lax.scan(add, total, chunks)[0]
+    if whole < n:
+        total = jax.tree.map(jnp.add, total, at(jax.tree.map(lambda a: a[whole:], d)))
+    return total
 
 
 # single reductions: XLA on CPU runs those in parallel (see mleops.fit.suffstats.sums)
@@ -128,7 +135,7 @@ class _Pass:
                                                             x[w > 0].max(initial=-np.inf))
         self.lo, self.hi = min(self.lo, float(lo)), max(self.hi, float(hi))
         self.events += len(x) if event is None else int(np.sum(event == 1))
-        total = max(self.rows, len(x))  # a multiple of CHUNK above it (fit_streamed)
+        total = max(self.rows, len(x))
         if total == len(x):  # a full batch: no padding, so no explicit unit weights
             return d._replace(trunc_lo=None, trunc_hi=None)
         w = jnp.ones(len(x)) if d.w is None else d.w

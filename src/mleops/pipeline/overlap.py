@@ -48,6 +48,28 @@ def sketch(t: Table) -> dict:
             "n_rows": t.n}
 
 
+class Sketcher:
+    """:func:`sketch` over tables seen one at a time (a streamed fit's batches): the same
+    ``K`` smallest distinct hashes. The distinct count is exact while fewer than ``K`` were
+    seen, else estimated from the K-th smallest hash (K minimum values: relative error about
+    1/sqrt(K), 3%) and marked ``n_distinct_estimated``."""
+
+    def __init__(self) -> None:
+        self.low = np.empty(0, dtype=np.uint64)
+        self.rows = 0
+
+    def add(self, t: Table) -> None:
+        self.low = np.unique(np.concatenate([self.low, row_hashes(t)]))[:K]
+        self.rows += t.n
+
+    def result(self) -> dict:
+        out = {"k": K, "hashes": [f"{v:016x}" for v in self.low], "n_rows": self.rows}
+        if self.low.size < K:
+            return {**out, "n_distinct": int(self.low.size)}
+        kth = (float(self.low[-1]) + 1.0) / 2.0 ** 64
+        return {**out, "n_distinct": int(round((K - 1) / kth)), "n_distinct_estimated": True}
+
+
 def overlap(held: Table, train_sketch: dict | None) -> dict:
     """Estimated share of the held-out rows that were training rows of the sketch's model."""
     if not train_sketch or not train_sketch.get("hashes"):
@@ -67,4 +89,4 @@ def overlap(held: Table, train_sketch: dict | None) -> dict:
             "note": ("exact" if complete else f"estimated from {seen.size} rows")}
 
 
-__all__ = ["K", "overlap", "row_hashes", "sketch"]
+__all__ = ["K", "Sketcher", "overlap", "row_hashes", "sketch"]

@@ -55,6 +55,7 @@ class RunRequest:
     gate_test: str = "z"
     gate_on_inconclusive: str = INCONCLUSIVE_POLICIES[0]
     train_accelerator_type: str = ""
+    train_max_memory: int = 0  # stream the train table in batches of this many bytes; 0: auto
     deploy_namespace: str = "models"
     deploy_canary_traffic: int = 10
     deploy_apply: bool = False
@@ -102,6 +103,7 @@ class RunRequest:
         check_deploy_settings(self.model_name, self.deploy_namespace,
                               self.deploy_canary_traffic, self.deploy_target, self.deploy_mode)
         self.check_trainjob(t.meta)
+        self.check_train_memory(spec)
         self.code_version = provenance.code_version()
         self.candidate_key = provenance.candidate_key(
             data=self.data_hash, validation=self.validation_data_hash, family=self.family,
@@ -128,6 +130,18 @@ class RunRequest:
             render_fit_job(meta, job, name="fit-check", family=self.family, method="auto",
                            options=family_options(self.family, self.threshold,
                                                   self.components))
+
+    def check_train_memory(self, spec: ColumnSpec) -> None:
+        """A streaming budget too small for the table's columns fails now, not in train."""
+        from mleops.batches import batch_rows
+
+        if self.train_max_memory < 0:
+            raise DataError(f"--train-max-memory {self.train_max_memory}: a size in bytes, "
+                            "0 = automatic")
+        if self.train_max_memory:
+            roles = (spec.censor_column, spec.weights_column, spec.time_column)
+            batch_rows(self.train_max_memory, 1 + sum(map(bool, roles)) + len(spec.covariates),
+                       flag="--train-max-memory")
 
     def check_portable(self, pipeline_root: str = "") -> None:
         """Refuse what only works on this machine before a cluster's pods are sent it."""

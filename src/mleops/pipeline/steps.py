@@ -87,28 +87,38 @@ def _fit_args(t: Table) -> dict:
 
 def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=None,
           method: str = "auto", seed: int = 0, trainjob: TrainJobSettings | None = None,
-          api=None) -> ModelArtifact:
+          api=None, max_memory: int = 0) -> ModelArtifact:
     """Fit the family; the artifact records provenance and the device JAX ran on.
 
     With ``trainjob`` and data above its ``min_bytes``, the fit runs as a Kubeflow Trainer
     TrainJob instead (``mleops.pipeline.trainjob``; ``api``: a CustomObjectsApi) and the
-    artifact is built from its result the same way."""
+    artifact is built from its result the same way. A table larger than this process'
+    memory (or any, with ``max_memory`` bytes) is streamed (``mleops.pipeline.streamed``)."""
     from mleops.pipeline.overlap import sketch
+    from mleops.pipeline.streamed import fit_table_streamed, should_stream, table_meta
 
-    t = read_dataset(train_path)
     opts = family_options(family, threshold, k)
-    extra = {}
-    if trainjob is not None and needs_trainjob(t.meta.get("source", ""), trainjob.min_bytes):
-        check_plan(trainjob, holdout_split=t.n != t.meta.get("n_rows", t.n))
-        r, extra["trainjob"] = fit_on_trainjob(t.meta, trainjob, family=family, options=opts,
-                                               method=method, api=api)
+    meta = table_meta(train_path)
+    extra: dict = {}
+    if (trainjob is None or not needs_trainjob(meta.get("source", ""), trainjob.min_bytes)
+            ) and should_stream(train_path, family, max_memory, **opts):
+        r, rows_sketch = fit_table_streamed(train_path, family, max_memory=max_memory,
+                                            method=method, options=opts)
+        n, extra["streamed"] = rows_sketch["n_rows"], {"batch_rows": r.extra["batch_rows"]}
     else:
-        from mleops.fit import fit
+        t = read_dataset(train_path)
+        n, rows_sketch = t.n, sketch(t)
+        if trainjob is not None and needs_trainjob(meta.get("source", ""), trainjob.min_bytes):
+            check_plan(trainjob, holdout_split=t.n != meta.get("n_rows", t.n))
+            r, extra["trainjob"] = fit_on_trainjob(meta, trainjob, family=family,
+                                                   options=opts, method=method, api=api)
+        else:
+            from mleops.fit import fit
 
-        r = fit(t.x, family, method=method, seed=seed, **opts, **_fit_args(t))
-    art = ModelArtifact.from_fit(r, data_hash=t.meta.get("data_hash", ""),
-                                 n_train=t.n, source=t.meta.get("source", ""),
-                                 train_rows_sketch=sketch(t), **extra)
+            r = fit(t.x, family, method=method, seed=seed, **opts, **_fit_args(t))
+    art = ModelArtifact.from_fit(r, data_hash=meta.get("data_hash", ""), n_train=n,
+                                 source=meta.get("source", ""), train_rows_sketch=rows_sketch,
+                                 **extra)
     art.save(model_dir)
     return art
 
