@@ -20,6 +20,7 @@ row-wise log-likelihood (tests check them against lifelines).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.special import erfc
 
@@ -33,10 +34,17 @@ _HALF_LOG_2PI = 0.9189385332046727
 _SQRT_HALF = 0.7071067811865476
 
 
-def log_sf(z):
-    """log P(Z > z) for a standard normal: log(erfc(z/sqrt 2)/2), 10x cheaper than
+def log_sf(z, z_max=None):
+    """log P(Z > z) for a standard normal: log(erfc(z/sqrt 2)/2), 6x cheaper than
     ``log_ndtr`` on CPU and as accurate, with Mills' asymptotic series where erfc would
-    underflow (z > 35: relative error < 1e-10)."""
+    underflow (z > 35: relative error < 1e-10). The series is only computed when some z
+    needs it: elementwise both branches cost 3.5x the plain one (1e6 rows: 21 vs 6 ms).
+    ``z_max``: a known bound on ``z`` (saves the pass that finds it)."""
+    return jax.lax.cond((jnp.max(z) if z_max is None else z_max) > 35.0, _log_sf_with_tail,
+                        lambda z: jnp.log(0.5 * erfc(z * _SQRT_HALF)), z)
+
+
+def _log_sf_with_tail(z):
     big = z > 35.0
     zs = jnp.where(big, 35.0, z)
     zb = jnp.where(big, z, 35.0)
@@ -44,6 +52,31 @@ def log_sf(z):
     tail = (-0.5 * zb * zb - jnp.log(zb) - _HALF_LOG_2PI
             + jnp.log1p(-inv + 3 * inv * inv - 15 * inv ** 3))
     return jnp.where(big, tail, jnp.log(0.5 * erfc(zs * _SQRT_HALF)))
+
+
+def _hazard_sums(z, w):
+    """Sums over censored rows of w log S(z) and of w times the hazard lambda = phi/S, its
+    derivative k = lambda (lambda - z) and their z moments (erfc once, no exp(-log S))."""
+    S = 0.5 * erfc(z * _SQRT_HALF)
+    lam = jnp.exp(-0.5 * z * z - _HALF_LOG_2PI) / S
+    return _moments(z, w, jnp.log(S), lam)
+
+
+def _hazard_sums_with_tail(z, w):
+    lsf = _log_sf_with_tail(z)
+    return _moments(z, w, lsf, jnp.exp(-0.5 * z * z - _HALF_LOG_2PI - lsf))
+
+
+def _moments(z, w, lsf, lam):
+    k = lam * (lam - z)
+    return tuple(_sum(a) for a in (w * lsf, w * lam, w * lam * z, w * k, w * k * z,
+                                   w * k * z * z))
+
+
+def _sum(a):
+    """A sum as 8 row blocks: XLA on CPU then splits it over its threads (3.0 vs 3.8 ms for
+    the six sums above on 3e5 rows, 2 cores)."""
+    return jnp.sum(jnp.sum(a.reshape(8, -1), axis=1)) if a.shape[0] % 8 == 0 else jnp.sum(a)
 
 
 def event_weights(d: Data):
@@ -58,12 +91,32 @@ def weibull_censored(fam: Family, d: Data):
     return (*weibull_objective(fam, d, wp), p0, it)
 
 
-def _normal_censored(fam: Family, d: Data, log_scale: bool):
-    """Normal on y = x (or y = log x: lognormal, with the events' Jacobian -sum log y)."""
+def censored_only(d: Data, y, wc, rows: int):
+    """The censored rows' (y, weight), gathered once into ``rows`` slots (a static bound on
+    their count; the slots past it weigh 0): Newton steps then touch only those rows."""
+    if not rows:
+        return y, wc
+    idx = jnp.nonzero(d.kind != EXACT, size=rows, fill_value=0)[0]
+    live = jnp.arange(rows) < jnp.sum(d.kind != EXACT)
+    return y[idx], jnp.where(live, wc[idx], 0.0)
+
+
+def censored_slots(censored: int, n: int) -> int:
+    """A static bound on ``censored`` rows of ``n``: rounded up to sixteenths of ``n``, so
+    data sets of one size share a few compiled kernels (and waste at most n/16 slots)."""
+    step = -(-n // (16 * 8)) * 8  # whole blocks of 8 rows (:func:`_sum`)
+    return min(n, -(-censored // step) * step) if censored else 0
+
+
+def _normal_censored(fam: Family, d: Data, log_scale: bool, rows: int = 0):
+    """Normal on y = x (or y = log x: lognormal, with the events' Jacobian -sum log y).
+    ``rows``: slots for the censored rows (:func:`censored_slots`; 0: every row)."""
     we, wc = event_weights(d)
     y = jnp.log(d.x) if log_scale else d.x
     We, m, M2 = _centred(y, we, y[0])  # the events' weight, mean and squared deviations
     jac = -We * m if log_scale else 0.0  # -sum log x over the events
+    y, wc = censored_only(d, y, wc, rows)
+    y_max = jnp.max(y)  # once: a step's z_max is then (y_max - mu) / sigma
 
     def natural(theta):  # (mu, log sigma) from the family's unconstrained coordinates
         return (theta[1], theta[0]) if log_scale else (theta[0], theta[1])
@@ -78,17 +131,14 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool):
         return mu, s, sigma, ez1, ez2, f_e, z
 
     def objective(theta):
-        *_, f_e, z = pieces(theta)
-        return f_e + jnp.sum(wc * log_sf(z))
+        mu, _, sigma, _, _, f_e, z = pieces(theta)
+        return f_e + jnp.sum(wc * log_sf(z, (y_max - mu) / sigma))
 
     def derivs(theta):
-        _, _, sigma, ez1, ez2, f_e, z = pieces(theta)
-        lsf = log_sf(z)
-        lam = jnp.exp(-0.5 * z * z - _HALF_LOG_2PI - lsf)  # hazard phi(z) / S(z)
-        k = lam * (lam - z)
-        L0, L1 = jnp.sum(wc * lam), jnp.sum(wc * lam * z)
-        K0, K1, K2 = jnp.sum(wc * k), jnp.sum(wc * k * z), jnp.sum(wc * k * z * z)
-        f = f_e + jnp.sum(wc * lsf)
+        mu, _, sigma, ez1, ez2, f_e, z = pieces(theta)
+        F, L0, L1, K0, K1, K2 = jax.lax.cond((y_max - mu) / sigma > 35.0,
+                                             _hazard_sums_with_tail, _hazard_sums, z, wc)
+        f = f_e + F
         g_mu, g_s = ez1 / sigma + L0 / sigma, -We + ez2 + L1
         h_mm = -We / sigma**2 - K0 / sigma**2
         h_ms = -2 * ez1 / sigma - (K1 + L0) / sigma
@@ -104,8 +154,8 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool):
 
 
 #: families with a right-censored fast path (a kernel registry, like REDUCED)
-CENSORED = {"weibull": weibull_censored,
-            "normal": lambda fam, d: _normal_censored(fam, d, False),
-            "lognormal": lambda fam, d: _normal_censored(fam, d, True)}
+CENSORED = {"weibull": lambda fam, d, rows=0: weibull_censored(fam, d),
+            "normal": lambda fam, d, rows=0: _normal_censored(fam, d, False, rows),
+            "lognormal": lambda fam, d, rows=0: _normal_censored(fam, d, True, rows)}
 
-__all__ = ["CENSORED", "event_weights", "log_sf"]
+__all__ = ["CENSORED", "censored_slots", "event_weights", "log_sf"]

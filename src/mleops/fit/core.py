@@ -33,13 +33,15 @@ class KernelOut(NamedTuple):
     cov: jax.Array  # natural-parameter covariance; NaN where the information is singular
 
 
-def objective_and_start(fam: Family, d: Data, right_only: bool = False):
+def objective_and_start(fam: Family, d: Data, right_only: bool = False,
+                        censored_rows: int = 0):
     """Objective in unconstrained coordinates, optional analytic (f, g, H), a (near-)MLE
     start where one exists, and the iterations that start took. ``right_only``: the only
-    censoring is on the right (the caller checked the codes), so a censored kernel applies."""
+    censoring is on the right (the caller checked the codes), so a censored kernel applies;
+    ``censored_rows``: a static bound on the censored rows' count (0: unknown)."""
     zero = jnp.asarray(0)
     if right_only and fam.name in CENSORED:
-        return CENSORED[fam.name](fam, d)
+        return CENSORED[fam.name](fam, d, censored_rows)
     if uses_suffstats(fam, d):
         ss = SUFFICIENT[fam.name]
         s = ss.stats(d.x, d.w)  # the one pass over the data
@@ -76,15 +78,15 @@ def _finish(fam: Family, state: SolverState, it0) -> KernelOut:
 
 
 def _fit(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
-         tol: float = 1e-12, right_only: bool = False) -> KernelOut:
+         tol: float = 1e-12, right_only: bool = False, censored_rows: int = 0) -> KernelOut:
     d = with_weights(d)
-    obj, derivs, p0, it0 = objective_and_start(fam, d, right_only)
+    obj, derivs, p0, it0 = objective_and_start(fam, d, right_only, censored_rows)
     theta0 = fam.to_unconstrained(p0)
     return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs), it0)
 
 
 fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol",
-                                              "right_only"))(_fit)
+                                              "right_only", "censored_rows"))(_fit)
 fit_kernel.__doc__ = "Start + solve + covariance in one compiled call."
 
 
