@@ -19,7 +19,7 @@ from mleops.fit.design import standardise, to_user_scale
 from mleops.fit.fast import uses_suffstats
 from mleops.fit.result import FitResult
 from mleops.fit.sharded import shard_data
-from mleops.fit.suffstats import shift_of, stats_from_sums, sums
+from mleops.fit.suffstats import SELF_CHECKING, shift_of, stats_from_sums, sums, sums_in_place
 
 
 def resolve_family(family: str | dict | Family, *, threshold=None, k=None, features=None) -> Family:
@@ -62,6 +62,10 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     devices. Raises ``DataError`` on bad input and ``FitError`` instead of returning NaN.
     """
     fam = resolve_family(family, threshold=threshold, k=k, features=features)
+    plain = all(a is None for a in (weights, event, kind, upper, truncation, X))
+    if plain and not sharded and method in ("auto", "newton") and fam.name in SELF_CHECKING:
+        if (fast := _sums_first(fam, x, max_iter, tol)) is not None:
+            return fast
     arrays = {"weights": weights, "event": event, "kind": kind, "upper": upper, "X": X}
     x, arrays, extra = _modeled(fam, x, arrays)
     weights, event, kind, upper, X = (arrays[n] for n in ("weights", "event", "kind", "upper", "X"))
@@ -104,6 +108,24 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
     limit = lambda lim: fit(x, lim, **arrays, truncation=truncation, method=method,  # noqa: E731
                             max_iter=max_iter, tol=tol)
     return with_boundary(fam, result, xs, None if X is None else np.asarray(X), limit)
+
+
+def _sums_first(fam: Family, x, max_iter: int, tol: float) -> FitResult | None:
+    """The exact-data fit of a family whose sums check its data (``SELF_CHECKING``): the
+    sums straight from the caller's buffer, the checks only if a sum is not finite. None:
+    take the general path (which then names what is wrong with the data)."""
+    xs = x if isinstance(x, np.ndarray) else None
+    if xs is None or xs.dtype != np.float64 or xs.ndim != 1 or xs.size < 2:
+        return None
+    v0 = shift_of(fam.name, xs[:1])
+    s = sums_in_place(fam.name, xs, v0)
+    if not np.isfinite(s).all():
+        return None
+    check_spread(fam, xs, None, exact=True)
+    out = suff_kernel(fam, stats_from_sums(fam.name, s, v0), max_iter, tol)
+    result = _result(fam, Data(xs, None), out, "newton", xs.size, {}, 0)
+    return with_boundary(fam, result, xs, None, lambda lim: fit(xs, lim, max_iter=max_iter,
+                                                                 tol=tol))
 
 
 def _multistart(fam, d: Data, n_starts: int, seed: int, method, max_iter, tol):

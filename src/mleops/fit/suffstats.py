@@ -9,6 +9,7 @@ Each entry: ``stats(x, w) -> vector``, ``loglik(p, s)`` (identical to the row-wi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -114,7 +115,9 @@ def _one_sum(name: str, i: int, x, w, v0):
     return _all_sums(name, x, w, v0)[i]
 
 
+@functools.cache
 def sum_width(name: str) -> int:
+    """How many sums ``name`` keeps (cached: finding out runs the statistics eagerly)."""
     return 3 if name in SHIFTED else len(SUFFICIENT[name].stats(jnp.ones(1), jnp.ones(1)))
 
 
@@ -128,6 +131,36 @@ def sums(name: str, x, w, v0: float) -> np.ndarray:
     single reduction vectorised and in parallel, one with several serially (measured: the
     three lognormal sums over 1e6 rows, 2.8 ms apart vs 9.6 ms in one kernel)."""
     return np.asarray([_one_sum(name, i, x, w, v0) for i in range(sum_width(name))])
+
+
+#: families whose sums are finite exactly when every value is valid for them (finite, and
+#: above 0 where the support says so: log 0 is -inf, log of a negative NaN), so the sums can
+#: run before any check and the checks only when a sum is not finite
+SELF_CHECKING = frozenset({"normal", "lognormal", "gamma"})
+#: XLA on CPU reads a host buffer in place only at this alignment (else device_put copies)
+ALIGN = 64
+
+
+@partial(jax.jit, static_argnames=("name", "i"))
+def _one_sum_split(name: str, i: int, body, head, head_w, v0):
+    return _all_sums(name, body, None, v0)[i] + _all_sums(name, head, head_w, v0)[i]
+
+
+def sums_in_place(name: str, x: np.ndarray, v0: float) -> np.ndarray:
+    """:func:`sums` of unweighted host values without copying them to the device: the rows
+    from the first 64-byte boundary are read in place, the few before it (numpy aligns to
+    16 bytes) ride along as an 8-row block with zero weights on the padding. Saves the copy
+    (1.1 ms for 1e6 rows, as long as a log pass)."""
+    k = (-x.ctypes.data % ALIGN) // x.itemsize if x.ctypes.data % x.itemsize == 0 else -1
+    if k < 0 or k >= x.size or not x.flags.c_contiguous:
+        return sums(name, jnp.asarray(x), None, v0)
+    head = np.ones(8)
+    head[:k] = x[:k]
+    head_w = (np.arange(8) < k).astype(np.float64)
+    body = jax.device_put(x[k:], may_alias=True)
+    # every family's statistics start with the total weight: here the row count
+    return np.asarray([float(x.size)] + [_one_sum_split(name, i, body, head, head_w, v0)
+                                         for i in range(1, sum_width(name))])
 
 
 def stats_from_sums(name: str, s: np.ndarray, v0: float) -> jnp.ndarray:
