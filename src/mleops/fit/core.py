@@ -66,10 +66,22 @@ def solve(obj, theta0, d: Data, method: str, max_iter: int, tol: float,
 def natural_cov_jax(fam: Family, theta, H):
     """Delta-method covariance of natural parameters; NaN where information is singular."""
     J = jax.jacfwd(fam.to_natural)(theta)
-    info = -0.5 * (H + H.T)
+    return J @ inverse_pd(-0.5 * (H + H.T)) @ J.T
+
+
+def inverse_pd(info):
+    """The inverse of a positive-definite matrix, NaN where it is not (Cholesky fails); 2x2
+    in closed form (no LAPACK in the kernel: see :func:`mleops.fit.newton.eig_sym`)."""
+    if info.shape == (2, 2):
+        a, b, d = info[0, 0], info[0, 1], info[1, 1]
+        det = a * d - b * b
+        ok = (a > 0) & (det > 0)  # as Cholesky: both pivots positive
+        inv = jnp.array([[d, -b], [-b, a]]) / det
+        return jnp.where(ok, inv, jnp.nan)
     L = jnp.linalg.cholesky(info)
-    Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(H.shape[0], dtype=H.dtype), lower=True)
-    return J @ (Linv.T @ Linv) @ J.T
+    Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(info.shape[0], dtype=info.dtype),
+                                             lower=True)
+    return Linv.T @ Linv
 
 
 def _finish(fam: Family, state: SolverState, it0) -> KernelOut:
