@@ -37,6 +37,16 @@ def weibull_prep(d: Data, we: jax.Array | None = None) -> WeibullPrep:
     return WeibullPrep(lx - m, d.w, jnp.sum(we), jnp.sum(we * lx), m, we)
 
 
+def power_sums(c, lxc, w):
+    """sum w exp(c lxc) lxc^j for j = 0, 1, 2, each its own reduction: XLA on CPU runs a
+    fusion holding several reductions serially, and slower than the sum of its parts
+    (10,000 x 1,000 values: 95 ms together, 40 ms apart, exp recomputed in each); a barrier
+    per copy of ``c`` keeps them apart."""
+    c0, c1, c2 = jax.lax.optimization_barrier((c, c, c))
+    return (jnp.sum(w * jnp.exp(c0 * lxc)), jnp.sum(w * jnp.exp(c1 * lxc) * lxc),
+            jnp.sum(w * jnp.exp(c2 * lxc) * lxc * lxc))
+
+
 def _weibull_profile(wp: WeibullPrep, iters: int):
     """Newton on g(c) = 1/c - S1/S0 + mean(log x) = 0 with S_j = sum w x^c (log x)^j over
     every row and the mean over the events (right censoring keeps this form), started from
@@ -46,13 +56,9 @@ def _weibull_profile(wp: WeibullPrep, iters: int):
     var = jnp.sum(wp.we * (lxc - mlxc) ** 2) / W
     c0 = jnp.pi / jnp.sqrt(6 * jnp.maximum(var, 1e-300))
 
-    def sums(c):
-        z = w * jnp.exp(c * lxc)
-        return jnp.sum(z), jnp.sum(z * lxc), jnp.sum(z * lxc * lxc)
-
     def step(state):
         c, it, _ = state
-        s0, s1, s2 = sums(c)
+        s0, s1, s2 = power_sums(c, lxc, w)
         a = s1 / s0
         g = 1 / c - a + mlxc
         gp = -1 / c**2 - (s2 / s0 - a * a)

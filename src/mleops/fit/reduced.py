@@ -14,7 +14,7 @@ from jax.scipy.special import gammaln
 
 from mleops.families import Family
 from mleops.fit.data import Data
-from mleops.fit.fast import WeibullPrep, weibull_prep
+from mleops.fit.fast import WeibullPrep, power_sums, weibull_prep
 from mleops.fit.newton import value_grad_hessian
 
 _LOG_PI = 1.1447298858494002
@@ -33,16 +33,15 @@ def weibull_objective(fam: Family, d: Data, wp: WeibullPrep | None = None):
 
     def parts(theta):
         c, u = jnp.exp(theta[0]), theta[1]
-        e = d.w * jnp.exp(c * lxc)
-        return c, u, jnp.exp(c * (m - u)), m - u, e
+        return c, u, jnp.exp(c * (m - u)), m - u
 
     def objective(theta):
-        c, u, F, _, e = parts(theta)
-        return W * jnp.log(c) - W * c * u + (c - 1) * Slx - F * jnp.sum(e)
+        c, u, F, _ = parts(theta)
+        return W * jnp.log(c) - W * c * u + (c - 1) * Slx - F * jnp.sum(d.w * jnp.exp(c * lxc))
 
     def derivs(theta):
-        c, u, F, delta, e = parts(theta)
-        B0, B1, B2 = jnp.sum(e), jnp.sum(e * lxc), jnp.sum(e * lxc * lxc)
+        c, u, F, delta = parts(theta)
+        B0, B1, B2 = power_sums(c, lxc, d.w)
         A0, A1 = F * B0, F * (B1 + delta * B0)
         A2 = F * (B2 + 2 * delta * B1 + delta * delta * B0)
         f = W * jnp.log(c) - W * c * u + (c - 1) * Slx - A0
