@@ -95,3 +95,17 @@ def test_a_streamed_sketch_keeps_the_same_hashes_and_estimates_the_distinct_coun
     few = Sketcher()
     few.add(t.take(np.arange(100)))
     assert few.result()["n_distinct"] == 100 and "n_distinct_estimated" not in few.result()
+
+
+def test_a_streaming_budget_too_small_for_the_columns_fails_before_any_task(tmp_path):
+    from mleops.pipeline import RunRequest
+
+    src = tmp_path / "d.csv"
+    src.write_text("t,obs\n" + "".join(f"{1 + i % 7},{i % 2}\n" for i in range(200)))
+    base = {"data_uri": str(src), "family": "weibull", "model_name": "m", "column": "t",
+            "censor_column": "obs"}
+    with pytest.raises(DataError, match="--train-max-memory 50000 bytes holds only 520 rows"):
+        RunRequest(**base, train_max_memory=50_000).validate()
+    with pytest.raises(DataError, match="--train-max-memory -1"):
+        RunRequest(**base, train_max_memory=-1).validate()
+    RunRequest(**base, train_max_memory=10_000_000).validate()
