@@ -13,13 +13,13 @@ from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family, get_family
 from mleops.fit.boundary import check_spread, with_boundary
 from mleops.fit.censored import censored_slots
-from mleops.fit.core import KernelOut, fit_kernel, multistart_kernel, polish_kernel, suff_kernel
+from mleops.fit.core import KernelOut, fit_kernel, from_sums, multistart_kernel, polish_kernel
 from mleops.fit.data import EXACT, RIGHT, Data, make_data, with_weights
 from mleops.fit.design import standardise, to_user_scale
 from mleops.fit.fast import uses_suffstats
 from mleops.fit.result import FitResult
 from mleops.fit.sharded import shard_data
-from mleops.fit.suffstats import SELF_CHECKING, shift_of, stats_from_sums, sums, sums_in_place
+from mleops.fit.suffstats import SELF_CHECKING, shift_of, sums, sums_in_place
 
 
 def resolve_family(family: str | dict | Family, *, threshold=None, k=None, features=None) -> Family:
@@ -95,8 +95,7 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
         out, it_starts = _multistart(fam, d, n_starts, seed, method, max(max_iter, 200), tol)
     elif method == "newton" and uses_suffstats(fam, d):  # the sums outside the kernel
         v0 = shift_of(fam.name, xs[:1])
-        out = suff_kernel(fam, stats_from_sums(fam.name, sums(fam.name, d.x, d.w, v0), v0),
-                          max_iter, tol)
+        out = from_sums(fam, sums(fam.name, d.x, d.w, v0), v0, max_iter, tol)
         it_starts = 0
     else:
         slots = 0 if sharded or not right_only else censored_slots(
@@ -122,7 +121,7 @@ def _sums_first(fam: Family, x, max_iter: int, tol: float) -> FitResult | None:
     if not np.isfinite(s).all():
         return None
     check_spread(fam, xs, None, exact=True)
-    out = suff_kernel(fam, stats_from_sums(fam.name, s, v0), max_iter, tol)
+    out = from_sums(fam, s, v0, max_iter, tol)
     result = _result(fam, Data(xs, None), out, "newton", xs.size, {}, 0)
     return with_boundary(fam, result, xs, None, lambda lim: fit(xs, lim, max_iter=max_iter,
                                                                  tol=tol))

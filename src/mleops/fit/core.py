@@ -20,7 +20,7 @@ from mleops.fit.lbfgs import lbfgs
 from mleops.fit.likelihood import total_loglik
 from mleops.fit.newton import SolverState, newton
 from mleops.fit.reduced import REDUCED, weibull_objective
-from mleops.fit.suffstats import SUFFICIENT
+from mleops.fit.suffstats import SUFFICIENT, stats_from_sums
 
 #: families with an exact profile-likelihood start (a kernel registry, like REDUCED)
 PROFILED = {"weibull": weibull_objective}
@@ -111,6 +111,12 @@ def suff_kernel(fam: Family, s, max_iter: int = 100, tol: float = 1e-12) -> Kern
     state = newton(lambda th: ss.loglik(fam.to_natural(th), s), theta0, max_iter=max_iter,
                    tol=tol)
     return _finish(fam, state, jnp.asarray(0))
+
+
+def from_sums(fam: Family, s, v0: float, max_iter: int = 100, tol: float = 1e-12
+              ) -> KernelOut:
+    """:func:`suff_kernel` on the sums of :func:`mleops.fit.suffstats.sums` (shift ``v0``)."""
+    return suff_kernel(fam, stats_from_sums(fam.name, s, v0), max_iter, tol)
 
 
 @partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))

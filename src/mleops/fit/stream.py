@@ -28,13 +28,13 @@ import numpy as np
 from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family
 from mleops.fit.boundary import check_spread, with_boundary
-from mleops.fit.core import KernelOut, natural_cov_jax, suff_kernel
+from mleops.fit.core import KernelOut, from_sums, natural_cov_jax
 from mleops.fit.data import Data, make_data, with_weights
 from mleops.fit.design import DesignStats, to_user_scale
 from mleops.fit.likelihood import total_loglik
 from mleops.fit.newton import GRAD_RTOL, SolverState, ascent_direction, value_grad_hessian
 from mleops.fit.sharded import pad_rows
-from mleops.fit.suffstats import SUFFICIENT, shift_of, stats_from_sums, sum_width, sums
+from mleops.fit.suffstats import SUFFICIENT, shift_of, sum_width, sums
 
 Batch = dict[str, np.ndarray]
 Source = Callable[[], Iterator[Batch]]  # each call starts a new pass over this process' rows
@@ -219,8 +219,7 @@ def _sufficient(source, fam, roles, rows, start, gather, max_iter, tol):
     p = _Pass(fam, roles, rows, None)
     width = sum_width(fam.name)
     total = _run(source, p, lambda d: sums(fam.name, d.x, d.w, v0), width, gather)
-    state = jax.device_get(suff_kernel(fam, stats_from_sums(fam.name, total, v0), max_iter,
-                                       tol).state)
+    state = jax.device_get(from_sums(fam, total, v0, max_iter, tol).state)
     return state, p
 
 

@@ -59,7 +59,10 @@ class Sketcher:
         self.rows = 0
 
     def add(self, t: Table) -> None:
-        self.low = np.unique(np.concatenate([self.low, row_hashes(t)]))[:K]
+        h = row_hashes(t)
+        if self.low.size == K:  # full: only hashes below the K-th can enter (no 1e6-row sort)
+            h = h[h < self.low[-1]]
+        self.low = np.unique(np.concatenate([self.low, h]))[:K]
         self.rows += t.n
 
     def result(self) -> dict:

@@ -133,15 +133,10 @@ class RunRequest:
 
     def check_train_memory(self, spec: ColumnSpec) -> None:
         """A streaming budget too small for the table's columns fails now, not in train."""
-        from mleops.batches import batch_rows
+        from mleops.pipeline.streamed import check_budget
 
-        if self.train_max_memory < 0:
-            raise DataError(f"--train-max-memory {self.train_max_memory}: a size in bytes, "
-                            "0 = automatic")
-        if self.train_max_memory:
-            roles = (spec.censor_column, spec.weights_column, spec.time_column)
-            batch_rows(self.train_max_memory, 1 + sum(map(bool, roles)) + len(spec.covariates),
-                       flag="--train-max-memory")
+        roles = (spec.censor_column, spec.weights_column, spec.time_column)
+        check_budget(self.train_max_memory, 1 + sum(map(bool, roles)) + len(spec.covariates))
 
     def check_portable(self, pipeline_root: str = "") -> None:
         """Refuse what only works on this machine before a cluster's pods are sent it."""

@@ -95,20 +95,22 @@ def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=Non
     artifact is built from its result the same way. A table larger than this process'
     memory (or any, with ``max_memory`` bytes) is streamed (``mleops.pipeline.streamed``)."""
     from mleops.pipeline.overlap import sketch
-    from mleops.pipeline.streamed import fit_table_streamed, should_stream, table_meta
+    from mleops.pipeline.streamed import fit_table_streamed, streamed_source, table_meta
 
     opts = family_options(family, threshold, k)
     meta = table_meta(train_path)
     extra: dict = {}
-    if (trainjob is None or not needs_trainjob(meta.get("source", ""), trainjob.min_bytes)
-            ) and should_stream(train_path, family, max_memory, **opts):
-        r, rows_sketch = fit_table_streamed(train_path, family, max_memory=max_memory,
-                                            method=method, options=opts)
+    on_job = trainjob is not None and needs_trainjob(meta.get("source", ""), trainjob.min_bytes)
+    source = None if on_job else streamed_source(train_path, family, max_memory)
+    if source is not None:
+        r, rows_sketch = fit_table_streamed(source, tuple(meta.get("features", ())), family,
+                                            max_memory=max_memory, method=method,
+                                            options=opts)
         n, extra["streamed"] = rows_sketch["n_rows"], {"batch_rows": r.extra["batch_rows"]}
     else:
         t = read_dataset(train_path)
         n, rows_sketch = t.n, sketch(t)
-        if trainjob is not None and needs_trainjob(meta.get("source", ""), trainjob.min_bytes):
+        if on_job:
             check_plan(trainjob, holdout_split=t.n != meta.get("n_rows", t.n))
             r, extra["trainjob"] = fit_on_trainjob(meta, trainjob, family=family,
                                                    options=opts, method=method, api=api)

@@ -35,57 +35,52 @@ def table_meta(train_path: str) -> dict:
     return json.loads((schema.metadata or {}).get(b"mleops", b"{}"))
 
 
-def table_roles(train_path: str):
-    """(scan, Roles, features) of a pipeline table, from its metadata alone."""
-    from mleops.batches import scan
-    from mleops.fit.stream import Roles
+def check_budget(max_memory: int, columns: int = 0) -> None:
+    """``--train-max-memory``: 0 (automatic) or a size, with ``columns`` enough bytes for
+    1,000 rows of them."""
+    from mleops.batches import batch_rows
 
+    if max_memory < 0:
+        raise DataError(f"--train-max-memory {max_memory}: a size in bytes, 0 = automatic")
+    if max_memory and columns:
+        batch_rows(max_memory, columns, flag="--train-max-memory")
+
+
+def streamed_source(train_path: str, family: str, max_memory: int):
+    """The table's scan when the train step is to stream it (asked to with ``max_memory``, or
+    its columns would not fit in memory), else None; never for a family fitted from several
+    starts (those need every row at once)."""
+    from mleops.batches import needs_streaming, scan
+    from mleops.families import family_class
+
+    check_budget(max_memory)
+    if family_class(family).multistart:
+        return None
     source = scan(train_path)
-    features = tuple(table_meta(train_path).get("features", ()))
+    return source if max_memory or needs_streaming(source, len(source.columns)) else None
+
+
+def fit_table_streamed(source, features: tuple[str, ...], family: str, *, max_memory: int,
+                       method: str, options: dict) -> tuple[FitResult, dict]:
+    """(fit, training-row sketch) of the pipeline table ``source`` (a scan), whose
+    covariates are ``features[1:]``: each batch read once per pass, never the whole table."""
+    from mleops.batches import batches
+    from mleops.columns import fit_streamed
+    from mleops.fit.api import resolve_family
+    from mleops.fit.stream import Roles
+    from mleops.pipeline.overlap import Sketcher
+
     names = source.columns
     roles = Roles("x", "event" if "event" in names else "",
                   "weight" if "weight" in names else "",
                   tuple(COVARIATE + f for f in features[1:]))
-    return source, roles, features
-
-
-def should_stream(train_path: str, family: str, max_memory: int, **options) -> bool:
-    """Stream when asked to (``max_memory``), or when the columns would not fit in memory;
-    never for a family fitted from several starts (those need every row at once)."""
-    from mleops.batches import needs_streaming, scan
-    from mleops.families import family_class
-
-    if max_memory < 0:
-        raise DataError(f"--train-max-memory {max_memory}: a size in bytes, 0 = automatic")
-    if family_class(family).multistart:
-        return False
-    if max_memory:
-        return True
-    source = scan(train_path)
-    return needs_streaming(source, len(source.columns))
-
-
-def fit_table_streamed(train_path: str, family: str, *, max_memory: int, method: str,
-                       options: dict) -> tuple[FitResult, dict]:
-    """(fit, training-row sketch): each batch read once per pass, never the whole table."""
-    from mleops.batches import batches
-    from mleops.columns import fit_streamed
-    from mleops.fit.api import resolve_family
-    from mleops.pipeline.overlap import Sketcher
-
-    source, roles, features = table_roles(train_path)
     fam = resolve_family(family, features=features or None, **options)
     result = fit_streamed(source, fam, roles, max_memory=max_memory or None, method=method)
     sketcher = Sketcher()
-    cols = list(source.columns)
-    for b in batches(source, source.pieces, cols, 1 << 20):
-        sketcher.add(_table(b, roles, features))
+    for b in batches(source, source.pieces, list(names), 1 << 20):
+        sketcher.add(Table(b["x"], b.get("event"), b.get("weight"), roles.design(b), features,
+                           b.get("order")))
     return result, sketcher.result()
 
 
-def _table(b: dict, roles, features: tuple[str, ...]) -> Table:
-    X = roles.design(b)
-    return Table(b["x"], b.get("event"), b.get("weight"), X, features, b.get("order"))
-
-
-__all__ = ["fit_table_streamed", "should_stream", "table_meta", "table_roles"]
+__all__ = ["check_budget", "fit_table_streamed", "streamed_source", "table_meta"]
