@@ -107,3 +107,38 @@ def test_fit_command_imports_neither_mlflow_nor_kfp(survival_files):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "MLEOPS_JAX_CACHE": "off"})
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_subcommands_load_when_named():
+    """``mleops fit`` imports no other command's module; ``--help`` and each name find them."""
+    from click.testing import CliRunner
+
+    from mleops.cli.main import LAZY, main
+
+    probe = ("import sys, json; import mleops.cli.main; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('mleops.cli.'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert loaded == {"mleops.cli.main", "mleops.cli.exits", "mleops.cli.options"}
+    listed = CliRunner().invoke(main, ["--help"]).output
+    for name, target in LAZY.items():
+        cmd = main.get_command(None, name)
+        assert cmd is not None and cmd.name == name and f"\n  {name} " in listed, target
+    assert "\n  fit " in listed
+
+
+def test_jax_import_reads_only_jax_distributions_metadata():
+    """jax's ROCm-plugin scan (every distribution's metadata, jax-ml/jax#37879) is narrowed
+    to jax's own distributions while mleops imports it; jax and jaxlib are still read."""
+    probe = ("import importlib.metadata as md, json\nseen = []\n"
+             "real = md.PathDistribution.metadata\n"
+             "md.PathDistribution.metadata = property("
+             "lambda self: (seen.append(self._normalized_name), real.fget(self))[1])\n"
+             "import mleops\nprint(json.dumps(seen))\n"
+             "assert md.distributions.__module__ == 'importlib.metadata'\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"jax", "jaxlib"} <= set(seen) and all(n.startswith("jax") for n in seen), seen

@@ -307,7 +307,7 @@ def test_one_default_tolerance_everywhere():
     from mleops.pipeline import RunRequest
     from mleops_pipelines.training import training_pipeline
 
-    run = main.commands["pipeline"].commands["run"]
+    run = main.get_command(None, "pipeline").commands["run"]
     cli_default = next(p.default for p in run.params if p.name == "gate_tolerance")
     ir_default = training_pipeline.pipeline_spec.root.input_definitions.parameters[
         "gate_tolerance"].default_value.number_value
@@ -322,7 +322,7 @@ def test_one_inconclusive_policy_everywhere_and_wired_to_the_gate_task():
     from mleops.pipeline import RunRequest
     from mleops_pipelines.training import training_pipeline
 
-    run = main.commands["pipeline"].commands["run"]
+    run = main.get_command(None, "pipeline").commands["run"]
     opt = next(p for p in run.params if p.name == "gate_on_inconclusive")
     spec = training_pipeline.pipeline_spec
     ir_default = spec.root.input_definitions.parameters[

@@ -335,7 +335,7 @@ def test_the_real_cli_accepts_what_the_workflow_passes(runner):
     parsed = parse_pipeline_run(pipeline_call["argv"][2:])
     assert parsed["host"] == "fake-kfp_host" and parsed["namespace"] == "fake-kfp_namespace"
     assert parsed["timeout"] == 3600 and parsed["git_commit"] == "ab" * 20
-    start = main.commands["rollout"].commands["start"]
+    start = main.get_command(None, "rollout").commands["start"]
     with start.make_context("start", rollout_call["argv"][2:]) as ctx:
         assert ctx.params["kubernetes"] and ctx.params["candidate_version"] == "7"
         assert ctx.params["name"] == "request-latency" and ctx.params["timeout"] == 7200
