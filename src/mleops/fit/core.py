@@ -57,10 +57,10 @@ def objective_and_start(fam: Family, d: Data, right_only: bool = False,
 
 
 def solve(obj, theta0, d: Data, method: str, max_iter: int, tol: float,
-          derivs=None) -> SolverState:
+          derivs=None, polish: bool = True) -> SolverState:
     if method == "lbfgs":
         return lbfgs(obj, theta0, max_iter=max_iter, scale=jnp.maximum(jnp.sum(d.w), 1.0) * 1e-2)
-    return newton(obj, theta0, max_iter=max_iter, tol=tol, derivs=derivs)
+    return newton(obj, theta0, max_iter=max_iter, tol=tol, derivs=derivs, polish=polish)
 
 
 def natural_cov_jax(fam: Family, theta, H):
@@ -94,7 +94,9 @@ def _fit(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
     d = with_weights(d)
     obj, derivs, p0, it0 = objective_and_start(fam, d, right_only, censored_rows)
     theta0 = fam.to_unconstrained(p0)
-    return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs), it0)
+    profiled = not right_only and exact_one_sample(fam, d) and fam.name in PROFILED
+    return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs,
+                              polish=not profiled), it0)
 
 
 fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol",

@@ -33,18 +33,21 @@ def weibull_prep(d: Data, we: jax.Array | None = None) -> WeibullPrep:
     """``we``: the events' weights under right censoring (None: every row is an event)."""
     we = d.w if we is None else we
     lx = jnp.log(d.x)
-    m = jnp.max(jnp.where(d.w > 0, lx, -jnp.inf))
+    # x * sign(w), not where(w > 0, ...): XLA on CPU selects by a predicate 5x slower than it
+    # multiplies (10,000 x 1,000 values: 25 ms against 5); x > 0 and w >= 0 here
+    m = jnp.log(jnp.max(d.x * jnp.sign(d.w)))
     return WeibullPrep(lx - m, d.w, jnp.sum(we), jnp.sum(we * lx), m, we)
 
 
 def power_sums(c, lxc, w):
     """sum w exp(c lxc) lxc^j for j = 0, 1, 2, each its own reduction: XLA on CPU runs a
-    fusion holding several reductions serially, and slower than the sum of its parts
-    (10,000 x 1,000 values: 95 ms together, 40 ms apart, exp recomputed in each); a barrier
-    per copy of ``c`` keeps them apart."""
-    c0, c1, c2 = jax.lax.optimization_barrier((c, c, c))
-    return (jnp.sum(w * jnp.exp(c0 * lxc)), jnp.sum(w * jnp.exp(c1 * lxc) * lxc),
-            jnp.sum(w * jnp.exp(c2 * lxc) * lxc * lxc))
+    fusion holding several reductions slower than the sum of its parts (10,000 x 1,000
+    values, 5 profile iterations: 0.33 s fused, 0.17 s apart, exp recomputed in each). A
+    barrier per copy of ``lxc`` keeps them apart (copies of ``c`` do not: XLA merges a
+    barrier's identical scalar operands, then fuses the three again)."""
+    l0, l1, l2 = jax.lax.optimization_barrier((lxc, lxc, lxc))
+    return (jnp.sum(w * jnp.exp(c * l0)), jnp.sum(w * jnp.exp(c * l1) * l1),
+            jnp.sum(w * jnp.exp(c * l2) * l2 * l2))
 
 
 def _weibull_profile(wp: WeibullPrep, iters: int):
@@ -64,9 +67,11 @@ def _weibull_profile(wp: WeibullPrep, iters: int):
         gp = -1 / c**2 - (s2 / s0 - a * a)
         c_new = c - g / gp
         c_new = jnp.where(c_new > 0, c_new, 0.5 * c)
-        # 1e-10 relative: the Newton verification that follows finishes the last digits; a
-        # tighter stop can stall at round-off and, under vmap, hold every series hostage.
-        return c_new, it + 1, jnp.abs(c_new - c) <= 1e-10 * c
+        # A step under 1e-8 relative leaves c within ~1e-15 of the root (the convergence is
+        # quadratic: 10,000 series x 1,000, 9e-16 at most against a 1e-10 stop) and saves the
+        # last iteration, which under vmap every series pays for. Convergence itself is the
+        # Newton check's to report.
+        return c_new, it + 1, jnp.abs(c_new - c) <= 1e-8 * c
 
     c, it, _ = jax.lax.while_loop(lambda s: (s[1] < iters) & ~s[2], step,
                                   (c0, jnp.asarray(0), jnp.asarray(False)))

@@ -69,23 +69,34 @@ def value_grad_hessian(objective: Callable[[jax.Array], jax.Array]):
 
 
 def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
-           max_iter: int = 100, tol: float = 1e-12, derivs=None) -> SolverState:
+           max_iter: int = 100, tol: float = 1e-12, derivs=None,
+           polish: bool = True) -> SolverState:
     """Maximise ``objective`` from ``theta0``; returns the final state (with its Hessian).
 
     ``derivs(theta) -> (f, g, H)`` may supply analytic derivatives; default: AD.
+    ``polish=False``: the start is exact to round-off (the Weibull profile's last Newton
+    step), so the final step of :func:`_polished` would not move it.
     """
     derivs = derivs or value_grad_hessian(objective)
     f0, g0, H0 = derivs(theta0)
-    state = SolverState(theta0, f0, g0, H0, jnp.asarray(0), ~jnp.isfinite(f0),
-                        jnp.asarray(False))
+
+    def converged_at(f, g, dec):
+        flat = jnp.max(jnp.abs(g)) <= GRAD_RTOL * (1.0 + jnp.abs(f))
+        return (0.5 * dec <= tol * (1.0 + jnp.abs(f))) & flat, flat
+
+    # Converged at the start (an exact start: sufficient statistics, the Weibull profile) ends
+    # before the loop, as its first pass would: under vmap a loop pass costs every series a
+    # line-search trial and a Hessian, converged or not.
+    at_start = converged_at(f0, g0, ascent_direction(g0, H0)[1])[0] & jnp.isfinite(f0)
+    state = SolverState(theta0, f0, g0, H0, jnp.asarray(0), ~jnp.isfinite(f0) | at_start,
+                        at_start)
 
     def cond(s):
         return (~s.done) & (s.it < max_iter)
 
     def body(s):
         d, dec = ascent_direction(s.g, s.H)
-        flat = jnp.max(jnp.abs(s.g)) <= GRAD_RTOL * (1.0 + jnp.abs(s.f))
-        small = (0.5 * dec <= tol * (1.0 + jnp.abs(s.f))) & flat
+        small, flat = converged_at(s.f, s.g, dec)
 
         def try_step(k):
             t = 0.5 ** k
@@ -108,7 +119,8 @@ def newton(objective: Callable[[jax.Array], jax.Array], theta0: jax.Array, *,
         return SolverState(theta, f, g, H, s.it + ok.astype(s.it.dtype), small | stuck,
                            converged)
 
-    return _polished(derivs, jax.lax.while_loop(cond, body, state))
+    state = jax.lax.while_loop(cond, body, state)
+    return _polished(derivs, state) if polish else state
 
 
 def _polished(derivs, s: SolverState) -> SolverState:
