@@ -41,6 +41,40 @@ def test_fit_many_with_censoring_and_gamma_matrix():
     assert cen.series(0)["converged"] is True
 
 
+@pytest.mark.parametrize("family", ["weibull", "gamma"])
+def test_fit_many_reads_the_callers_buffer_at_every_alignment(family):
+    """A rectangular array is read in place from its first 64-byte boundary, the values
+    before it joined back in the kernel: each of the 8 possible offsets, a read-only array
+    (which takes the copy) and the ragged path give the same fits."""
+    rng = np.random.default_rng(5)
+    base = rng.weibull(1.4, 7 * 120 + 8) * 2 if family == "weibull" else rng.gamma(2.0, 1.5, 848)
+    for k in range(8):
+        x = base[k:k + 7 * 120].reshape(7, 120)
+        got = mleops.fit_many(x, family)
+        assert got.converged.all()
+        for i, one in enumerate(mleops.fit(s, family) for s in x):
+            np.testing.assert_allclose(got.params[i], one.values, rtol=1e-9)
+            np.testing.assert_allclose(got.loglik[i], one.loglik, rtol=1e-12)
+    frozen = base[:7 * 120].reshape(7, 120).copy()
+    frozen.flags.writeable = False
+    np.testing.assert_allclose(mleops.fit_many(frozen, family).params,
+                               mleops.fit_many(list(frozen), family).params, rtol=1e-12)
+
+
+def test_in_place_shares_the_buffer_and_refuses_what_it_cannot_share():
+    from mleops.fit.data import in_place
+
+    a = np.arange(1.0, 1001.0)
+    head, body = in_place(a)
+    assert head.size < 8 and head.size + body.size == a.size
+    assert body.unsafe_buffer_pointer() == a.ctypes.data + 8 * head.size  # no copy
+    np.testing.assert_array_equal(np.concatenate([head, np.asarray(body)]), a)
+    ro = a.copy()
+    ro.flags.writeable = False
+    assert in_place(ro) is None and in_place(a[::2]) is None
+    assert in_place(a.astype(np.float32)) is None
+
+
 SHARDED = textwrap.dedent("""
     import json, numpy as np, jax, mleops
     assert len(jax.devices()) == 4, jax.devices()

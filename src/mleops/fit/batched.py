@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,8 @@ import numpy as np
 from mleops.errors import DataError
 from mleops.families import Family
 from mleops.fit.api import resolve_family
-from mleops.fit.core import batch_kernel
-from mleops.fit.data import Data, make_data, with_weights
+from mleops.fit.core import PROFILED, batch_kernel
+from mleops.fit.data import Data, in_place, make_data, with_weights
 from mleops.fit.sharded import pad_rows
 
 
@@ -78,11 +79,11 @@ def _as_series(data, what: str) -> list[np.ndarray]:
     return series
 
 
-def _validated(fam: Family, lens: list[int], x, **arrays) -> Data:
+def _validated(fam: Family, lens: list[int], x, host: bool = False, **arrays) -> Data:
     """``make_data`` on all series at once, its errors naming the series and the row in it
     (not the row of the concatenation)."""
     try:
-        return make_data(fam, x, **arrays)
+        return make_data(fam, x, host=host, **arrays)
     except DataError as e:
         starts = np.concatenate([[0], np.cumsum(lens)])
 
@@ -100,12 +101,14 @@ def _rectangular(data, weights, event) -> bool:
 
 
 def _batch_data(fam: Family, data, weights, event) -> tuple[Data, np.ndarray]:
-    """(N, L) Data with weight-0 padding, validated once on all values together."""
+    """(N, L) Data with weight-0 padding, validated once on all values together; equal
+    lengths stay on the host (:func:`_kernel` places them)."""
     if _rectangular(data, weights, event):  # equal lengths: no copies, no padding
         x = np.asarray(data)
         N, L = x.shape
         rav = lambda a: None if a is None else np.asarray(a).reshape(-1)  # noqa: E731
-        d = _validated(fam, [L] * N, x.reshape(-1), weights=rav(weights), event=rav(event))
+        d = _validated(fam, [L] * N, x.reshape(-1), host=True, weights=rav(weights),
+                       event=rav(event))
         if weights is not None and (np.asarray(weights).sum(axis=1) <= 0).any():
             raise DataError("some series have zero total weight")
         shape = lambda a: None if a is None else a.reshape(N, L)  # noqa: E731
@@ -129,6 +132,28 @@ def _batch_data(fam: Family, data, weights, event) -> tuple[Data, np.ndarray]:
     return Data(jnp.asarray(x), jnp.asarray(w), kind=kind), np.array(lens)
 
 
+#: families whose kernel reads x in a pass or two, into which the join of :func:`in_place`'s
+#: two pieces fuses (10,000 x 1,000 values, fit_many: Weibull 0.30 -> 0.235 s, gamma 0.112 ->
+#: 0.096 s). Not every kernel: where x has many readers XLA repeats the join in each, slower
+#: than the copy it saves (measured on a Weibull reading x twice: 0.29 against 0.25 s).
+JOINED = frozenset({*PROFILED, "gamma"})
+
+
+@partial(jax.jit, static_argnames=("fam", "shape", "method", "max_iter", "tol"))
+def _joined_kernel(fam: Family, head, body, shape: tuple[int, int], method: str,
+                   max_iter: int, tol: float):
+    x = jnp.concatenate([head, body]).reshape(shape)
+    return batch_kernel(fam, Data(x, None), method, max_iter, tol)
+
+
+def _kernel(fam: Family, d: Data, method: str, max_iter: int, tol: float):
+    """The batched fit, on the caller's buffer where it can be read in place."""
+    if isinstance(d.x, np.ndarray) and d.w is None and d.kind is None and fam.name in JOINED:
+        if (split := in_place(d.x)) is not None:
+            return _joined_kernel(fam, *split, d.x.shape, method, max_iter, tol)
+    return batch_kernel(fam, jax.tree.map(jnp.asarray, d), method, max_iter, tol)
+
+
 def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
              method: str = "newton", max_iter: int = 100, tol: float = 1e-12,
              **family_options) -> BatchFitResult:
@@ -141,7 +166,7 @@ def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
     if not fam.batchable:
         raise DataError(f"fit_many does not support family {fam.name}; use fit() per series")
     d, lens = _batch_data(fam, data, weights, event)
-    out = jax.device_get(batch_kernel(fam, d, method, max_iter, tol))
+    out = jax.device_get(_kernel(fam, d, method, max_iter, tol))
     st, p = out.state, np.asarray(out.params)
     se = np.sqrt(np.diagonal(out.cov, axis1=1, axis2=2))
     se = np.where(np.isfinite(se), se, np.inf)

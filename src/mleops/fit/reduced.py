@@ -29,7 +29,7 @@ def weibull_objective(fam: Family, d: Data, wp: WeibullPrep | None = None):
     ~40 passes on CPU, and far more under vmap).
     Returns ``(objective, derivs)`` where ``derivs(theta) -> (f, g, H)``.
     """
-    lxc, _, W, Slx, m, _ = wp if wp is not None else weibull_prep(d)
+    lx, _, W, Slx, m, _ = wp if wp is not None else weibull_prep(d)
 
     def parts(theta):
         c, u = jnp.exp(theta[0]), theta[1]
@@ -37,11 +37,11 @@ def weibull_objective(fam: Family, d: Data, wp: WeibullPrep | None = None):
 
     def objective(theta):
         c, u, F, _ = parts(theta)
-        return W * jnp.log(c) - W * c * u + (c - 1) * Slx - F * jnp.sum(d.w * jnp.exp(c * lxc))
+        return W * jnp.log(c) - W * c * u + (c - 1) * Slx - F * jnp.sum(d.w * jnp.exp(c * (lx - m)))
 
     def derivs(theta):
         c, u, F, delta = parts(theta)
-        B0, B1, B2 = power_sums(c, lxc, d.w)
+        B0, B1, B2 = power_sums(c, lx, m, d.w)
         A0, A1 = F * B0, F * (B1 + delta * B0)
         A2 = F * (B2 + 2 * delta * B1 + delta * delta * B0)
         f = W * jnp.log(c) - W * c * u + (c - 1) * Slx - A0

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import digamma, gammaln, polygamma
 
+from mleops.fit.data import in_place
+
 _LOG_2PI = 1.8378770664093453
 
 
@@ -137,9 +139,6 @@ def sums(name: str, x, w, v0: float) -> np.ndarray:
 #: above 0 where the support says so: log 0 is -inf, log of a negative NaN), so the sums can
 #: run before any check and the checks only when a sum is not finite
 SELF_CHECKING = frozenset({"normal", "lognormal", "gamma"})
-#: XLA on CPU reads a host buffer in place only at this alignment (else device_put copies)
-ALIGN = 64
-
 
 @partial(jax.jit, static_argnames=("name", "i"))
 def _one_sum_split(name: str, i: int, body, head, head_w, v0):
@@ -148,16 +147,17 @@ def _one_sum_split(name: str, i: int, body, head, head_w, v0):
 
 def sums_in_place(name: str, x: np.ndarray, v0: float) -> np.ndarray:
     """:func:`sums` of unweighted host values without copying them to the device: the rows
-    from the first 64-byte boundary are read in place, the few before it (numpy aligns to
-    16 bytes) ride along as an 8-row block with zero weights on the padding. Saves the copy
-    (1.1 ms for 1e6 rows, as long as a log pass)."""
-    k = (-x.ctypes.data % ALIGN) // x.itemsize if x.ctypes.data % x.itemsize == 0 else -1
-    if k < 0 or k >= x.size or not x.flags.c_contiguous:
+    from the first 64-byte boundary are read in place (:func:`mleops.fit.data.in_place`),
+    the few before it ride along as an 8-row block with zero weights on the padding. Saves
+    the copy (1.1 ms for 1e6 rows, as long as a log pass)."""
+    split = in_place(x) if x.ndim == 1 else None
+    if split is None:
         return sums(name, jnp.asarray(x), None, v0)
+    first, body = split
+    k = first.size
     head = np.ones(8)
-    head[:k] = x[:k]
+    head[:k] = first
     head_w = (np.arange(8) < k).astype(np.float64)
-    body = jax.device_put(x[k:], may_alias=True)
     # every family's statistics start with the total weight: here the row count
     return np.asarray([float(x.size)] + [_one_sum_split(name, i, body, head, head_w, v0)
                                          for i in range(1, sum_width(name))])
