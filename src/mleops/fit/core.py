@@ -33,6 +33,11 @@ class KernelOut(NamedTuple):
     cov: jax.Array  # natural-parameter covariance; NaN where the information is singular
 
 
+def profiled(fam: Family, d: Data) -> bool:
+    """The exact-data profile start applies (its last Newton step is exact to round-off)."""
+    return exact_one_sample(fam, d) and fam.name in PROFILED
+
+
 def objective_and_start(fam: Family, d: Data, right_only: bool = False,
                         censored_rows: int = 0):
     """Objective in unconstrained coordinates, optional analytic (f, g, H), a (near-)MLE
@@ -46,7 +51,7 @@ def objective_and_start(fam: Family, d: Data, right_only: bool = False,
         ss = SUFFICIENT[fam.name]
         s = ss.stats(d.x, d.w)  # the one pass over the data
         return (lambda th: ss.loglik(fam.to_natural(th), s)), None, ss.mle(s), zero
-    if exact_one_sample(fam, d) and fam.name in PROFILED:
+    if profiled(fam, d):
         wp = weibull_prep(d)  # log x once, for the profile start and the verification
         p0, it = weibull_start(wp)
         return (*PROFILED[fam.name](fam, d, wp), p0, it)
@@ -94,9 +99,8 @@ def _fit(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
     d = with_weights(d)
     obj, derivs, p0, it0 = objective_and_start(fam, d, right_only, censored_rows)
     theta0 = fam.to_unconstrained(p0)
-    profiled = not right_only and exact_one_sample(fam, d) and fam.name in PROFILED
     return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs,
-                              polish=not profiled), it0)
+                              polish=not profiled(fam, d)), it0)
 
 
 fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol",

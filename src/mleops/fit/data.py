@@ -62,35 +62,41 @@ def _check_finite(a: np.ndarray, what: str, allow_inf: bool = False) -> None:
                         f"first at row {i}: {a.ravel()[i].item()!r}")
 
 
-def _to_device(a: np.ndarray):
-    """Device array without a host copy where the platform allows (CPU): the fit only reads
-    it, synchronously, so sharing the caller's buffer is safe and saves a pass over the data."""
-    return jax.device_put(np.ascontiguousarray(a), may_alias=True)
-
-
 #: XLA on CPU reads a host buffer in place only at this alignment
 ALIGN = 64
+
+
+def _shared(a: np.ndarray) -> jax.Array | None:
+    """A device array over ``a``'s own buffer (dlpack), or None where it cannot be shared:
+    not CPU, not C-contiguous float64 at a 64-byte boundary, read-only. ``jax.device_put``
+    copies every host buffer, aligned or not (40-60 ms for 1e7 values, page faults
+    included); the fits only read their data, synchronously, so sharing it is safe."""
+    if (jax.default_backend() != "cpu" or a.dtype != np.float64 or not a.flags.c_contiguous
+            or not a.flags.writeable or a.ctypes.data % ALIGN):
+        return None
+    try:
+        return jnp.from_dlpack(a)
+    except (BufferError, TypeError, RuntimeError):
+        return None
+
+
+def _to_device(a: np.ndarray):
+    """Device array (a copy: see :func:`_shared`; sharing here crashed a pipeline's train
+    process at exit, so only :func:`in_place`'s kernels share)."""
+    return jax.device_put(np.ascontiguousarray(a))
 
 
 def in_place(a: np.ndarray) -> tuple[np.ndarray, jax.Array] | None:
     """A C-contiguous float64 array as (head, body) for a kernel that concatenates them
     back: ``head`` the < 8 values before its first 64-byte boundary (numpy aligns to 16),
-    ``body`` a device array over the caller's buffer from there on. ``jax.device_put``
-    copies every host buffer (aligned or not: 40-60 ms for 1e7 values, page faults
-    included); dlpack shares an aligned one, and the concatenation fuses into the kernel's
-    first pass. None where sharing is not possible (not CPU, not contiguous, read-only)."""
-    if (jax.default_backend() != "cpu" or a.dtype != np.float64 or not a.flags.c_contiguous
-            or not a.flags.writeable or a.ctypes.data % a.itemsize):
+    ``body`` a device array over the caller's buffer from there on (:func:`_shared`); the
+    concatenation fuses into the kernel's first pass. None where sharing is not possible."""
+    if a.dtype != np.float64 or not a.flags.c_contiguous or a.ctypes.data % a.itemsize:
         return None
     flat = a.reshape(-1)
     k = (-flat.ctypes.data % ALIGN) // flat.itemsize
-    if k >= flat.size:
-        return None
-    try:
-        body = jnp.from_dlpack(flat[k:])
-    except (BufferError, TypeError, RuntimeError):
-        return None
-    return flat[:k].copy(), body
+    body = _shared(flat[k:]) if k < flat.size else None
+    return None if body is None else (flat[:k].copy(), body)
 
 
 def with_weights(d: Data) -> Data:
