@@ -110,3 +110,23 @@ def test_sharded_equals_unsharded_on_4_cpu_devices():
         np.testing.assert_allclose(r["b"], r["a"], rtol=1e-9, err_msg=name)
         np.testing.assert_allclose(r["lb"], r["la"], rtol=1e-12, err_msg=name)
         np.testing.assert_allclose(r["sb"], r["sa"], rtol=1e-7, err_msg=name)
+
+
+def test_power_sums_fused_and_apart_agree():
+    """One series sums in one fused pass, many series (many_series) apart: same values."""
+    import jax
+    import jax.numpy as jnp
+
+    from mleops.fit.fast import many_series, power_sums
+
+    lx = jnp.log(2.0 * np.random.default_rng(3).weibull(1.5, 4096))
+    w, m = jnp.ones_like(lx), jnp.max(lx)
+    fused = jax.jit(lambda c, lx: power_sums(c, lx, m, w))(1.3, lx)
+    with many_series():
+        apart = jax.jit(lambda c, lx: power_sums(c, lx, m, w))(1.3, lx)
+        jaxpr_apart = str(jax.make_jaxpr(lambda c: power_sums(c, lx, m, w))(1.3))
+    assert "optimization_barrier" in jaxpr_apart  # (fresh closures: traces are cached per function)
+    assert "optimization_barrier" not in str(jax.make_jaxpr(lambda c: power_sums(c, lx, m, w))(1.3))
+    want = [float(jnp.sum(jnp.exp(1.3 * (lx - m)) * (lx - m) ** j)) for j in range(3)]
+    np.testing.assert_allclose(fused, want, rtol=1e-12)
+    np.testing.assert_allclose(apart, want, rtol=1e-12)

@@ -15,7 +15,13 @@ import jax.numpy as jnp
 from mleops.families import Family
 from mleops.fit.censored import CENSORED
 from mleops.fit.data import Data, with_weights
-from mleops.fit.fast import exact_one_sample, uses_suffstats, weibull_prep, weibull_start
+from mleops.fit.fast import (
+    exact_one_sample,
+    many_series,
+    uses_suffstats,
+    weibull_prep,
+    weibull_start,
+)
 from mleops.fit.lbfgs import lbfgs
 from mleops.fit.likelihood import total_loglik
 from mleops.fit.newton import SolverState, newton
@@ -146,4 +152,5 @@ def polish_kernel(fam: Family, d: Data, theta, max_iter: int = 5, tol: float = 1
 def batch_kernel(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
                  tol: float = 1e-12) -> KernelOut:
     """``fit_kernel`` vmapped over independent series (leading axis of every data field)."""
-    return jax.vmap(lambda dd: _fit(fam, dd, method, max_iter, tol))(d)
+    with many_series():
+        return jax.vmap(lambda dd: _fit(fam, dd, method, max_iter, tol))(d)

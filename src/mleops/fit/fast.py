@@ -8,6 +8,9 @@ so fast paths never bypass the convergence report.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import NamedTuple
 
 import jax
@@ -41,12 +44,35 @@ def weibull_prep(d: Data, we: jax.Array | None = None) -> WeibullPrep:
     return WeibullPrep(lx, d.w, jnp.sum(we), jnp.sum(we * lx), m, we)
 
 
+#: set while a vmapped (many-series) kernel is traced: :func:`power_sums` keeps its sums apart
+_APART: ContextVar[bool] = ContextVar("power_sums_apart", default=False)
+
+
+@contextmanager
+def many_series() -> Iterator[None]:
+    """Trace the enclosed kernel as one of many series under ``jax.vmap``. Read at trace
+    time only: every function that reaches :func:`power_sums` is a closure traced afresh
+    (never a cached module-level ``cond``/``while_loop`` body), so one jitted kernel always
+    traces the same way."""
+    token = _APART.set(True)
+    try:
+        yield
+    finally:
+        _APART.reset(token)
+
+
 def power_sums(c, lx, m, w):
-    """sum w exp(c t) t^j for t = log x - m and j = 0, 1, 2, each its own reduction: XLA on
-    CPU runs a fusion holding several reductions slower than the sum of its parts (10,000
-    x 1,000 values, 5 profile iterations: 0.33 s fused, 0.17 s apart, exp recomputed in
+    """sum w exp(c t) t^j for t = log x - m and j = 0, 1, 2. One long series: one fused
+    pass (exp once; censored Weibull step on 1e6 rows 3.5 log passes against 5.5 apart).
+    Many short series under vmap (:func:`many_series`): each sum its own reduction, since
+    XLA on CPU runs a row-wise fusion holding several reductions slower than the sum of its
+    parts (10,000 x 1,000 values: fit_many 0.30 s fused, 0.20 s apart, exp recomputed in
     each). A barrier per copy of ``lx`` keeps them apart (copies of ``c`` do not: XLA
     merges a barrier's identical scalar operands, then fuses the three again)."""
+    if not _APART.get():
+        t = lx - m
+        e = w * jnp.exp(c * t)
+        return jnp.sum(e), jnp.sum(e * t), jnp.sum(e * t * t)
     l0, l1, l2 = jax.lax.optimization_barrier((lx, lx, lx))
     t0, t1, t2 = l0 - m, l1 - m, l2 - m
     return (jnp.sum(w * jnp.exp(c * t0)), jnp.sum(w * jnp.exp(c * t1) * t1),
