@@ -208,6 +208,21 @@ def test_the_censored_kernels_gather_the_censored_rows_wherever_they_lie(where):
     assert fast.converged and np.isfinite(list(fast.se.values())).all()
 
 
+def test_censored_index_lists_every_censored_row_and_pads_with_an_event():
+    """The host-side gather list: every censored position once, in order, padded to the
+    static slot count with an event's position (weight 0 in the censored sums)."""
+    from mleops.fit.censored import censored_index, censored_slots
+    from mleops.fit.data import EXACT, RIGHT
+
+    codes = np.full(1000, RIGHT)
+    codes[[3, 500, 999]] = EXACT  # censored rows first: the pad is found past them
+    idx = censored_index(codes)
+    assert idx.dtype == np.int32 and idx.size == censored_slots(997, 1000) >= 997
+    np.testing.assert_array_equal(idx[:997], np.flatnonzero(codes == RIGHT))
+    assert (codes[idx[997:]] == EXACT).all()
+    assert censored_index(np.full(5, EXACT)) is None
+
+
 @pytest.mark.parametrize("family", ["gamma", "lognormal", "normal"])
 def test_sums_read_in_place_equal_the_checked_path_at_every_alignment(family):
     """The exact-data fit of these families sums the caller's buffer where it lies (rows

@@ -12,7 +12,7 @@ import numpy as np
 from mleops.errors import ConvergenceWarning, DataError, FitError
 from mleops.families import Family, get_family
 from mleops.fit.boundary import check_spread, with_boundary
-from mleops.fit.censored import censored_slots
+from mleops.fit.censored import GATHERED, censored_index
 from mleops.fit.core import KernelOut, fit_kernel, from_sums, multistart_kernel, polish_kernel
 from mleops.fit.data import EXACT, RIGHT, Data, make_data, with_weights
 from mleops.fit.design import standardise, to_user_scale
@@ -98,9 +98,9 @@ def fit(x, family: str | dict | Family, *, weights=None, event=None, kind=None, 
         out = from_sums(fam, sums(fam.name, d.x, d.w, v0), v0, max_iter, tol)
         it_starts = 0
     else:
-        slots = 0 if sharded or not right_only else censored_slots(
-            int((codes == RIGHT).sum()), codes.size)
-        out, it_starts = fit_kernel(fam, d, method, max_iter, tol, right_only, slots), 0
+        gather = right_only and not sharded and fam.name in GATHERED
+        idx = censored_index(codes) if gather else None
+        out, it_starts = fit_kernel(fam, d, method, max_iter, tol, right_only, idx), 0
     result = _result(fam, d, out, method, n_rows, extra, it_starts)
     if M is not None:
         result = to_user_scale(result, M)

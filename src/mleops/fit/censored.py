@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erfc
 
 from mleops.families import Family
@@ -67,6 +68,24 @@ def _hazard_sums_with_tail(z, w):
     return _moments(z, w, lsf, jnp.exp(-0.5 * z * z - _HALF_LOG_2PI - lsf))
 
 
+def _log_sf_sum(z, w):
+    return _sum(w * jnp.log(0.5 * erfc(z * _SQRT_HALF)))
+
+
+def _log_sf_sum_with_tail(z, w):
+    return _sum(w * _log_sf_with_tail(z))
+
+
+def _in_z(plain, with_tail, y, w, mu, sigma, y_max):
+    """``plain(z, w)`` for z = (y - mu) / sigma, or ``with_tail(z, w)`` where some z passes
+    35. z is formed inside the branch: a cond's operands are materialised, and z as one
+    cost more than the branch's own work (objective on 3e5 rows 3.6 -> 0.8-1.5 ms)."""
+    def branch(fn):
+        return lambda y, w, mu, sigma: fn((y - mu) / sigma, w)
+    return jax.lax.cond((y_max - mu) / sigma > 35.0, branch(with_tail), branch(plain),
+                        y, w, mu, sigma)
+
+
 def _moments(z, w, lsf, lam):
     k = lam * (lam - z)
     return tuple(_sum(a) for a in (w * lsf, w * lam, w * lam * z, w * k, w * k * z,
@@ -91,14 +110,10 @@ def weibull_censored(fam: Family, d: Data):
     return (*weibull_objective(fam, d, wp), p0, it)
 
 
-def censored_only(d: Data, y, wc, rows: int):
-    """The censored rows' (y, weight), gathered once into ``rows`` slots (a static bound on
-    their count; the slots past it weigh 0): Newton steps then touch only those rows."""
-    if not rows:
-        return y, wc
-    idx = jnp.nonzero(d.kind != EXACT, size=rows, fill_value=0)[0]
-    live = jnp.arange(rows) < jnp.sum(d.kind != EXACT)
-    return y[idx], jnp.where(live, wc[idx], 0.0)
+def censored_only(y, wc, idx):
+    """The censored rows' (y, weight) at ``idx`` (:func:`censored_index`; None: every row):
+    Newton steps then touch only those rows."""
+    return (y, wc) if idx is None else (y[idx], wc[idx])
 
 
 def censored_slots(censored: int, n: int) -> int:
@@ -108,14 +123,28 @@ def censored_slots(censored: int, n: int) -> int:
     return min(n, -(-censored // step) * step) if censored else 0
 
 
-def _normal_censored(fam: Family, d: Data, log_scale: bool, rows: int = 0):
+def censored_index(codes: np.ndarray) -> np.ndarray | None:
+    """Host-side positions of the censored rows, padded to :func:`censored_slots` with an
+    event's position (its censored weight is 0, so a pad adds nothing). On the host because
+    ``jnp.nonzero(..., size=)`` is a cumulative sum and a scatter: 10 ms on 1e6 rows on CPU,
+    against 1 ms for numpy's ``flatnonzero``. None: no censored rows, or no event to pad with."""
+    cens = np.flatnonzero(codes != EXACT)
+    events = np.flatnonzero(codes[: cens.size + 1] == EXACT)  # one lies in the first c + 1
+    if not cens.size or not events.size:
+        return None
+    out = np.full(censored_slots(cens.size, codes.size), events[0], dtype=np.int32)
+    out[: cens.size] = cens
+    return out
+
+
+def _normal_censored(fam: Family, d: Data, log_scale: bool, idx=None):
     """Normal on y = x (or y = log x: lognormal, with the events' Jacobian -sum log y).
-    ``rows``: slots for the censored rows (:func:`censored_slots`; 0: every row)."""
+    ``idx``: the censored rows' positions (:func:`censored_index`; None: every row)."""
     we, wc = event_weights(d)
     y = jnp.log(d.x) if log_scale else d.x
     We, m, M2 = _centred(y, we, y[0])  # the events' weight, mean and squared deviations
     jac = -We * m if log_scale else 0.0  # -sum log x over the events
-    y, wc = censored_only(d, y, wc, rows)
+    y, wc = censored_only(y, wc, idx)
     y_max = jnp.max(y)  # once: a step's z_max is then (y_max - mu) / sigma
 
     def natural(theta):  # (mu, log sigma) from the family's unconstrained coordinates
@@ -127,17 +156,16 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool, rows: int = 0):
         a = (m - mu) / sigma
         ez1, ez2 = We * a, M2 / sigma**2 + We * a * a  # the events' sum of z and of z^2
         f_e = _normal_ll(mu, sigma, We, m, M2) + jac
-        z = (y - mu) / sigma
-        return mu, s, sigma, ez1, ez2, f_e, z
+        return mu, s, sigma, ez1, ez2, f_e
 
     def objective(theta):
-        mu, _, sigma, _, _, f_e, z = pieces(theta)
-        return f_e + jnp.sum(wc * log_sf(z, (y_max - mu) / sigma))
+        mu, _, sigma, _, _, f_e = pieces(theta)
+        return f_e + _in_z(_log_sf_sum, _log_sf_sum_with_tail, y, wc, mu, sigma, y_max)
 
     def derivs(theta):
-        mu, _, sigma, ez1, ez2, f_e, z = pieces(theta)
-        F, L0, L1, K0, K1, K2 = jax.lax.cond((y_max - mu) / sigma > 35.0,
-                                             _hazard_sums_with_tail, _hazard_sums, z, wc)
+        mu, _, sigma, ez1, ez2, f_e = pieces(theta)
+        F, L0, L1, K0, K1, K2 = _in_z(_hazard_sums, _hazard_sums_with_tail, y, wc, mu, sigma,
+                                      y_max)
         f = f_e + F
         g_mu, g_s = ez1 / sigma + L0 / sigma, -We + ez2 + L1
         h_mm = -We / sigma**2 - K0 / sigma**2
@@ -154,8 +182,11 @@ def _normal_censored(fam: Family, d: Data, log_scale: bool, rows: int = 0):
 
 
 #: families with a right-censored fast path (a kernel registry, like REDUCED)
-CENSORED = {"weibull": lambda fam, d, rows=0: weibull_censored(fam, d),
-            "normal": lambda fam, d, rows=0: _normal_censored(fam, d, False, rows),
-            "lognormal": lambda fam, d, rows=0: _normal_censored(fam, d, True, rows)}
+CENSORED = {"weibull": lambda fam, d, idx=None: weibull_censored(fam, d),
+            "normal": lambda fam, d, idx=None: _normal_censored(fam, d, False, idx),
+            "lognormal": lambda fam, d, idx=None: _normal_censored(fam, d, True, idx)}
+#: the kernels that read only the censored rows (:func:`censored_index`); Weibull's power
+#: sums run over every row
+GATHERED = frozenset({"normal", "lognormal"})
 
-__all__ = ["CENSORED", "censored_slots", "event_weights", "log_sf"]
+__all__ = ["CENSORED", "GATHERED", "censored_index", "censored_slots", "event_weights", "log_sf"]

@@ -44,15 +44,15 @@ def profiled(fam: Family, d: Data) -> bool:
     return exact_one_sample(fam, d) and fam.name in PROFILED
 
 
-def objective_and_start(fam: Family, d: Data, right_only: bool = False,
-                        censored_rows: int = 0):
+def objective_and_start(fam: Family, d: Data, right_only: bool = False, censored_idx=None):
     """Objective in unconstrained coordinates, optional analytic (f, g, H), a (near-)MLE
     start where one exists, and the iterations that start took. ``right_only``: the only
     censoring is on the right (the caller checked the codes), so a censored kernel applies;
-    ``censored_rows``: a static bound on the censored rows' count (0: unknown)."""
+    ``censored_idx``: the censored rows' positions (``censored.censored_index``; None:
+    every row)."""
     zero = jnp.asarray(0)
     if right_only and fam.name in CENSORED:
-        return CENSORED[fam.name](fam, d, censored_rows)
+        return CENSORED[fam.name](fam, d, censored_idx)
     if uses_suffstats(fam, d):
         ss = SUFFICIENT[fam.name]
         s = ss.stats(d.x, d.w)  # the one pass over the data
@@ -101,16 +101,16 @@ def _finish(fam: Family, state: SolverState, it0) -> KernelOut:
 
 
 def _fit(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
-         tol: float = 1e-12, right_only: bool = False, censored_rows: int = 0) -> KernelOut:
+         tol: float = 1e-12, right_only: bool = False, censored_idx=None) -> KernelOut:
     d = with_weights(d)
-    obj, derivs, p0, it0 = objective_and_start(fam, d, right_only, censored_rows)
+    obj, derivs, p0, it0 = objective_and_start(fam, d, right_only, censored_idx)
     theta0 = fam.to_unconstrained(p0)
     return _finish(fam, solve(obj, theta0, d, method, max_iter, tol, derivs,
                               polish=not profiled(fam, d)), it0)
 
 
 fit_kernel = partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol",
-                                              "right_only", "censored_rows"))(_fit)
+                                              "right_only"))(_fit)
 fit_kernel.__doc__ = "Start + solve + covariance in one compiled call."
 
 
