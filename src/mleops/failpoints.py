@@ -1,9 +1,10 @@
-"""Named points where a test can make this process die as if killed (``kill -9``).
+"""Named points where a test can make this process die as if killed (``kill -9``), or fail.
 
 The fault tests interrupt multi-step sequences (rollback, promotion) at each step in real
 processes: ``MLEOPS_FAILPOINTS=promote.registry_moved mleops rollout start ...`` exits with
-status 137 right there, running no cleanup, no ``finally``. Unset, a failpoint is one
-environment lookup.
+status 137 right there, running no cleanup, no ``finally``. :func:`fail` points raise instead
+(a model server's internal error, which it answers with a 5xx and counts). Unset, a
+failpoint is one environment lookup.
 """
 
 from __future__ import annotations
@@ -20,4 +21,15 @@ def hit(name: str) -> None:
         os._exit(137)
 
 
-__all__ = ["ENV", "hit"]
+class InjectedFault(RuntimeError):
+    """The error an armed :func:`fail` point raises."""
+
+
+def fail(name: str) -> None:
+    """Raise :class:`InjectedFault` here if ``name`` is armed."""
+    armed = os.environ.get(ENV)
+    if armed and name in armed.split(","):
+        raise InjectedFault(f"failpoint {name}")
+
+
+__all__ = ["ENV", "InjectedFault", "fail", "hit"]

@@ -67,7 +67,8 @@ def test_metric_name_extraction():
         == {"mleops_rows_total"}
     assert exported_metrics() == {"mleops_requests_total", "mleops_rows_total",
                                   "mleops_rows_outside_support_total",
-                                  "mleops_rejected_requests_total", "mleops_loglik_sum",
+                                  "mleops_rejected_requests_total",
+                                  "mleops_failed_requests_total", "mleops_loglik_sum",
                                   "mleops_loglik_sq_sum"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_read_queries_the_series_and_kserves_latency_on_the_canarys_pods(prom):
     backend = KServeBackend("claims", "models", prom.url, clock=lambda: 1000.0)
     state = _state()
     state.cursor = backend.evidence.start("4", "3")
-    prom.totals("4", {"c-0": (50, -60.0, 80.0, 1)})
+    prom.totals("4", {"c-0": (50, -60.0, 80.0, 1, 3)})
     prom.totals("3", {"m-0": (300, -310.0, 450.0, 0)})
     prom.values[LAT + JOIN] = {"c-0": 45}
     p99 = ("histogram_quantile(0.99, sum by (le) (rate(request_predict_seconds_bucket"
@@ -111,7 +112,9 @@ def test_read_queries_the_series_and_kserves_latency_on_the_canarys_pods(prom):
                             + [LAT + JOIN, p99])
     assert (obs.canary_sums.n, obs.champion_sums.n) == (50, 200)
     assert obs.arms["canary"]["requests"] == 40 and obs.arms["canary"]["p99_ms"] == 40.0
-    assert "errors" not in obs.arms["canary"]  # KServe's histogram has no status label
+    # KServe's histogram has no status label: the errors are those the canary's servers
+    # counted as their own failures
+    assert obs.arms["canary"]["errors"] == 3
 
 
 class Cluster:
@@ -168,13 +171,14 @@ def _merge(target, patch):
             target[k] = copy.deepcopy(v)
 
 
-def _drive(prom, ctl, canary_mean):
+def _drive(prom, ctl, canary_mean, failed_share=0.0):
+    """Ticks until a decision; the canary's servers fail ``failed_share`` of its requests."""
     rng = np.random.default_rng(0)
     totals = np.zeros((2, 3))
     for tick in range(1, 200):
         c, p = rng.normal(canary_mean, 0.5, 80), rng.normal(-1.0, 0.5, 720)
         totals += [[c.size, c.sum(), np.square(c).sum()], [p.size, p.sum(), np.square(p).sum()]]
-        prom.totals("4", {"c-0": (*totals[0], 0)})
+        prom.totals("4", {"c-0": (*totals[0], 0, round(failed_share * 8 * tick))})
         prom.totals("3", {"m-0": (*totals[1], 0)})
         prom.values[LAT + JOIN] = {"c-0": 8 * tick}
         state = ctl.tick("claims")
@@ -184,8 +188,10 @@ def _drive(prom, ctl, canary_mean):
 
 
 @pytest.mark.parametrize("mode", ["Serverless", "Standard"])
-@pytest.mark.parametrize("outcome", ["promoted", "rolled_back"])
+@pytest.mark.parametrize("outcome", ["promoted", "rolled_back", "failing"])
 def test_a_full_rollout_on_one_inference_service(prom, mode, outcome):
+    """failing: as good a model, but its servers fail 1 request in 10 (their own 5xx, counted
+    by ``mleops_failed_requests_total``): the error-rate guardrail rolls it back."""
     cluster = Cluster(("inferenceservices", _isvc(deployment_mode=mode)))
     registry = FakeRegistry(champion="3", versions=("3", "4"))
     backend = KServeBackend("claims", "models", prom.url, api=cluster, registry=registry,
@@ -207,7 +213,12 @@ def test_a_full_rollout_on_one_inference_service(prom, mode, outcome):
     assert cluster.state().phase == "progressing"  # on the Lease, not the InferenceService
     assert ANNOTATION not in cluster.isvc["metadata"].get("annotations", {})
     validate_inference_service({k: v for k, v in cluster.isvc.items()})
-    state = _drive(prom, ctl, -1.0 if outcome == "promoted" else -1.6)
+    state = _drive(prom, ctl, -1.6 if outcome == "rolled_back" else -1.0,
+                   0.1 if outcome == "failing" else 0.0)
+    if outcome == "failing":
+        assert re.search(r"canary error rate 1\d\.\d% > 5\.0% .*errors: requests the "
+                         r"canary's model servers failed", state.reason), state.reason
+        outcome = "rolled_back"
     assert state.phase == outcome == cluster.state().phase
     spec = cluster.isvc["spec"]
     served = spec["predictor"]["labels"]["mleops.io/version"]
@@ -226,3 +237,24 @@ def test_a_full_rollout_on_one_inference_service(prom, mode, outcome):
     validate_inference_service({k: v for k, v in cluster.isvc.items()})
     again = backend_from(cluster.state().backend, registry)
     assert isinstance(again, KServeBackend) and again.describe() == backend.describe()
+
+
+def test_failed_requests_across_a_restart_and_a_cursor_from_before_they_were_read(prom):
+    """A canary that fails every request scores no rows: a restart shows only in its failed
+    counter (which went down: the new value is new, not a negative increment). A cursor
+    saved before failed requests were a series (one column fewer) starts them from now."""
+    backend = KServeBackend("claims", "models", prom.url, clock=lambda: 1000.0)
+    prom.totals("3", {"m-0": (100, -100.0, 150.0, 0)})
+    prom.values[LAT + JOIN] = {"c-0": 40}
+    prom.totals("4", {"c-0": (0, 0.0, 0.0, 0, 40)})
+    cursor = backend.evidence.start("4", "3")
+    old = copy.deepcopy(cursor)
+    for arm in old["series"].values():
+        for values in arm.values():
+            del values[4]  # the layout before mleops_failed_requests_total
+    prom.totals("4", {"c-0": (0, 0.0, 0.0, 0, 7)})  # restarted, failed 7 since
+    prom.values[LAT + JOIN] = {"c-0": 47}
+    _, arms, _ = backend.evidence.read("4", "3", cursor)
+    assert arms["canary"]["errors"] == 7 and arms["canary"]["requests"] == 7
+    _, arms, _ = backend.evidence.read("4", "3", old)
+    assert arms["canary"]["errors"] == 0  # no column to compare: nothing counted twice

@@ -245,3 +245,29 @@ def assert_still_serving(server):
     assert status == 200 and np.isfinite(body["data"]["ndarray"][0][0])
     values = metrics(server)
     assert values and all(math.isfinite(v) for v in values.values()), values
+
+
+def test_a_request_the_server_fails_is_a_500_and_counted_as_its_own_failure(gamma_model,
+                                                                            tmp_path):
+    """Seldon's v1 server as the OIP one (tests/serving/test_oip_server.py): its own fault
+    is a 500 and ``mleops_failed_requests_total``, flushed with the request, not counted as
+    answered or refused; the server stays up."""
+    import os
+
+    from mleops import failpoints
+
+    os.environ[failpoints.ENV] = "serving.evaluate"
+    try:
+        s = LocalServer(gamma_model[1], metrics_interval=0.0, log_path=str(tmp_path / "s.log"))
+    finally:
+        del os.environ[failpoints.ENV]
+    with s:
+        before = metrics(s)
+        assert predict(s.url, nd([[1.0], [2.0]]))[0] == 500
+        after = metrics(s)
+        assert after["mleops_failed_requests_total"] - before.get(
+            "mleops_failed_requests_total", 0.0) == 1
+        for name in ("mleops_requests_total", "mleops_rejected_requests_total",
+                     "mleops_rows_total"):
+            assert after[name] == before.get(name, 0.0), name
+        assert send(s, "GET", "/health/ping")[0] == 200

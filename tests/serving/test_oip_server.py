@@ -337,3 +337,33 @@ def test_a_port_answering_as_another_server_is_not_ready(server, gamma_model):
     conn.request("GET", "/v2/health/ready")
     assert conn.getresponse().getheader(SERVER_ID_HEADER) == server.server_id
     conn.close()
+
+
+def test_a_request_the_server_fails_is_a_5xx_and_counted_as_its_own_failure(gamma_model,
+                                                                            tmp_path):
+    """The server's own fault (an armed failpoint inside evaluate), not the client's: REST
+    answers 500 and gRPC INTERNAL, each counted in ``mleops_failed_requests_total`` (a KServe
+    canary's error rate: its request histogram has no status) and not as answered or
+    refused; the server stays up."""
+    from mleops import failpoints
+
+    os.environ[failpoints.ENV] = "serving.evaluate"
+    try:
+        s = OipServer(gamma_model[1], log_path=str(tmp_path / "oip.log"))
+    finally:
+        del os.environ[failpoints.ENV]
+    with s:
+        before = metrics(s)
+        assert infer(s.url, "latency", oip_request([1.0, 2.0]))[0] == 500
+        with grpc.insecure_channel(s.grpc_target) as channel:
+            with pytest.raises(grpc.RpcError) as e:
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_request([1.0]),
+                                                                    timeout=10)
+        assert e.value.code() == grpc.StatusCode.INTERNAL
+        after = metrics(s)
+        assert after["mleops_failed_requests_total"] - before[
+            "mleops_failed_requests_total"] == 2
+        for name in ("mleops_requests_total", "mleops_rejected_requests_total",
+                     "mleops_rows_total"):
+            assert after[name] == before[name], name
+        assert send(s, "GET", "/v2/health/ready")[0] == 200

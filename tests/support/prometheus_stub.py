@@ -52,9 +52,9 @@ class Prometheus:
         return [f"{metric}{{{sel}}}" for metric in SERIES]
 
     def totals(self, version: str, pods: dict) -> None:
-        """pods: {pod: (rows, sum, sum of squares, outside)}"""
+        """pods: {pod: (rows, sum, sum of squares, outside[, failed requests])}"""
         for i, promql in enumerate(self.series_queries(version)):
-            self.values[promql] = {pod: t[i] for pod, t in pods.items()}
+            self.values[promql] = {pod: t[i] if i < len(t) else 0 for pod, t in pods.items()}
 
     def executor(self, requests, errors) -> None:
         """The canary's Seldon executor counts (``can``)."""

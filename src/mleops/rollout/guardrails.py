@@ -53,8 +53,9 @@ def breach_of(arms: dict[str, dict[str, Any]], g: Guardrails) -> str:
     if (rate := c.get("errors", 0) / n) > g.max_error_rate:
         kinds = ", ".join(f"{v} {k}" for k, v in sorted(
             (c.get("error_kinds") or {}).items(), key=lambda kv: -kv[1]) if v)
+        basis = c.get("error_basis")  # what the backend counts as an error
         return (f"canary error rate {rate:.1%} > {g.max_error_rate:.1%} ({n:.0f} requests"
-                f"{'; ' + kinds if kinds else ''}; only requests the champion answered count)")
+                f"{'; ' + kinds if kinds else ''}{'; ' + basis if basis else ''})")
     excess = c.get("outside_support_rate", 0.0) - p.get("outside_support_rate", 0.0)
     if excess > g.max_outside_support_rate:
         return (f"canary refuses {excess:.1%} more requests as outside its support than "

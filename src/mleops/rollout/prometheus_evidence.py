@@ -31,8 +31,12 @@ from mleops.rollout.statistics import Summary
 EXECUTOR = "seldon_api_executor_server_requests_seconds"
 # per-series cumulative values read each tick (gauges and counters flushed together)
 SERIES = ("mleops_rows_total", "mleops_loglik_sum", "mleops_loglik_sq_sum",
-          "mleops_rows_outside_support_total")
+          "mleops_rows_outside_support_total", "mleops_failed_requests_total")
 ARMS = ("canary", "champion")
+FAILED = SERIES.index("mleops_failed_requests_total")
+# the counters among a series' columns (the sums are gauges, and a log-likelihood sum falls):
+# rows, outside, failed, then the executor's requests and errors
+COUNTERS = [0, 3, FAILED, len(SERIES), len(SERIES) + 1]
 
 
 class PrometheusEvidence:
@@ -42,8 +46,10 @@ class PrometheusEvidence:
     ``executor`` is the label selector of the canary's request-latency histogram (Seldon's
     executor by default; ``executor_metric`` names another), when requests, errors and
     latency come from there too. ``errors`` selects the failed requests among them (None:
-    the histogram tells no status, so no error count); with ``by_pod`` the histogram carries
-    no version label and is kept only on pods whose mleops series are the canary's.
+    the histogram tells no status, so the errors are the requests the canary's own servers
+    failed, ``mleops_failed_requests_total``: their 5xx, not a proxy's in front of them);
+    with ``by_pod`` the histogram carries no version label and is kept only on pods whose
+    mleops series are the canary's.
     """
 
     def __init__(self, url: str, model: str, *, labels: dict[str, str] | None = None,
@@ -111,23 +117,24 @@ class PrometheusEvidence:
         for arm in ARMS:
             inc = np.zeros(len(SERIES) + 2)
             for key, values in now[arm].items():
-                old = before.get(arm, {}).get(key)
+                old = _aligned(before.get(arm, {}).get(key), values)
                 v = np.asarray(values)
-                # a series that went down restarted (its process did): its new value is new
-                inc += v if old is None or values[0] < old[0] or values[-2] < old[-2] \
-                    else v - np.asarray(old)
-            n, s, ss, outside, requests, errors = inc
+                # a counter that went down restarted (its process did): its new value is new
+                inc += v if old is None or (v[COUNTERS] < old[COUNTERS]).any() else v - old
+            n, s, ss, outside, failed, requests, errors = inc
             sums[arm] = Summary(n, s, max(ss, 0.0))
-            for k, v in (("rows", n), ("outside", outside), ("requests", requests),
-                         ("errors", errors)):
+            for k, v in (("rows", n), ("outside", outside), ("failed", failed),
+                         ("requests", requests), ("errors", errors)):
                 acc[f"{arm}_{k}"] = acc.get(f"{arm}_{k}", 0.0) + float(v)
         arms = {arm: {"rows": acc[f"{arm}_rows"], "outside_support_rate": acc[f"{arm}_outside"]
                       / max(acc[f"{arm}_rows"] + acc[f"{arm}_outside"], 1.0)}
                 for arm in ARMS}
         if self.executor:
             arms["canary"].update(requests=acc["canary_requests"], p99_ms=self.p99(canary))
-            if self.errors:
-                arms["canary"]["errors"] = acc["canary_errors"]
+            arms["canary"].update(
+                errors=acc["canary_errors" if self.errors else "canary_failed"],
+                error_basis=f"errors: {self.errors} at {self.metric}" if self.errors else
+                "errors: requests the canary's model servers failed (their own 5xx)")
         # a series absent from this answer keeps its last values: when it is back, only its
         # increment since then counts (forgetting it would count its whole total again)
         kept = {arm: {**before.get(arm, {}), **now[arm]} for arm in ARMS}
@@ -138,6 +145,16 @@ class PrometheusEvidence:
                             f"(rate({self.metric}_bucket{{{self.executor}}}[2m])"
                             f"{self._join(canary)}))", self.clock())
         return 1000.0 * rows[0][1] if rows else None
+
+
+def _aligned(old: list[float] | None, values: list[float]) -> np.ndarray | None:
+    """A cursor's values in this layout. A cursor written before ``failed`` was a series
+    (one column fewer) gets the failed count read now: no increment, not the whole total."""
+    if old is None:
+        return None
+    if len(old) == len(values) - 1:
+        old = [*old[:FAILED], values[FAILED], *old[FAILED:]]
+    return np.asarray(old)
 
 
 def _key(labels: dict) -> str:

@@ -97,6 +97,9 @@ class MleopsModel:
         except ServingError as e:
             self._flush()
             raise _seldon_error(e) from None
+        except Exception:  # counted as failed by the service: flushed now, not next tick
+            self._flush()
+            raise
         self._flush()
         self._local.names = names
         self._local.output = output

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mleops import failpoints
 from mleops.artifact import FILENAME, ModelArtifact
 from mleops.errors import DataError, MleopsError
 from mleops.serving.contract import OUTPUTS, ContractError, Limits, options
@@ -25,7 +26,7 @@ SERVING_INFO = "serving.json"  # name/version written next to model.json when st
 # What every protocol's server exports (Prometheus adds _total to counters), from Totals.
 COUNTERS = {"mleops_requests": "requests", "mleops_rows": "rows",
             "mleops_rows_outside_support": "outside_support",
-            "mleops_rejected_requests": "rejected"}
+            "mleops_rejected_requests": "rejected", "mleops_failed_requests": "failed"}
 GAUGES = {"mleops_loglik_sum": "loglik_sum", "mleops_loglik_sq_sum": "loglik_sq_sum"}
 METRIC_LABELS = ("registered_model", "registered_version")
 
@@ -46,6 +47,7 @@ class Totals:
     outside_support: int = 0
     rejected: int = 0
     loglik_sq_sum: float = 0.0  # with rows and loglik_sum: the live variance, for tests
+    failed: int = 0  # requests the server could not answer (its own error: a 5xx)
 
 
 class LikelihoodService:
@@ -151,6 +153,11 @@ class LikelihoodService:
             err = ServingError(str(e), getattr(e, "status", 400))
         except ServingError as e:
             err = e
+        except Exception:  # the server's own fault (5xx): a canary's error rate counts these
+            if record:
+                with self._lock:
+                    self.totals.failed += 1
+            raise
         if record:
             self.count_rejected()
         raise err from None
@@ -163,6 +170,8 @@ class LikelihoodService:
     def _evaluate(self, X, names, output, quantiles, record) -> tuple[np.ndarray, list[str]]:
         if output not in OUTPUTS:
             raise ServingError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
+        if record:
+            failpoints.fail("serving.evaluate")
         cols = self.columns(X, names)
         qs = options({"output": output, "quantiles": quantiles}, len(cols["x"]), self.limits)[1]
         art = self.artifact

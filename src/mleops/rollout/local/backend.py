@@ -317,6 +317,7 @@ def _since(now: dict, base: dict) -> dict[str, Any]:
     out["error_kinds"] = {k: v - before.get(k, 0) for k, v in kinds.items()
                           if v - before.get(k, 0)}
     out["p99_ms"] = now.get("p99_ms")
+    out["error_basis"] = "only requests the champion answered count"
     out["outside_support_rate"] = out["outside_support"] / max(out["requests"], 1)
     return out
 
