@@ -10,7 +10,7 @@ import re
 import time
 import warnings
 
-from mleops.pipeline.runner import Host, PipelineError
+from mleops.pipeline.runner import REQUEST_TIMEOUT_ENV, Host, PipelineError
 from mleops_pipelines import training
 
 
@@ -87,8 +87,24 @@ def _connect(host: Host):
     _preflight(host)
     with _host_errors(host, "connecting"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # "only works with v2..."
-        return kfp.Client(host=host.url, namespace=host.namespace or "kubeflow",
-                          existing_token=host.token or None)
+        return _bounded(kfp.Client(host=host.url, namespace=host.namespace or "kubeflow",
+                                   existing_token=host.token or None), host.request_timeout_s)
+
+
+def _bounded(client, timeout_s: float):
+    """Every later call of ``client`` with a socket timeout (connect, read). kfp's methods
+    pass none, and urllib3 then waits forever on a host that took the connection but never
+    answers (a wedged API server, a proxy holding the request): a CI job hung until its
+    runner killed it. All of kfp's APIs share one ``ApiClient``, hence one REST client."""
+    rest = client._run_api.api_client.rest_client
+    request = rest.request
+
+    def with_timeout(*args, _request_timeout=None, **kwargs):
+        return request(*args, _request_timeout=_request_timeout or (timeout_s, timeout_s),
+                       **kwargs)
+
+    rest.request = with_timeout
+    return client
 
 
 def _preflight(host: Host, timeout_s: float = 10.0) -> None:
@@ -129,6 +145,9 @@ def _host_errors(host: Host, what: str):
             why = f"HTTP {status} {getattr(e, 'reason', '')}".strip() + _body(e)
         elif errno := re.search(r"\[Errno -?\d+\] [^'\")]+", str(e)):
             why = f"cannot connect: {errno.group(0)}"
+        elif "timed out" in str(e).lower():
+            why = (f"no answer within {host.request_timeout_s:g} s (read timed out; "
+                   f"${REQUEST_TIMEOUT_ENV} sets the limit)")
         else:
             why = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         raise PipelineError(f"KFP host {host.url}: {what} failed: {why}") from None

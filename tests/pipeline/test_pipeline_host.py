@@ -120,6 +120,19 @@ def test_a_failed_or_unfinished_run_exits_1_in_one_line(s3, mlflow_server, state
     assert message in one_error(out)
 
 
+def test_a_host_that_stops_answering_is_a_one_line_timeout_not_a_hang(s3, mlflow_server):  # noqa: F811
+    """The run is submitted, then the host takes every poll's connection and never answers:
+    each call's socket timeout (here 1 s, urllib3 retrying a GET 3 times) ends the wait with
+    one line, long before the run's own --timeout."""
+    with kfp_stub(token=TOKEN, states=("RUNNING",), hang="/apis/v2beta1/runs/") as kfp:
+        out = cli({**s3, "MLEOPS_KFP_REQUEST_TIMEOUT_S": "1"},
+                  *args("host-hung", mlflow_server, "--host", kfp.url, "--timeout", "3000"))
+        assert len(kfp.created_runs()) == 1
+        assert [r for r in kfp.requests if r.get("hung")]
+    assert out.returncode == 1
+    assert "reading run" in (err := one_error(out)) and "no answer within 1 s" in err, err
+
+
 def test_no_wait_only_submits(s3, mlflow_server):  # noqa: F811
     with kfp_stub(token=TOKEN, states=("RUNNING",)) as kfp:
         out = cli(s3, *args("host-nowait", mlflow_server, "--host", kfp.url, "--no-wait"))

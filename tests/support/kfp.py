@@ -28,10 +28,12 @@ class Stub:
     error: str = ""
     execute: Callable[[dict], None] | None = None
     multi_user: bool = True
+    hang: str = ""  # a path prefix whose GETs are never answered (until the stub stops)
     requests: list[dict] = field(default_factory=list)
     runs: dict[str, dict] = field(default_factory=dict)
     experiments: dict[str, dict] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stopped: threading.Event = field(default_factory=threading.Event)
 
     def calls(self, method: str, path: str) -> list[dict]:
         return [r for r in self.requests if r["method"] == method and r["path"] == path]
@@ -109,6 +111,10 @@ def kfp_stub(**kw) -> Iterator[Stub]:
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
             body = json.loads(raw) if raw else {}
+            if stub.hang and method == "GET" and parts.path.startswith(stub.hang):
+                stub.requests.append({"method": method, "path": parts.path, "hung": True})
+                stub.stopped.wait(120)  # the connection held open, no answer
+                return
             with stub.lock:
                 code, out = stub.handle(method, parts.path, parse_qs(parts.query),
                                         self.headers, body)
@@ -135,6 +141,7 @@ def kfp_stub(**kw) -> Iterator[Stub]:
     try:
         yield stub
     finally:
+        stub.stopped.set()
         server.shutdown()
         server.server_close()
         thread.join(10)

@@ -26,6 +26,7 @@ from mleops.registry import DUPLICATE_TAG
 from mleops.storage import is_remote
 
 POLL_ENV = "MLEOPS_KFP_POLL_S"  # seconds between polls of a KFP run
+REQUEST_TIMEOUT_ENV = "MLEOPS_KFP_REQUEST_TIMEOUT_S"  # socket timeout of each KFP API call
 DRIVERS = "mleops.pipelines"  # entry-point group the pipeline shells register under
 
 
@@ -207,6 +208,8 @@ class Host:
     wait: bool = True
     timeout_s: float = 3600.0
     poll_s: float = field(default_factory=lambda: float(os.environ.get(POLL_ENV, "5")))
+    request_timeout_s: float = field(
+        default_factory=lambda: float(os.environ.get(REQUEST_TIMEOUT_ENV, "30")))
 
 
 class PipelineDriver(Protocol):
