@@ -88,6 +88,26 @@ def test_a_boundary_mle_is_reported_with_its_streamed_limit(tmp_path):
     assert got.loglik == pytest.approx(ref.loglik, rel=1e-12)  # the limit's: the supremum
 
 
+def test_separation_beyond_the_first_batch_is_found_over_every_row(tmp_path):
+    """A covariate set only on the last 300 rows, all of them events: quasi-complete
+    separation that the first batch (the start) cannot show. The check's row counts ride
+    along with the solver's passes, so the streamed fit says what the in-memory one does."""
+    r = np.random.default_rng(5)
+    z = r.normal(size=8000)
+    flag = (np.arange(8000) >= 7700).astype(float)
+    y = np.where(flag == 1, 1.0, (r.random(8000) < 1 / (1 + np.exp(-0.5 * z))).astype(float))
+    path = write_dir(tmp_path / "sep", {"y": y, "z": z, "flag": flag}, files=2, row_group=1500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = fit_table(path, "logistic", column="y", covariates="z,flag",
+                        max_memory=parse_size("0.3MB"))
+        ref = mleops.fit(y, "logistic", X=np.column_stack([np.ones(8000), z, flag]),
+                         features=["const", "z", "flag"])
+    assert got.extra["streamed"] and got.extra["batch_rows"] < 7700
+    assert "quasi-complete separation (300 of 8000 rows" in ref.boundary, ref.boundary
+    assert got.boundary == ref.boundary and not got.converged
+
+
 def test_pieces_are_shared_once_each_and_balanced():
     pieces = tuple(Piece(f"f{i}", g, rows) for i, rows in enumerate([5, 300, 7, 120, 120, 1, 60])
                    for g in range(2))

@@ -49,10 +49,21 @@ class Family:
         (a Student t with df 1e10): then the limit's fit is the answer."""
         return False
 
-    def boundary(self, p: np.ndarray, x: np.ndarray, X: np.ndarray | None) -> str:
+    #: how many summable row statistics :meth:`boundary` reads (:meth:`boundary_counts`)
+    boundary_width: ClassVar[int] = 0
+
+    def boundary(self, p: np.ndarray, x: np.ndarray, X: np.ndarray | None,
+                 counts: np.ndarray | None = None) -> str:
         """Why fitted natural parameters ``p`` are no interior MLE (the likelihood is
-        unbounded, or its supremum is not attained), or "" for an ordinary fit."""
+        unbounded, or its supremum is not attained), or "" for an ordinary fit. ``counts``:
+        :meth:`boundary_counts` summed over every row (a streamed fit's), else read from
+        ``x``/``X``."""
         return ""
+
+    def boundary_counts(self, p, x, X, w=None) -> jax.Array | None:
+        """The row statistics :meth:`boundary` needs, as ``boundary_width`` sums (so batches
+        and processes add up); rows of weight 0 (a batch's padding) count for nothing."""
+        return None
 
     def degenerate(self, p: np.ndarray, x: np.ndarray, w: np.ndarray) -> str:
         """Why ``p`` is a degenerate optimum that must not be reported (a mixture component

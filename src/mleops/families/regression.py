@@ -82,18 +82,27 @@ class Logistic(_GLM):
     def init(self, y, w, X=None):
         return self._irls_start(y, w, X, 4.0 * (y - 0.5))
 
-    def boundary(self, p, x, X):
+    boundary_width = 2
+
+    def boundary_counts(self, p, x, X, w=None):
+        """(separated rows, rows): rows fitted at probability within 1e-10 of their 0/1
+        response are separated."""
+        eta = jnp.asarray(X) @ jnp.asarray(p)[: len(self.features)]
+        y = jnp.asarray(x)
+        live = jnp.ones_like(y) if w is None else (jnp.asarray(w) > 0).astype(y.dtype)
+        separated = ((y == 1) & (eta > 23.0)) | ((y == 0) & (eta < -23.0))
+        return jnp.stack([jnp.sum(separated * live), jnp.sum(live)])
+
+    def boundary(self, p, x, X, counts=None):
         """Separation: where the covariates predict some responses exactly, the likelihood
         keeps rising as coefficients grow, so no finite MLE exists (Albert & Anderson 1984).
-        Rows fitted at probability within 1e-10 of their 0/1 response are separated."""
-        eta = np.asarray(X, float) @ np.asarray(p, float)[: len(self.features)]
-        y = np.asarray(x, float)
-        separated = ((y == 1) & (eta > 23.0)) | ((y == 0) & (eta < -23.0))
-        k = int(separated.sum())
+        Counted over every row: a streamed fit passes its sums, not its first batch's."""
+        k, n = (int(v) for v in np.asarray(
+            self.boundary_counts(p, x, X) if counts is None else counts))
         if not k:
             return ""
-        what = "complete" if k == y.size else "quasi-complete"
-        return (f"no finite maximum-likelihood estimate: {what} separation ({k} of {y.size} "
+        what = "complete" if k == n else "quasi-complete"
+        return (f"no finite maximum-likelihood estimate: {what} separation ({k} of {n} "
                 f"rows predicted exactly by the covariates; the coefficients grow without "
                 f"bound and their standard errors mean nothing). Drop or merge the separating "
                 f"covariates, or use a penalised (Firth) fit")

@@ -88,7 +88,7 @@ class GenPareto(Family):
         scale = jnp.where(xi < 0, jnp.maximum(scale, -xi * ymax * 1.01), scale)
         return jnp.stack([xi, scale])
 
-    def boundary(self, p, x, X):
+    def boundary(self, p, x, X, counts=None):
         """Below shape -1 the likelihood is unbounded (Smith 1985): letting the end point
         -scale/shape close in on the largest exceedance sends it to +inf, so no MLE exists
         (between -1 and -0.5 one exists but is not asymptotically normal)."""

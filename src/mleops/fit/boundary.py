@@ -51,10 +51,12 @@ def check_spread(fam: Family, x: np.ndarray, w: np.ndarray | None, exact: bool,
 
 
 def with_boundary(fam: Family, result: FitResult, x: np.ndarray, X: np.ndarray | None,
-                  fit_limit: Callable[[Family], FitResult]) -> FitResult:
-    """``result`` with its boundary findings: the limit family's fit and the reason."""
+                  fit_limit: Callable[[Family], FitResult],
+                  counts: np.ndarray | None = None) -> FitResult:
+    """``result`` with its boundary findings: the limit family's fit and the reason.
+    ``counts``: the family's boundary row statistics over every row (a streamed fit's)."""
     reasons = []
-    if reason := fam.boundary(result.values, x, X):
+    if reason := fam.boundary(result.values, x, X, counts):
         reasons.append(reason)
     if fam.limit_family:
         from mleops.families import get_family

@@ -103,6 +103,13 @@ def _derivs(fam: Family, theta, d: Data):
     return total
 
 
+@partial(jax.jit, static_argnames=("fam",))
+def _boundary_counts(fam: Family, theta, d: Data):
+    """The family's boundary row statistics at ``theta`` over a batch (its padding weighs 0;
+    on a standardised design the linear predictor is the user-scale one)."""
+    return fam.boundary_counts(fam.to_natural(theta), d.x, d.X, d.w)
+
+
 # single reductions: XLA on CPU runs those in parallel (see mleops.fit.suffstats.sums)
 _min, _max = jax.jit(jnp.min), jax.jit(jnp.max)
 
@@ -115,6 +122,7 @@ class _Pass:
         self.n = self.events = self.below = 0
         self.per_process: list[int] = []
         self.lo, self.hi = np.inf, -np.inf
+        self.boundary: np.ndarray | None = None  # the family's boundary sums, every row
 
     def data(self, b: Batch) -> Data | None:
         r, fam = self.roles, self.fam
@@ -152,7 +160,8 @@ def fit_stream(source: Source, fam: Family, roles: Roles, *, rows: int,
                gather: Callable[[np.ndarray], np.ndarray] = local_gather):
     """Maximum-likelihood fit of ``fam`` to every row ``source`` yields (across processes,
     with ``gather``). ``start``: the same first rows of the whole dataset on every process
-    (the start values and the row-level boundary checks use them); ``rows``: batch size."""
+    (the start values use them; the boundary's row statistics come with the solver's
+    passes, over every row); ``rows``: batch size."""
     from mleops.fit.api import _result, fit
 
     if fam.multistart:
@@ -186,7 +195,8 @@ def fit_stream(source: Source, fam: Family, roles: Roles, *, rows: int,
     X0 = roles.design(start)
     limit = lambda lim: fit_stream(source, lim, roles, rows=rows, start=start,  # noqa: E731
                                    max_iter=max_iter, tol=tol, gather=gather)
-    return with_boundary(fam, result, np.asarray(start[roles.response]), X0, limit)
+    return with_boundary(fam, result, np.asarray(start[roles.response]), X0, limit,
+                         p.boundary)
 
 
 def _checked(p: _Pass, totals: np.ndarray, error: str, gather) -> np.ndarray:
@@ -247,12 +257,18 @@ def _newton(source, fam, roles, rows, design, theta0, gather, max_iter, tol):
     trial point: the derivatives at an accepted point come with the pass that tried it."""
     k = int(theta0.shape[0])
 
+    wb = fam.boundary_width  # the boundary's row statistics ride along with each pass
+
+    def each(t, d: Data):
+        parts = [jnp.atleast_1d(v).ravel() for v in _derivs(fam, t, d)]
+        return jnp.concatenate([*parts, _boundary_counts(fam, t, d)] if wb else parts)
+
     def at(theta) -> tuple[float, np.ndarray, np.ndarray, _Pass]:
         p = _Pass(fam, roles, rows, design)
         t = jnp.asarray(theta)
-        flat = _run(source, p, lambda d: jnp.concatenate(
-            [jnp.atleast_1d(v).ravel() for v in _derivs(fam, t, d)]), 1 + k + k * k, gather)
-        return float(flat[0]), flat[1:1 + k], flat[1 + k:].reshape(k, k), p
+        flat = _run(source, p, partial(each, t), 1 + k + k * k + wb, gather)
+        p.boundary = flat[1 + k + k * k:] if wb else None
+        return float(flat[0]), flat[1:1 + k], flat[1 + k:1 + k + k * k].reshape(k, k), p
 
     theta = np.asarray(theta0, np.float64)
     f, g, H, p = at(theta)
