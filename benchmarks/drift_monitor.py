@@ -2,7 +2,7 @@
 to alarm after a 1.6x latency slowdown, against the stated false-alarm probability.
 
 Rows: a lognormal latency model's per-row log-likelihood (sd 0.8 nats), AR(1) in arrival order
-(rho 0 / 0.5 / 0.8), windows of 100 rows, horizon 1,000 windows, ``false_alarm`` 0.01. The
+(rho 0 / 0.5 / 0.8 / 0.9), windows of 100 rows, horizon 1,000 windows, ``false_alarm`` 0.01. The
 slowdown multiplies latencies by 1.6, which lowers the log-likelihood by log(1.6) = 0.47 nats
 per row at least (more when the model's sigma is small): the conservative end is simulated.
 Usage: python benchmarks/drift_monitor.py [--reps 1000] [--seed 0]
@@ -40,7 +40,7 @@ def main() -> None:
     a = ap.parse_args()
     rng, base, t0, out = np.random.default_rng(a.seed), Baseline(-1.0, SD, 5000), time.time(), []
     cfg = CusumConfig(horizon=HORIZON, window=WINDOW, false_alarm=0.01)
-    for rho in (0.0, 0.5, 0.8):
+    for rho in (0.0, 0.5, 0.8, 0.9):
         alarms = 0
         for _ in range(a.reps):
             det = CusumDetector(base, cfg)

@@ -440,5 +440,7 @@ def test_serially_correlated_rows_do_not_page_and_a_slowdown_still_does():
     det = CusumDetector(base, cfg)
     det.update_rows(-1.0 + 0.8 * ar(2000))
     det.update_rows(-1.0 - np.log(1.6) + 0.8 * ar(1000))
-    assert det.alarm and det.state.alarm_window - 19 <= 6
+    # 7 windows: the factor is now ~3.0 (the truth for a window of 100 rows: 2.96), where
+    # Newey-West's 10 lags alone gave ~2.7 and this series alarmed one window sooner
+    assert det.alarm and det.state.alarm_window - 19 <= 7
     assert CusumDetector.from_dict(det.to_dict()).serial_factor == det.serial_factor
