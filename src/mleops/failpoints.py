@@ -16,8 +16,7 @@ ENV = "MLEOPS_FAILPOINTS"
 
 def hit(name: str) -> None:
     """Die here (status 137, nothing flushed or cleaned up) if ``name`` is armed."""
-    armed = os.environ.get(ENV)
-    if armed and name in armed.split(","):
+    if _armed(name):
         os._exit(137)
 
 
@@ -27,9 +26,13 @@ class InjectedFault(RuntimeError):
 
 def fail(name: str) -> None:
     """Raise :class:`InjectedFault` here if ``name`` is armed."""
-    armed = os.environ.get(ENV)
-    if armed and name in armed.split(","):
+    if _armed(name):
         raise InjectedFault(f"failpoint {name}")
+
+
+def _armed(name: str) -> bool:
+    armed = os.environ.get(ENV)
+    return bool(armed) and name in armed.split(",")
 
 
 __all__ = ["ENV", "InjectedFault", "fail", "hit"]

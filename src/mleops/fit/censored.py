@@ -43,7 +43,11 @@ def log_sf(z, z_max=None):
     needs it: elementwise both branches cost 3.5x the plain one (1e6 rows: 21 vs 6 ms).
     ``z_max``: a known bound on ``z`` (saves the pass that finds it)."""
     return jax.lax.cond((jnp.max(z) if z_max is None else z_max) > 35.0, _log_sf_with_tail,
-                        lambda z: jnp.log(0.5 * erfc(z * _SQRT_HALF)), z)
+                        _log_sf_plain, z)
+
+
+def _log_sf_plain(z):
+    return jnp.log(0.5 * erfc(z * _SQRT_HALF))
 
 
 def _log_sf_with_tail(z):
@@ -53,7 +57,7 @@ def _log_sf_with_tail(z):
     inv = 1.0 / (zb * zb)
     tail = (-0.5 * zb * zb - jnp.log(zb) - _HALF_LOG_2PI
             + jnp.log1p(-inv + 3 * inv * inv - 15 * inv ** 3))
-    return jnp.where(big, tail, jnp.log(0.5 * erfc(zs * _SQRT_HALF)))
+    return jnp.where(big, tail, _log_sf_plain(zs))
 
 
 def _hazard_sums(z, w):
@@ -74,7 +78,7 @@ def _hazard_sums_with_tail(z, w):
 
 
 def _log_sf_sum(z, w):
-    return _sum(w * jnp.log(0.5 * erfc(z * _SQRT_HALF)))
+    return _sum(w * _log_sf_plain(z))
 
 
 def _log_sf_sum_with_tail(z, w):

@@ -35,8 +35,9 @@ SERIES = ("mleops_rows_total", "mleops_loglik_sum", "mleops_loglik_sq_sum",
 ARMS = ("canary", "champion")
 FAILED = SERIES.index("mleops_failed_requests_total")
 # the counters among a series' columns (the sums are gauges, and a log-likelihood sum falls):
-# rows, outside, failed, then the executor's requests and errors
-COUNTERS = [0, 3, FAILED, len(SERIES), len(SERIES) + 1]
+# the mleops counters, then the executor's requests and errors
+COUNTER_COLUMNS = [i for i, s in enumerate(SERIES) if s.endswith("_total")] + [
+    len(SERIES), len(SERIES) + 1]
 
 
 class PrometheusEvidence:
@@ -120,7 +121,7 @@ class PrometheusEvidence:
                 old = _aligned(before.get(arm, {}).get(key), values)
                 v = np.asarray(values)
                 # a counter that went down restarted (its process did): its new value is new
-                inc += v if old is None or (v[COUNTERS] < old[COUNTERS]).any() else v - old
+                inc += v if old is None or (v[COUNTER_COLUMNS] < old[COUNTER_COLUMNS]).any() else v - old
             n, s, ss, outside, failed, requests, errors = inc
             sums[arm] = Summary(n, s, max(ss, 0.0))
             for k, v in (("rows", n), ("outside", outside), ("failed", failed),

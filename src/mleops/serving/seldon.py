@@ -95,12 +95,9 @@ class MleopsModel:
             out, names = self.service.evaluate(X, list(features_names or []) or None, output,
                                                tags.get("quantiles"))
         except ServingError as e:
-            self._flush()
             raise _seldon_error(e) from None
-        except Exception:  # counted as failed by the service: flushed now, not next tick
+        finally:  # answered, refused or failed: its counts flushed now, not next tick
             self._flush()
-            raise
-        self._flush()
         self._local.names = names
         self._local.output = output
         return out if out.ndim == 2 else out[:, None]
