@@ -58,12 +58,12 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def imports(module: str) -> list[tuple[str, str | None, int]]:
+def imports(module: str, typing: bool = False) -> list[tuple[str, str | None, int]]:
     """(imported module, imported name or None, line) of every import, lazy ones included;
-    typing-only imports are left out."""
+    typing-only imports are left out unless ``typing``."""
     path = MODULES[module]
     tree = ast.parse(path.read_text())
-    skip = _type_checking_lines(tree)
+    skip = set() if typing else _type_checking_lines(tree)
     pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -106,6 +106,39 @@ def test_dependencies_point_down():
 
     assert sorted({room(m) for m in MODULES}) == sorted(LAYERS), "a room without a layer"
     assert _violations(check) == []
+
+
+#: the rollout room's subpackages, bottom to top; equal ranks do not import each other
+ROLLOUT = {"kernels": 0, "state": 1, "backends": 2, "control": 3, "judge": 3}
+
+
+def _rollout_part(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["mleops", "rollout"] else None
+
+
+def test_the_rollout_room_points_down():
+    """kernels < state < backends < control, judge: the folders say what may import what."""
+    assert {_rollout_part(m) for m in MODULES} - {None} == set(ROLLOUT)
+
+    def check(module, target, name):
+        src, dst = _rollout_part(module), _rollout_part(target)
+        if src is None or dst is None or src == dst:
+            return None
+        if ROLLOUT[dst] >= ROLLOUT[src]:
+            return f"rollout.{src} (rank {ROLLOUT[src]}) imports {target}"
+        return None
+
+    def outside(module, target, name):  # the root package is the surface: nobody inside uses it
+        if _rollout_part(module) and target == "mleops.rollout":
+            return f"{module} imports the rollout surface"
+        if _rollout_part(module) == "kernels" and target.split(".")[0] in (
+                "mlflow", "kubernetes", "kfp", "click", "http"):
+            return f"a decision kernel imports {target}"
+        return None
+
+    assert _violations(check) == []
+    assert _violations(outside) == []
 
 
 def test_engine_imports_no_service_library():
@@ -164,11 +197,12 @@ def test_only_the_registry_talks_to_mlflow():
 
 
 def _graph() -> dict[str, set[str]]:
-    return {m: {t for t, _, _ in imports(m) if t in MODULES and t != m} for m in MODULES}
+    return {m: {t for t, _, _ in imports(m, typing=True) if t in MODULES and t != m}
+            for m in MODULES}
 
 
 def test_no_import_cycle():
-    """Lazy (function-body) imports count too: they must not hide a cycle."""
+    """Lazy (function-body) and typing-only imports count too: they must not hide a cycle."""
     graph, state, cycles = _graph(), {}, []
 
     def visit(node, stack):
@@ -250,7 +284,7 @@ LOADS = {  # entry point -> top-level packages it must not load
     "import mleops.serving.seldon": ("mlflow", "kfp", "click", "pandas"),
     "import mleops.serving.oip_launch; import mleops.serving.oip": ("mlflow", "kfp"),
     "import mleops.deploy": ("click", "scipy"),
-    "import mleops.rollout.kubernetes": ("click", "scipy"),
+    "import mleops.rollout.backends.kubernetes": ("click", "scipy"),
     "import mleops.cli.main": ("mlflow", "kfp", "scipy", "pandas", "kubernetes"),  # mleops fit
     "import mleops": ("mlflow", "kfp", "click", "scipy", "pandas", "kubernetes", "optax"),
 }

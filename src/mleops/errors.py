@@ -17,3 +17,10 @@ class FitError(MleopsError, RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """A fit stopped before its convergence criterion was met; the result says so too."""
+
+
+class RolloutError(MleopsError, RuntimeError):
+    """A rollout could not start or a backend refused a step; the message says which.
+
+    It lives here, not in the rollout's backend interface, because the persisted state's
+    lease raises it too and sits below the backends."""

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from mleops.deploy.k8s import DNS1123, validate_against_crd
-from mleops.rollout.judge import DECISIONS
-from mleops.rollout.judge_server import HOOKS, METADATA, PARAMS, PREFIX
+from mleops.rollout.judge.core import DECISIONS
+from mleops.rollout.judge.server import HOOKS, METADATA, PARAMS, PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA, CRDS = REPO / "infra", Path(__file__).resolve().parent / "crds"

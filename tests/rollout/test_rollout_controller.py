@@ -434,7 +434,7 @@ def test_one_controller_drives_a_rollout_at_a_time(tmp_path):
     import subprocess
     import sys
 
-    from mleops.rollout.lease import Driver
+    from mleops.rollout.state.lease import Driver
 
     c, _, reg, clock = _start(tmp_path, Backend())
     c.driver = Driver(1.0)

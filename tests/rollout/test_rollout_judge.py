@@ -20,9 +20,9 @@ from support.prometheus_stub import Prometheus
 
 from mleops.errors import DataError
 from mleops.rollout import Guardrails, TestConfig
-from mleops.rollout.judge import Judge, JudgeFull
-from mleops.rollout.judge_server import JudgeServer
-from mleops.rollout.prometheus_evidence import SERIES
+from mleops.rollout.backends.prometheus import SERIES
+from mleops.rollout.judge.core import Judge, JudgeFull
+from mleops.rollout.judge.server import JudgeServer
 
 SEL = 'namespace="models",registered_model="claims",registered_version="{v}"'
 TEST = TestConfig(min_rows=100, min_units=8, min_blocks=8)

@@ -17,9 +17,9 @@ from support.registry import Registry as FakeRegistry
 
 from mleops.deploy import render_inference_service, validate_inference_service
 from mleops.rollout import Controller, Guardrails, RolloutError, RolloutState, TestConfig
-from mleops.rollout.factory import backend_from, state_store
-from mleops.rollout.kserve import KServeBackend
-from mleops.rollout.state import ANNOTATION
+from mleops.rollout.backends.factory import backend_from, state_store
+from mleops.rollout.backends.kserve import KServeBackend
+from mleops.rollout.state.store import ANNOTATION
 
 SEL = 'namespace="models",registered_model="claims",registered_version="{v}"'
 ISVC = dict(group="serving.kserve.io", version="v1beta1", namespace="models",
@@ -39,7 +39,7 @@ def prom():
 
 @pytest.fixture(autouse=True)
 def uris(monkeypatch):
-    monkeypatch.setattr("mleops.rollout.kserve.model_artifact_uri",
+    monkeypatch.setattr("mleops.rollout.backends.kserve.model_artifact_uri",
                         lambda reg, name, v, artifacts_destination=None: f"s3://models/{v}")
 
 

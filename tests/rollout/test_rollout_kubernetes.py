@@ -15,9 +15,9 @@ from support.prometheus_stub import Prometheus
 
 from mleops.deploy import DeployError, validate_manifest
 from mleops.rollout import AnnotationStateStore, RolloutState, Summary
-from mleops.rollout.kubernetes import KubernetesBackend
-from mleops.rollout.prometheus_evidence import EXECUTOR
-from mleops.rollout.state import ANNOTATION
+from mleops.rollout.backends.kubernetes import KubernetesBackend
+from mleops.rollout.backends.prometheus import EXECUTOR
+from mleops.rollout.state.store import ANNOTATION
 
 SEL = 'namespace="models",registered_model="claims",registered_version="{v}"'
 CAN = 'namespace="models",deployment_name="claims",predictor_name="canary"'
@@ -32,7 +32,7 @@ def prom():
 
 @pytest.fixture(autouse=True)
 def uris(monkeypatch):
-    monkeypatch.setattr("mleops.rollout.kubernetes.model_artifact_uri",
+    monkeypatch.setattr("mleops.rollout.backends.kubernetes.model_artifact_uri",
                         lambda reg, name, v, artifacts_destination=None: f"s3://models/{v}")
 
 
@@ -113,7 +113,7 @@ def test_a_series_missing_from_one_answer_is_counted_when_it_is_back(prom):
 
 
 def test_prometheus_down_is_no_evidence_and_the_rollout_holds(prom):
-    from mleops.rollout.backend import RolloutError
+    from mleops.rollout.backends.base import RolloutError
 
     state = _state()
     prom.totals("4", {"c-0": (0, 0, 0, 0)})

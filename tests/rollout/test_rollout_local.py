@@ -26,8 +26,8 @@ import mleops
 from mleops.artifact import ModelArtifact
 from mleops.registry.registry import Registry
 from mleops.rollout import FileStateStore
-from mleops.rollout.local.backend import LocalDataPlane
-from mleops.rollout.local.replay import Replayer
+from mleops.rollout.backends.local.backend import LocalDataPlane
+from mleops.rollout.backends.local.replay import Replayer
 from mleops.serving.process import free_port
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def _cli(*args, env=None, timeout=240):
 
 
 def _routes(url):
-    from mleops.rollout.local.admin import read_credentials
+    from mleops.rollout.backends.local.admin import read_credentials
 
     admin, token = read_credentials(url)
     req = urllib.request.Request(f"{admin}/admin/routes", headers={
@@ -97,7 +97,7 @@ def _plane(name, registry):
 
 
 def _client(plane, live_data, rate=40.0):
-    from mleops.rollout.local.replay import load_rows
+    from mleops.rollout.backends.local.replay import load_rows
 
     rows, names = load_rows(live_data)
     return Replayer(plane.url, rows, names, rate=rate, batch=20)
@@ -134,7 +134,7 @@ def test_worse_canary_in_shadow_mode_is_rolled_back(model, registry, live_data, 
         info = json.loads(plane.stdout.readline())
         url = info["router"]
         assert info["champion"]["version"] == "1" and url.startswith("http://127.0.0.1:")
-        from mleops.rollout.local.replay import load_rows
+        from mleops.rollout.backends.local.replay import load_rows
 
         rows, names = load_rows(live_data)
         with Replayer(url, rows, names, rate=40, batch=20) as client:

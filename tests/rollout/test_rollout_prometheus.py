@@ -15,7 +15,7 @@ from test_rollout_local import _client, _plane, live_data, registry, runs  # noq
 
 import mleops
 from mleops.artifact import ModelArtifact
-from mleops.rollout.prometheus_evidence import PrometheusEvidence
+from mleops.rollout.backends.prometheus import PrometheusEvidence
 from mleops.serving.client import predict
 from mleops.serving.process import LocalServer
 from mleops.serving.service import stage_model
@@ -105,7 +105,7 @@ def test_recorded_series_equal_what_the_servers_computed_across_a_restart(model_
 
 def test_prometheus_down_holds_then_the_same_rows_are_read(model_dir, tmp_path):
     """A scrape outage delays the evidence; nothing is lost or counted twice."""
-    from mleops.rollout.backend import RolloutError
+    from mleops.rollout.backends.base import RolloutError
 
     rng = np.random.default_rng(5)
     with LocalServer(model_dir, metrics_interval=0.05) as server:

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mleops.rollout.local.http import RouterServer
-from mleops.rollout.local.router import Router, Upstream
+from mleops.rollout.backends.local.http import RouterServer
+from mleops.rollout.backends.local.router import Router, Upstream
 
 
 class Upstream_:
@@ -228,9 +228,9 @@ def test_short_body_and_slow_clients_are_cut_off(plane, monkeypatch):
             f"application/json\r\nContent-Length: {len(body) + 5}\r\n\r\n").encode()
     answer = _raw(url, head + body)
     assert answer.startswith(b"HTTP/1.1 400") and b"shorter than its Content-Length" in answer
-    from mleops.rollout.local import http as router_http
+    from mleops.serving.httpd import JsonHandler
 
-    monkeypatch.setattr(router_http._Base, "timeout", 0.5)
+    monkeypatch.setattr(JsonHandler, "timeout", 0.5)
     parts = urllib.parse.urlsplit(url)
     slow = [socket.create_connection((parts.hostname, parts.port), timeout=10)
             for _ in range(20)]
@@ -287,7 +287,7 @@ def test_oversize_body_is_refused(plane):
 
 def test_replay_sends_the_columns_the_model_takes(tmp_path):
     from mleops.errors import DataError
-    from mleops.rollout.local.replay import load_rows
+    from mleops.rollout.backends.local.replay import load_rows
 
     path = tmp_path / "live.csv"
     path.write_text("latency_ms,age,event\n1.5,30,1\n2.5,40,0\n")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mleops.errors import DataError
-from mleops.rollout.statistics import (
+from mleops.rollout.kernels.statistics import (
     SequentialTest,
     Summary,
     TestConfig,

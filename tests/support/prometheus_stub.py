@@ -8,7 +8,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mleops.rollout.prometheus_evidence import EXECUTOR, SERIES
+from mleops.rollout.backends.prometheus import EXECUTOR, SERIES
 
 
 class Prometheus:

@@ -33,8 +33,8 @@ def judge_cmd(prometheus, host, port, state_dir, evidence_labels, min_drop, alph
               step_min_rows, metrics_timeout, min_interval, max_analyses) -> None:
     """Serve GET /v1/judge/MODEL?canary=V&champion=W (continue / promote / rollback),
     Flagger's rollback and confirm-promotion webhooks, and /metrics, until SIGTERM."""
-    from mleops.rollout.judge import Judge
-    from mleops.rollout.judge_server import JudgeServer
+    from mleops.rollout.judge.core import Judge
+    from mleops.rollout.judge.server import JudgeServer
 
     test, guardrails = rollout_test(min_drop, alpha, step_min_rows, metrics_timeout)
     judge = Judge(prometheus, labels=parse_labels(evidence_labels), test=test,

@@ -67,7 +67,7 @@ def _print(state, as_json: bool) -> None:
 def _drive(controller, name, *, replay, rate, batch, columns, router_url, interval, timeout,
            as_json) -> None:
     """Run the controller (with an optional replayer feeding the router) to the end."""
-    from mleops.rollout.local import Replayer, load_rows
+    from mleops.rollout.backends.local import Replayer, load_rows
 
     sender = None
     if replay:  # named as the candidate's servers take them (its covariates by name)
@@ -278,12 +278,12 @@ def serve_cmd(name, port, admin_port, tracking_uri, log_dir) -> None:
     import threading
 
     from mleops.registry import Registry
-    from mleops.rollout.local import LocalDataPlane
+    from mleops.rollout.backends.local import LocalDataPlane
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    from mleops.rollout.local.admin import plane_dir
+    from mleops.rollout.backends.local.admin import plane_dir
 
     with LocalDataPlane(name, tracking_uri=Registry(tracking_uri or None).uri, port=port,
                         log_dir=log_dir or None, admin_port=admin_port) as plane:

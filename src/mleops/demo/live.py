@@ -9,7 +9,7 @@ import numpy as np
 
 from mleops.demo.progress import Progress
 from mleops.rollout import Controller, FileStateStore, Guardrails, Summary, TestConfig
-from mleops.rollout.local import LocalDataPlane, Replayer, load_rows
+from mleops.rollout.backends.local import LocalDataPlane, Replayer, load_rows
 
 
 def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, mode: str,

@@ -1,15 +1,34 @@
 """Canary rollouts: a persisted controller, an always-valid sequential test on live
-log-likelihood, guardrails, and two backends (local router over real model servers;
-Kubernetes SeldonDeployment traffic + Prometheus)."""
+log-likelihood, guardrails, and three backends (a local router over real model servers;
+Kubernetes SeldonDeployment traffic and KServe InferenceService canaries with Prometheus).
+
+The room, bottom to top (each subpackage imports only those below it; checked by
+tests/test_boundaries.py): ``kernels`` (the test, its evidence, guardrails, one tick's
+decision), ``state`` (the persisted record and its lease), ``backends`` (the interface, the
+implementations, the factory), then ``control`` (the controller, offline replay) and
+``judge`` (the decision over HTTP), which do not import each other.
+"""
 
 from __future__ import annotations
 
-from mleops.rollout.backend import MODES, Backend, Observation, RolloutError
-from mleops.rollout.controller import Controller, parse_steps
-from mleops.rollout.factory import backend_from, open_backend, state_store
-from mleops.rollout.guardrails import Guardrails
-from mleops.rollout.kubernetes import AnnotationStateStore
-from mleops.rollout.offline import evaluate_stream
+from mleops.rollout.backends import (
+    MODES,
+    AnnotationStateStore,
+    Backend,
+    RolloutError,
+    backend_from,
+    open_backend,
+    state_store,
+)
+from mleops.rollout.control import Controller, evaluate_stream, parse_steps
+from mleops.rollout.kernels import (
+    Guardrails,
+    Observation,
+    SequentialTest,
+    Summary,
+    TestConfig,
+    Verdict,
+)
 from mleops.rollout.state import (
     FAILED,
     PROGRESSING,
@@ -20,7 +39,6 @@ from mleops.rollout.state import (
     FileStateStore,
     RolloutState,
 )
-from mleops.rollout.statistics import SequentialTest, Summary, TestConfig, Verdict
 
 __all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
            "MODES", "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from mleops.prometheus import query_prometheus
-from mleops.rollout.backend import RolloutError
-from mleops.rollout.statistics import Summary
+from mleops.rollout.backends.base import RolloutError
+from mleops.rollout.kernels.statistics import Summary
 
 EXECUTOR = "seldon_api_executor_server_requests_seconds"
 # per-series cumulative values read each tick (gauges and counters flushed together)
@@ -161,3 +161,5 @@ def _aligned(old: list[float] | None, values: list[float]) -> np.ndarray | None:
 def _key(labels: dict) -> str:
     """One series' identity (its labels but the metric name), as a JSON-safe string."""
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__")
+
+__all__ = ["PrometheusEvidence"]

@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from mleops.rollout.backend import Observation, RolloutError
-from mleops.rollout.local.admin import (
+from mleops.rollout.backends.base import Observation, RolloutError
+from mleops.rollout.backends.local.admin import (
     PlaneGone,
     read_credentials,
     remove_credentials,
     write_credentials,
 )
-from mleops.rollout.local.http import RouterServer
-from mleops.rollout.local.router import Router, Upstream
-from mleops.rollout.prometheus_evidence import PrometheusEvidence
-from mleops.rollout.state import RolloutState
+from mleops.rollout.backends.local.http import RouterServer
+from mleops.rollout.backends.local.router import Router, Upstream
+from mleops.rollout.backends.prometheus import PrometheusEvidence
+from mleops.rollout.state.store import RolloutState
 from mleops.serving.model_dir import resolve_model_dir
 from mleops.serving.process import LocalServer
 

@@ -2,10 +2,10 @@
 
 When another controller moves the traffic (an Argo ``Rollout``, a Flagger ``Canary``), mleops
 only judges: for each (model, canary version, champion version) it keeps the controller's
-sequential test and a Prometheus cursor (:class:`~mleops.rollout.prometheus_evidence.
+sequential test and a Prometheus cursor (:class:`~mleops.rollout.backends.prometheus.
 PrometheusEvidence`), and every request that finds its last look older than
 ``min_interval_s`` is one tick: the counters' increments since the last tick are one block,
-weighed by the same code as the controller (:func:`mleops.rollout.decision.decide`). Polling
+weighed by the same code as the controller (:func:`mleops.rollout.kernels.decision.decide`). Polling
 faster returns the last answer without reading Prometheus, so a caller cannot split the
 evidence into many tiny blocks. The first request starts the cursor (what earlier traffic
 left does not count) and answers ``continue``. ``rollback`` and ``promote`` are final for
@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from mleops.errors import DataError, MleopsError
-from mleops.rollout.backend import Observation
-from mleops.rollout.decision import PROMOTE, ROLLBACK, Counters, decide, unreadable
-from mleops.rollout.guardrails import Guardrails
-from mleops.rollout.prometheus_evidence import PrometheusEvidence
-from mleops.rollout.state import check_name, write_json_atomic
-from mleops.rollout.statistics import SequentialTest, TestConfig
+from mleops.rollout.backends.prometheus import PrometheusEvidence
+from mleops.rollout.kernels.config import TestConfig
+from mleops.rollout.kernels.decision import PROMOTE, ROLLBACK, Counters, decide, unreadable
+from mleops.rollout.kernels.guardrails import Guardrails
+from mleops.rollout.kernels.observation import Observation
+from mleops.rollout.kernels.statistics import SequentialTest
+from mleops.rollout.state.store import check_name, write_json_atomic
 
 DECISIONS = ("continue", "promote", "rollback")
 FINAL = ("promote", "rollback")

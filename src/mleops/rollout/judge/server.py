@@ -11,7 +11,7 @@
 * ``GET /metrics`` (``mleops_judge_log_e``) and ``GET /healthz``.
 
 Errors are one-line JSON ``{"error": ...}``; the server stays up. The router's HTTP guards
-are reused (:mod:`mleops.rollout.local.http`): a loopback Host header while bound to
+are reused (:mod:`mleops.rollout.backends.local.http`): a loopback Host header while bound to
 loopback, a read timeout per connection, bounded connections and exact, bounded bodies.
 """
 
@@ -23,9 +23,9 @@ import urllib.parse
 from typing import Any
 
 from mleops.errors import DataError, MleopsError
-from mleops.rollout.judge import Judge, JudgeFull
-from mleops.rollout.local.http import _Base, _Server
+from mleops.rollout.judge.core import Judge, JudgeFull
 from mleops.serving.contract import ContractError, check_content_type
+from mleops.serving.httpd import BoundedServer, JsonHandler
 
 PREFIX = "/v1/judge/"
 HOOKS = {"/v1/flagger/rollback": "rollback", "/v1/flagger/confirm-promotion": "promote"}
@@ -34,15 +34,9 @@ METADATA = ("model", "canary", "champion")
 MAX_BODY_BYTES = 64 << 10  # a Flagger payload is a few hundred bytes
 
 
-class _BodyLimit:
-    """What the router's body reader bounds a body by (``router.max_body_bytes``)."""
-
-    max_body_bytes = MAX_BODY_BYTES
-
-
-class _Handler(_Base):
+class _Handler(JsonHandler):
     judge: Judge
-    router = _BodyLimit()
+    max_body_bytes = MAX_BODY_BYTES
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -142,7 +136,7 @@ class JudgeServer:
 
     def __init__(self, judge: Judge, host: str = "127.0.0.1", port: int = 0):
         self.judge = judge
-        self.server = _Server((host, port), type("JudgeHandler", (_Handler,),
+        self.server = BoundedServer((host, port), type("JudgeHandler", (_Handler,),
                                                  {"judge": judge}))
         self._thread: threading.Thread | None = None
 

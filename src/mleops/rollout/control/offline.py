@@ -2,7 +2,7 @@
 
 What would the rollout have decided on this traffic? The rows are cut into ticks of
 ``tick_seconds``; a replay backend hands the controller one tick at a time, and the real
-:class:`~mleops.rollout.controller.Controller` (the same ``tick``, test, guardrails and step
+:class:`~mleops.rollout.control.controller.Controller` (the same ``tick``, test, guardrails and step
 logic as ``mleops rollout``) decides, against an in-memory state store and a registry that
 only records. A test of this function is a test of the controller, and the benchmark measures
 the code that runs in production.
@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from mleops.errors import DataError
-from mleops.rollout.backend import MODES, Observation
-from mleops.rollout.controller import Controller
-from mleops.rollout.guardrails import Guardrails
-from mleops.rollout.state import PROMOTED, ROLLED_BACK, WAITING, RolloutState
-from mleops.rollout.statistics import Summary, TestConfig
+from mleops.rollout.backends.base import MODES, Observation
+from mleops.rollout.control.controller import Controller
+from mleops.rollout.kernels.config import TestConfig
+from mleops.rollout.kernels.guardrails import Guardrails
+from mleops.rollout.kernels.statistics import Summary
+from mleops.rollout.state.store import PROMOTED, ROLLED_BACK, WAITING, RolloutState
 
 #: what ``mleops rollout start`` uses when an option is not given
 DEFAULTS = {"mode": "split", "tick_seconds": 1.0, "steps": "10,25,50,100", "source": "rows"}

@@ -3,7 +3,7 @@
 Traffic moves by patching the predictors' ``traffic`` (:func:`mleops.deploy.set_traffic`,
 guarded by resourceVersion); the canary predictor is rendered by the same code as every other
 manifest and validated against the CRD before it is applied. The evidence is read from
-Prometheus by :class:`~mleops.rollout.prometheus_evidence.PrometheusEvidence` (per-version
+Prometheus by :class:`~mleops.rollout.backends.prometheus.PrometheusEvidence` (per-version
 likelihood sums, per series, restarts included), errors and p99 latency from Seldon's executor
 metrics for the canary predictor. Sums cannot be paired row by row, so shadow mode is analysed
 as two independent samples here (conservative); the local router pairs rows exactly.
@@ -38,9 +38,9 @@ from mleops.deploy.seldon import (
     render_seldon_deployment,
 )
 from mleops.deploy.seldon import validate_manifest as _validate
-from mleops.rollout.backend import Observation, RolloutError
-from mleops.rollout.prometheus_evidence import PrometheusEvidence
-from mleops.rollout.state import ANNOTATION, RolloutState, check_name
+from mleops.rollout.backends.base import Observation, RolloutError
+from mleops.rollout.backends.prometheus import PrometheusEvidence
+from mleops.rollout.state.store import ANNOTATION, RolloutState, check_name
 
 
 class KubernetesBackend:
@@ -121,7 +121,7 @@ class KubernetesBackend:
         """The candidate becomes the only predictor (Seldon rolls the pods)."""
         apply_manifest(self._render(state.candidate_version), api=self.api)
 
-    # --- metrics (mleops.rollout.prometheus_evidence) ---------------------------------------
+    # --- metrics (mleops.rollout.backends.prometheus) ---------------------------------------
     @property
     def evidence(self) -> PrometheusEvidence:
         executor = (f'namespace="{self.namespace}",deployment_name="{self.deployment}",'

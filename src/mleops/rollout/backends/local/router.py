@@ -11,7 +11,7 @@ failure; the failure is counted against the canary.
 The router records each answered request's per-row log-likelihoods with a sequence number
 (``GET /admin/rows?since=K``): the controller reads them like metrics, and because it keeps
 its cursor in its persisted state, a restarted controller reads on from where it stopped.
-Its HTTP faces are in :mod:`mleops.rollout.local.http`.
+Its HTTP faces are in :mod:`mleops.rollout.backends.local.http`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mleops.rollout.backend import MODES
+from mleops.rollout.backends.base import MODES
 
 PREDICT_PATH = "/api/v1.0/predictions"
 

@@ -14,7 +14,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from mleops.rollout.backend import RolloutError
+from mleops.errors import RolloutError
 from mleops.serving.lifetime import alive
 
 LEASE_S = 30.0

@@ -1,6 +1,6 @@
 """The evidence kernels of the rollout test: block contrasts, their variance, mixture e-values.
 
-Every look of :class:`~mleops.rollout.statistics.SequentialTest` goes through these functions,
+Every look of :class:`~mleops.rollout.kernels.statistics.SequentialTest` goes through these functions,
 whatever fed it (the controller's ticks, :func:`mleops.rollout.evaluate_stream`, a benchmark).
 
 A *block* is what one tick saw. Its contrast ``c_b`` is canary minus champion within the block
@@ -29,7 +29,7 @@ import numpy as np
 from mleops.fit.inference import LAGS, newey_west
 
 if TYPE_CHECKING:  # typing only: statistics builds on these kernels
-    from mleops.rollout.statistics import TestConfig
+    from mleops.rollout.kernels.config import TestConfig
 
 _RATIOS = np.array([0.8, 1.6, 3.2, 6.4, 0.4, 0.2, 0.1])  # drifts, in units of min_drop
 _LOG_W = np.log(np.array([0.9, 0.03, 0.02, 0.01, 0.02, 0.01, 0.01]))  # most at the design drift

@@ -3,7 +3,7 @@
 ``progressing -> promoted | rolled_back`` (``waiting_confirmation`` in between when promotion
 needs a person; ``failed`` when the candidate is refused before any traffic moves). Every tick
 re-reads the state, reads what the backend observed since the state's cursor, updates the
-sequential test (:mod:`mleops.rollout.statistics`), checks the guardrails and takes at most
+sequential test (:mod:`mleops.rollout.kernels.statistics`), checks the guardrails and takes at most
 one step, then writes the state back (Flagger's pattern): a killed controller resumes where
 it was. Rollback is reachable from every non-terminal state, by the test, a guardrail, a
 metrics timeout or an abort request. Promotion needs evidence: every step's minimum rows and
@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 from mleops import failpoints
 from mleops.errors import DataError, MleopsError
-from mleops.rollout.backend import MODES, Backend, RolloutError
-from mleops.rollout.decision import (
+from mleops.rollout.backends.base import MODES, Backend, RolloutError
+from mleops.rollout.kernels.config import TestConfig
+from mleops.rollout.kernels.decision import (
     CONTINUE,
     PROMOTE,
     ROLLBACK,
@@ -31,9 +32,10 @@ from mleops.rollout.decision import (
     unreadable,
     weigh,
 )
-from mleops.rollout.guardrails import Guardrails
-from mleops.rollout.lease import Driver
-from mleops.rollout.state import (
+from mleops.rollout.kernels.guardrails import Guardrails
+from mleops.rollout.kernels.statistics import SequentialTest
+from mleops.rollout.state.lease import Driver
+from mleops.rollout.state.store import (
     FAILED,
     PROMOTED,
     PROMOTING,
@@ -43,7 +45,6 @@ from mleops.rollout.state import (
     StateStore,
     check_name,
 )
-from mleops.rollout.statistics import SequentialTest, TestConfig
 
 
 def parse_steps(steps: str | list[int]) -> list[int]:

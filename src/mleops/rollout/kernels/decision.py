@@ -1,12 +1,12 @@
 """What one tick's evidence decides: the controller's and the judge's decision code, once.
 
-From an :class:`~mleops.rollout.backend.Observation` (or a failed read) to a decision, in the
+From an :class:`~mleops.rollout.kernels.observation.Observation` (or a failed read) to a decision, in the
 controller's order: impossible rows, the sequential test's block, the guardrails and the
 test's own rollback (:func:`weigh`); the metrics timeouts and the rows each step needs
 (:func:`settle`); the end of the evidence, promotion or an inconclusive rollback
 (:func:`conclude`). Pure functions: the test state and the counters go in, new ones come out,
 so the controller (which moves traffic between these stages) and ``mleops judge`` (which only
-answers, :mod:`mleops.rollout.judge`) reach the same decision on the same numbers.
+answers, :mod:`mleops.rollout.judge.core`) reach the same decision on the same numbers.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from mleops.errors import DataError
-from mleops.rollout.backend import Observation
-from mleops.rollout.guardrails import Guardrails, absurd_breach, breach_of
-from mleops.rollout.statistics import SequentialTest, Summary, TestConfig, Verdict
+from mleops.rollout.kernels.config import TestConfig
+from mleops.rollout.kernels.guardrails import Guardrails, absurd_breach, breach_of
+from mleops.rollout.kernels.observation import Observation
+from mleops.rollout.kernels.statistics import SequentialTest, Summary, Verdict
 
 ROLLBACK, HOLD, CONTINUE, PROMOTE = "rollback", "hold", "continue", "promote"
 

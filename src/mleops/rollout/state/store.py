@@ -5,7 +5,7 @@ tick re-reads the state, takes one step and writes it back, so a controller that
 and restarted resumes where it was and reaches the same decision. Locally the state is a JSON
 file (atomic replace, guarded by an advisory lock so ``mleops rollout abort`` cannot race a
 running controller); on a cluster it is an annotation on the SeldonDeployment
-(:class:`mleops.rollout.kubernetes.AnnotationStateStore`, beside the backend that patches the
+(:class:`mleops.rollout.backends.kubernetes.AnnotationStateStore`, beside the backend that patches the
 same object).
 """
 

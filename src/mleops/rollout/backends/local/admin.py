@@ -15,7 +15,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
-from mleops.rollout.backend import RolloutError
+from mleops.rollout.backends.base import RolloutError
 
 PLANE_DIR_ENV = "MLEOPS_PLANE_DIR"
 

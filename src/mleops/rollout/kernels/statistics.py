@@ -10,7 +10,7 @@ Ville's inequality bounds the chance of *ever* crossing ``1/alpha`` however ofte
 * rollback: H0 "canary not worse" (contrast >= 0), mixture over drops ``min_drop * ratios``;
 * not_worse: H0 "canary worse by >= min_drop", the mirror mixture.
 
-What is compared (see :mod:`mleops.rollout.evidence`): each tick is a block, and the test
+What is compared (see :mod:`mleops.rollout.kernels.evidence`): each tick is a block, and the test
 sees canary-minus-champion *within* blocks, so a drift both arms share cancels; the unit is a
 request (its rows' mean), so rows of one request count once; the variance is a Newey-West
 long-run variance of the requests in arrival order (serially correlated rows count for less),
@@ -25,13 +25,14 @@ per arm for the guardrails, with their reasons.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from mleops.errors import DataError
-from mleops.rollout.evidence import (
+from mleops.rollout.kernels.config import TestConfig, finite
+from mleops.rollout.kernels.evidence import (
     FIELDS,
     IDX,
     LAGS,
@@ -45,7 +46,6 @@ from mleops.rollout.evidence import (
     sums_stats,
 )
 
-MODES = ("paired", "unpaired")
 DECISIONS = ("continue", "rollback", "not_worse")
 STATE_VERSION = 3  # 2: without the last accumulator field (sum_blocks), read as 0
 
@@ -88,51 +88,6 @@ class Summary:
             return cls(float(d["n"]), float(d["total"]), float(d["total_sq"]))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"bad Summary {d!r}: needs numbers n, total, total_sq") from e
-
-
-@dataclass(frozen=True)
-class TestConfig:
-    """What the rollout promises: error rates, the tolerance, the burn-in and the scale floor."""
-
-    __test__ = False  # not a pytest class
-
-    mode: str = "unpaired"  # "paired" (shadow: same rows) | "unpaired" (split traffic)
-    min_drop: float = 0.05  # nats/row: the smallest drop worth catching (the tolerance)
-    alpha: float = 0.01  # false-rollback probability on A/A, over the whole rollout
-    beta: float = 0.05  # chance of "not_worse" when the canary is worse by >= min_drop
-    min_rows: int = 300  # per arm, before any decision (effective rows: correlated count less)
-    min_units: int = 30  # requests per arm (sums: ticks) before any decision: a variance needs them
-    min_blocks: int = 5  # ticks with both arms, before any decision
-    scale_floor: float = 0.1  # per-request sd of a contrast >= this x the log-likelihoods' sd
-    absurd_nats: float = 100.0  # a row this far below its block's median is absurd: not tested
-
-    def __post_init__(self) -> None:
-        integer = lambda v, lo: isinstance(v, int | np.integer) and not isinstance(v, bool) \
-            and v >= lo  # noqa: E731
-        checks = [
-            (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
-            (_finite(self.min_drop) and self.min_drop > 0, "min_drop must be > 0 (nats/row)"),
-            (_finite(self.alpha) and 0 < self.alpha < 1, "alpha must be in (0, 1)"),
-            (_finite(self.beta) and 0 < self.beta < 1, "beta must be in (0, 1)"),
-            (integer(self.min_rows, 2), "min_rows must be an integer >= 2"),
-            (integer(self.min_blocks, 2), "min_blocks must be an integer >= 2"),
-            (integer(self.min_units, 2), "min_units must be an integer >= 2"),
-            (_finite(self.scale_floor) and self.scale_floor >= 0, "scale_floor must be >= 0"),
-            (_finite(self.absurd_nats) and self.absurd_nats > 0, "absurd_nats must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DataError(f"bad rollout test config: {message}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TestConfig:
-        names = {f.name for f in fields(cls)}
-        if unknown := sorted(set(d) - names):
-            raise DataError(f"bad rollout test config: unknown keys {unknown}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -224,7 +179,7 @@ class SequentialTest:
             raise DataError("sums cannot be paired row by row: use an unpaired test for a "
                             "sums-only source")
         for name, s in (("canary", canary), ("champion", champion)):
-            if not all(map(_finite, (s.n, s.total, s.total_sq))) or min(s.n, s.total_sq) < 0:
+            if not all(map(finite, (s.n, s.total, s.total_sq))) or min(s.n, s.total_sq) < 0:
                 raise DataError(f"bad {name} sums {s}: counts must be >= 0 and finite "
                                 "(did a counter reset?)")
         if self._pending["canary"] or self._pending["champion"]:
@@ -338,10 +293,6 @@ def _means(x: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     return np.bincount(inv.ravel(), weights=x) / counts
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and math.isfinite(v)
-
-
 def _reason(cfg: TestConfig, code: int, n_c: int, n_p: int, blocks: int, mean: float,
             lo: float, hi: float, log_drop: float, log_safe: float) -> str:
     rows = f"{n_c:,} canary / {n_p:,} champion rows"
@@ -363,3 +314,5 @@ def _reason(cfg: TestConfig, code: int, n_c: int, n_p: int, blocks: int, mean: f
                 f"{cfg.min_blocks}")
     return (f"continue: diff {mean:+.4f} nats/row ({cs}); rollback e-value {e(log_drop)} of "
             f"{1 / cfg.alpha:g}, not-worse e-value {e(log_safe)} of {1 / cfg.beta:g}; {rows}")
+
+__all__ = ["DECISIONS", "STATE_VERSION", "SequentialTest", "Summary", "Verdict"]

@@ -40,10 +40,10 @@ from mleops.deploy.kserve import (
     validate_inference_service,
 )
 from mleops.deploy.seldon import LABEL_VERSION, deployment_name, model_artifact_uri
-from mleops.rollout.backend import Observation, RolloutError
-from mleops.rollout.kubernetes import AnnotationStateStore
-from mleops.rollout.prometheus_evidence import PrometheusEvidence
-from mleops.rollout.state import RolloutState
+from mleops.rollout.backends.base import Observation, RolloutError
+from mleops.rollout.backends.kubernetes import AnnotationStateStore
+from mleops.rollout.backends.prometheus import PrometheusEvidence
+from mleops.rollout.state.store import RolloutState
 
 LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 LATENCY = "request_predict_seconds"  # kserve.metrics: a histogram labelled model_name

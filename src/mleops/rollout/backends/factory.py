@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from mleops.rollout import kserve
-from mleops.rollout.backend import Backend, RolloutError
-from mleops.rollout.kserve import KServeBackend
-from mleops.rollout.kubernetes import AnnotationStateStore, KubernetesBackend
-from mleops.rollout.local import LocalBackend, LocalDataPlane
-from mleops.rollout.prometheus_evidence import PrometheusEvidence
-from mleops.rollout.state import FileStateStore
+from mleops.rollout.backends import kserve
+from mleops.rollout.backends.base import Backend, RolloutError
+from mleops.rollout.backends.kserve import KServeBackend
+from mleops.rollout.backends.kubernetes import AnnotationStateStore, KubernetesBackend
+from mleops.rollout.backends.local import LocalBackend, LocalDataPlane
+from mleops.rollout.backends.prometheus import PrometheusEvidence
+from mleops.rollout.state.store import FileStateStore
 
 
 def backend_from(desc: dict[str, Any], registry=None) -> Backend:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mleops.errors import DataError
 from mleops.io import column, read_table
-from mleops.rollout.local.router import PREDICT_PATH
+from mleops.rollout.backends.local.router import PREDICT_PATH
 
 
 def load_rows(path: str, columns: list[str] | None = None,

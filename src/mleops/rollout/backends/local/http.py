@@ -18,9 +18,8 @@ import json
 import secrets
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mleops.rollout.local.router import PREDICT_PATH, Router
+from mleops.rollout.backends.local.router import PREDICT_PATH, Router
 from mleops.serving.contract import (
     ContractError,
     Limits,
@@ -28,77 +27,19 @@ from mleops.serving.contract import (
     parse_body,
     seldon_request,
 )
-from mleops.serving.guard import READ_TIMEOUT_S, host_allowed, status_body
-
-DRAIN_LIMIT = 64 << 20  # bytes of an oversize body read and dropped before answering 413
-MAX_CONNECTIONS = 256
+from mleops.serving.guard import status_body
+from mleops.serving.httpd import BoundedServer, JsonHandler
 
 
-class _Base(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = READ_TIMEOUT_S  # the socket's read timeout (idle keep-alive and slow bodies)
+class _RouterHandler(JsonHandler):
     router: Router
 
-    def log_message(self, *args) -> None:  # quiet: the router is on the request path
-        pass
-
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, {"error": message})
-
-    def _send(self, status: int, payload: bytes | dict) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _body(self) -> bytes | None:
-        """The exact body, or None after answering why not (and closing the connection)."""
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            self._error(411, "send a Content-Length body (no Transfer-Encoding)")
-            return None
-        raw = (self.headers.get("Content-Length") or "0").strip()
-        if not (raw.isascii() and raw.isdigit()):
-            self.close_connection = True
-            self._error(400, f"bad Content-Length {raw!r}")
-            return None
-        n = int(raw)
-        if n > self.router.max_body_bytes:
-            # read (and drop) what a client may still be sending, up to a bound, so that it
-            # gets the 413 rather than a connection reset; then close
-            left = min(n, DRAIN_LIMIT)
-            try:
-                while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-                    left -= len(chunk)
-            except OSError:
-                pass
-            self.close_connection = True
-            self._error(413, f"request body of {n} bytes exceeds the limit of "
-                             f"{self.router.max_body_bytes}")
-            return None
-        try:
-            body = self.rfile.read(n)
-        except TimeoutError:
-            self.close_connection = True
-            self._error(408, f"request body not received within {self.timeout:g} s")
-            return None
-        if len(body) != n:
-            self.close_connection = True
-            self._error(400, f"body is {len(body)} bytes, shorter than its Content-Length {n}")
-            return None
-        return body
-
-    def _host_ok(self) -> bool:
-        if host_allowed(self.headers.get("Host"), self.server.server_address[0]):
-            return True
-        self._error(403, f"Host header {self.headers.get('Host')!r} refused: bound to "
-                         "loopback")
-        return False
+    @property
+    def max_body_bytes(self) -> int:  # the router's own bound, which can change while it runs
+        return self.router.max_body_bytes
 
 
-class _DataHandler(_Base):
+class _DataHandler(_RouterHandler):
     """Predictions and health; nothing that changes the router."""
 
     limits: Limits
@@ -146,7 +87,7 @@ class _DataHandler(_Base):
     do_PUT = do_DELETE = do_PATCH = _refuse
 
 
-class _AdminHandler(_Base):
+class _AdminHandler(_RouterHandler):
     """The admin API: token, loopback Host and JSON on every method."""
 
     token: str
@@ -243,37 +184,6 @@ class _AdminHandler(_Base):
             self._error(502, f"{type(e).__name__}: {e}")
 
 
-class _Server(ThreadingHTTPServer):
-    """At most ``MAX_CONNECTIONS`` connections at once; beyond, a 503 and close."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # socketserver's 5 drops connections under a burst
-
-    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = json.dumps(status_body(503, "too many connections")).encode()
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-                                b"Content-Type: application/json\r\nContent-Length: "
-                                + str(len(body)).encode() + b"\r\n\r\n" + body)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 class RouterServer:
     """The router's data plane on ``host:port`` (port 0 picks a free one) and its admin API
     on ``host:admin_port``; both on 127.0.0.1 by default."""
@@ -286,16 +196,16 @@ class RouterServer:
         limits = limits or Limits.from_env(max_body_bytes=router.max_body_bytes)
         data = type("DataHandler", (_DataHandler,), {"router": router, "limits": limits})
         admin = type("AdminHandler", (_AdminHandler,), {"router": router, "token": self.token})
-        self.data = _Server((host, port), data)
+        self.data = BoundedServer((host, port), data)
         try:
-            self.admin = _Server((host, admin_port), admin)
+            self.admin = BoundedServer((host, admin_port), admin)
         except BaseException:
             self.data.server_close()
             raise
         self._threads: list[threading.Thread] = []
 
     @staticmethod
-    def _url(server: _Server) -> str:
+    def _url(server: BoundedServer) -> str:
         host, port = server.server_address[:2]
         return f"http://{host}:{port}"
 

@@ -1,0 +1,7 @@
+"""The rollout controller (phases; each tick observes, guards, advances, persists) and the
+offline evaluator that replays recorded rows through the same controller."""
+
+from mleops.rollout.control.controller import Controller, parse_steps
+from mleops.rollout.control.offline import evaluate_stream
+
+__all__ = ["Controller", "evaluate_stream", "parse_steps"]
