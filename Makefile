@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVING_PY := serving/.venv/bin/python
 SERVING_STAMP := serving/.venv/.installed
 
-.PHONY: demo test bench lint venv serving-venv clean
+.PHONY: demo test test-fast bench lint venv serving-venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ demo: $(STAMP) $(SERVING_STAMP)
 	$(PY) -m mleops.demo
 
 test: $(STAMP) $(SERVING_STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup --timeout 900 tests
+	$(PY) -m pytest -n 2 --dist loadgroup --timeout 900 --durations=15 tests
+
+# The inner loop: unit tests only (no servers, pipelines or model-server processes; -m "not slow").
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow" --timeout 300 --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/fit_vs_scipy.py

@@ -301,6 +301,7 @@ def test_entry_points_load_only_what_they_need(code):
     assert sorted(loaded & set(LOADS[code])) == []
 
 
+@pytest.mark.slow
 def test_every_library_import_resolves():
     """Lazy imports run only when their function does: check now that each names something."""
     import importlib

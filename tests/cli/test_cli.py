@@ -38,6 +38,7 @@ def survival_files(tmp_path_factory):
     return d, table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_fit_json_matches_library(survival_files, fmt):
     d, table = survival_files

@@ -408,6 +408,7 @@ def registry(tmp_path_factory):
     return reg
 
 
+@pytest.mark.slow
 def test_model_artifact_uri_points_at_model_json(registry):
     for version in ("1", 2):
         uri = model_artifact_uri(registry, "claims", version)

@@ -48,6 +48,7 @@ def test_constant_data_is_fine_where_the_mle_exists():
     assert mleops.fit(np.full(50, 3.0), "poisson").params["mu"] == pytest.approx(3.0)
 
 
+@pytest.mark.slow
 def test_non_convergence_is_reported():
     rng = np.random.default_rng(0)
     x = rng.standard_t(3, 500)

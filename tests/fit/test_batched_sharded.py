@@ -12,6 +12,7 @@ import pytest
 import mleops
 
 
+@pytest.mark.slow
 def test_fit_many_equals_individual_fits_on_ragged_series():
     rng = np.random.default_rng(3)
     series = [rng.weibull(1.2 + 0.1 * i, n) * (1 + i) for i, n in enumerate([15, 200, 1000, 37])]
@@ -25,6 +26,7 @@ def test_fit_many_equals_individual_fits_on_ragged_series():
         assert many.n_obs[i] == len(s)
 
 
+@pytest.mark.slow
 def test_fit_many_with_censoring_and_gamma_matrix():
     rng = np.random.default_rng(8)
     x = rng.gamma(2.0, 1.5, (50, 400))
@@ -41,6 +43,7 @@ def test_fit_many_with_censoring_and_gamma_matrix():
     assert cen.series(0)["converged"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["weibull", "gamma"])
 def test_fit_many_reads_the_callers_buffer_at_every_alignment(family):
     """A rectangular array is read in place from its first 64-byte boundary, the values

@@ -24,6 +24,7 @@ def quiet_fit(*args, **kw):
 
 
 # --- 1. truncation at the lower end of a count support --------------------------------------
+@pytest.mark.slow
 def test_zero_truncated_poisson_is_the_zero_truncated_mle():
     y = np.random.default_rng(0).poisson(1.3, 4000)
     y = y[y > 0]
@@ -79,6 +80,7 @@ def test_separation_in_a_logistic_regression_has_no_finite_mle(quasi):
     assert ("quasi-complete" if quasi else "complete separation") in r.boundary
 
 
+@pytest.mark.slow
 def test_student_t_running_to_the_normal_limit_says_so():
     x = np.random.default_rng(0).normal(size=5000)
     r = quiet_fit(x, "student_t")
@@ -109,6 +111,7 @@ def test_a_collapsed_mixture_component_is_degenerate():
     assert fam.degenerate(np.array([0.4, 0.6, -1.0, 1.0, 0.8, 0.9]), x, w) == ""
 
 
+@pytest.mark.slow
 def test_mixture_fits_never_report_a_spike_even_from_many_starts():
     """Two overlapping normals, 64 starts: the old code returned a component on ~3 points
     (weight 0.0055 of 600 rows, or scale 5e-4) as a converged MLE for most of these seeds."""

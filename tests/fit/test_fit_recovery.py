@@ -37,6 +37,7 @@ def test_recovers_parameters_within_ci(name, params, ref, opts):
     _inside(r, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,params", [("weibull", [1.3, 2.0]), ("gamma", [2.5, 1.2]),
                                          ("lognormal", [0.7, 1.5]), ("student_t", [5.0, 0.0, 1.0]),
                                          ("negbinom", [3.0, 0.4])])
@@ -55,6 +56,7 @@ def test_recovery_under_right_censoring(name, params):
     assert naive.loglik != r.loglik
 
 
+@pytest.mark.slow
 def test_interval_and_left_censoring():
     fam = get_family("weibull")
     t = _draw(fam, [1.8, 3.0], 20000)
@@ -73,6 +75,7 @@ def test_interval_and_left_censoring():
     _inside(r, [1.8, 3.0])
 
 
+@pytest.mark.slow
 def test_truncated_normal_matches_scipy_truncnorm():
     """Only values in (a, b] are ever recorded: the truncated likelihood recovers the parent."""
     a, b = -0.5, 2.0
@@ -96,6 +99,7 @@ def test_weights_equal_replication():
     np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_gaussian_mixture_multistart_finds_the_global_optimum():
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.normal(-2, 0.7, 6000), rng.normal(1.5, 1.0, 4000)])
@@ -107,6 +111,7 @@ def test_gaussian_mixture_multistart_finds_the_global_optimum():
     assert r.loglik >= single.loglik - 1e-6
 
 
+@pytest.mark.slow
 def test_regression_families_recover_coefficients():
     rng = np.random.default_rng(11)
     n = 20000
@@ -124,6 +129,7 @@ def test_regression_families_recover_coefficients():
         _inside(r, list(beta) + ([0.5] if fam == "negbin_glm" else []))
 
 
+@pytest.mark.slow
 def test_lbfgs_agrees_with_newton():
     rng = np.random.default_rng(5)
     n, k = 5000, 12
@@ -137,6 +143,7 @@ def test_lbfgs_agrees_with_newton():
     np.testing.assert_allclose(b.loglik, a.loglik, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_minibatch_adam_matches_full_fit():
     x = stats.weibull_min(1.7, scale=3.0).rvs(size=100_000, random_state=9)
     full = mleops.fit(x, "weibull")

@@ -47,6 +47,7 @@ SCIPY_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,data,scipy_fit,frozen", SCIPY_CASES, ids=[c[0] for c in SCIPY_CASES])
 def test_matches_scipy_fit_on_real_data(name, data, scipy_fit, frozen):
     x = data()
@@ -75,6 +76,7 @@ def test_genpareto_matches_scipy_peaks_over_threshold():
     _at_least_as_good(ours, stats.genpareto(c, scale=s).logpdf(y).sum())
 
 
+@pytest.mark.slow
 def test_count_families_on_doctor_visits():
     y = mdvis()
     r = mleops.fit(y, "poisson")
@@ -106,6 +108,7 @@ def test_logistic_matches_statsmodels_logit():
     np.testing.assert_allclose(r.loglik, ref.llf, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_poisson_and_negbin_glm_match_statsmodels():
     d = sm.datasets.randhie.load_pandas()
     X, names = _design(d.exog)
@@ -150,6 +153,7 @@ def _censored(rng, family, n=20000):
     return np.minimum(t, c), (t <= c).astype(float)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["weibull", "lognormal", "normal"])
 def test_right_censored_fast_kernels_equal_the_generic_likelihood(family):
     """The censored kernels (a few sums per Newton step) give the generic path's MLE, SEs and
@@ -188,6 +192,7 @@ def test_the_censored_kernels_normal_log_sf_matches_scipy_far_into_both_tails():
     np.testing.assert_allclose(np.asarray(log_sf(z)), stats.norm.logsf(z), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["spread", "one timeout", "far tail"])
 def test_the_censored_kernels_gather_the_censored_rows_wherever_they_lie(where):
     """The kernels gather the censored rows into a few static slots (at most n/16 spare) and
@@ -223,6 +228,7 @@ def test_censored_index_lists_every_censored_row_and_pads_with_an_event():
     assert censored_index(np.full(5, EXACT)) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gamma", "lognormal", "normal"])
 def test_sums_read_in_place_equal_the_checked_path_at_every_alignment(family):
     """The exact-data fit of these families sums the caller's buffer where it lies (rows

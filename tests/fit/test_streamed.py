@@ -68,6 +68,7 @@ CASES = [  # (family, fit_table options, in-memory fit); the GLM's intercept on 
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,options,in_memory", CASES, ids=[c[0] for c in CASES])
 def test_streamed_equals_in_memory(data, family, options, in_memory):
     got = fit_table(data, family.split("-")[0], max_memory=parse_size("1MB"), **options)
@@ -75,6 +76,7 @@ def test_streamed_equals_in_memory(data, family, options, in_memory):
     assert_same_fit(got, in_memory(), rtol=1e-8 if family == "poisson_glm" else 1e-9)
 
 
+@pytest.mark.slow
 def test_a_boundary_mle_is_reported_with_its_streamed_limit(tmp_path):
     counts = COUNTS[:8000]
     small = write_dir(tmp_path / "counts", {"counts": counts}, files=2, row_group=1500)
@@ -88,6 +90,7 @@ def test_a_boundary_mle_is_reported_with_its_streamed_limit(tmp_path):
     assert got.loglik == pytest.approx(ref.loglik, rel=1e-12)  # the limit's: the supremum
 
 
+@pytest.mark.slow
 def test_separation_beyond_the_first_batch_is_found_over_every_row(tmp_path):
     """A covariate set only on the last 300 rows, all of them events: quasi-complete
     separation that the first batch (the start) cannot show. The check's row counts ride
@@ -158,6 +161,7 @@ def test_sizes_and_bad_values_are_one_line_errors(tmp_path, data):
         fit_table(const, "weibull", column="t", max_memory=parse_size("1MB"))
 
 
+@pytest.mark.slow
 def test_the_cli_streams_with_max_memory(data):
     args = [MLEOPS, "fit", data, "--family", "weibull", "--column", "t", "--censor-column",
             "e", "--json"]

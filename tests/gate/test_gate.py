@@ -108,6 +108,7 @@ def test_randomized_pit_for_poisson_is_uniform():
     assert calibration(art, y, seed=2)["ks"] != c["ks"]
 
 
+@pytest.mark.slow
 def test_logistic_ece_small_for_truth_large_for_shifted_intercept():
     rng = np.random.default_rng(11)
     beta = np.array([-0.5, 1.2])

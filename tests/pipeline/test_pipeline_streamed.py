@@ -54,6 +54,7 @@ def test_censored_weighted_weibull_streams_to_the_in_memory_artifact(tmp_path):
     assert_same_artifact(a, b)
 
 
+@pytest.mark.slow
 def test_a_glm_streams_on_the_users_scale(tmp_path):
     """Covariates travel as the table's cov: columns and come back under the user's names."""
     rng = np.random.default_rng(12)
@@ -67,6 +68,7 @@ def test_a_glm_streams_on_the_users_scale(tmp_path):
     assert_same_artifact(a, b)
 
 
+@pytest.mark.slow
 def test_one_pass_families_and_the_limits(tmp_path):
     rng = np.random.default_rng(13)
     path = ingested(tmp_path, "lat", "latency", rng.lognormal(0.2, 0.7, (8_000, 1)),

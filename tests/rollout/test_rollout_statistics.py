@@ -276,6 +276,7 @@ def test_serially_correlated_requests_count_for_less(rng):
 
 
 # --- error rates on simulated streams (the benchmark measures them at scale) ------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["paired", "unpaired"])
 def test_aa_false_rollbacks_are_rare_and_outliers_do_not_force_one(rng, mode):
     kc, kp = look(mode)
