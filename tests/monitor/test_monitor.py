@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support.mlflow_server import mlflow_server  # noqa: F401
 
 import mleops
 from mleops.artifact import ModelArtifact

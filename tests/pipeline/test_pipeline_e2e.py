@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from support.mlflow_server import mlflow_server  # noqa: F401
 
 MLEOPS = os.path.join(os.path.dirname(sys.executable), "mleops")
 pytestmark = pytest.mark.slow

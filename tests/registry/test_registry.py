@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from support.mlflow_server import free_port, mlflow_server  # noqa: F401
+from support.mlflow_server import free_port
 
 import mleops
 from mleops.artifact import ModelArtifact

@@ -20,7 +20,6 @@ import uuid
 
 import numpy as np
 import pytest
-from support.mlflow_server import mlflow_server  # noqa: F401
 
 import mleops
 from mleops.artifact import ModelArtifact

@@ -9,7 +9,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from support.mlflow_server import mlflow_server  # noqa: F401,E402
 
 import mleops
 from mleops.artifact import ModelArtifact

@@ -1,11 +1,9 @@
 """A real ``mlflow server`` for tests (sqlite backend, proxied artifacts, a free local port).
 
-Use it from a test module with::
-
-    from support.mlflow_server import mlflow_server  # noqa: F401
-
-and take ``mlflow_server`` (the ``http://127.0.0.1:PORT`` URI) as a fixture argument. The server
-is started once per test session and always stopped (terminate, then kill).
+tests/conftest.py provides it: take ``mlflow_server`` (the ``http://127.0.0.1:PORT`` URI) as a
+fixture argument; do not import it into a test module (that starts a second server). The
+server is started once per test session (per xdist worker) and always stopped (terminate,
+then kill).
 """
 
 from __future__ import annotations
