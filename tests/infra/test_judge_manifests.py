@@ -13,7 +13,7 @@ import yaml
 
 from mleops.deploy.k8s import DNS1123, validate_against_crd
 from mleops.rollout.judge.core import DECISIONS
-from mleops.rollout.judge.server import HOOKS, METADATA, PARAMS, PREFIX
+from mleops.rollout.judge.server import ERROR, HOOKS, METADATA, PARAMS, PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA, CRDS = REPO / "infra", Path(__file__).resolve().parent / "crds"
@@ -75,8 +75,8 @@ def test_the_analysis_templates_ask_the_judge_its_own_route_and_decisions():
         for key in ("successCondition", "failureCondition"):
             for word in re.findall(r'"(\w+)"', metric.get(key, "")):
                 assert word in DECISIONS, (key, word)
-    metric = guard["spec"]["metrics"][0]  # the guard: fails on rollback only, never ends
-    assert metric["failureCondition"] == 'result == "rollback"' and metric["failureLimit"] == 0
+    metric = guard["spec"]["metrics"][0]  # the guard: fails on all but continue/promote
+    assert metric["failureLimit"] == 0
     assert "successCondition" not in metric and "count" not in metric
     metric = gate["spec"]["metrics"][0]
     assert metric["successCondition"] == 'result == "promote"'
@@ -86,6 +86,57 @@ def test_the_analysis_templates_ask_the_judge_its_own_route_and_decisions():
     names |= {t["templateName"] for s in canary["steps"] if "analysis" in s
               for t in s["analysis"]["templates"]}
     assert names == {guard["metadata"]["name"], gate["metadata"]["name"]}
+
+
+def _argo_condition(expr: str, result) -> bool:
+    """An Argo Rollouts condition (expr-lang) over ``result``, for the forms the templates use:
+    ``result == "x"`` / ``result != "x"`` joined by ``&&`` / ``||``."""
+    assert re.fullmatch(r'result [!=]= "\w+"( (&&|\|\|) result [!=]= "\w+")*', expr), expr
+    py = expr.replace("&&", "and").replace("||", "or")
+    return bool(eval(py, {"__builtins__": {}}, {"result": result}))  # noqa: S307 (checked above)
+
+
+def _argo_phase(metric: dict, body: bytes):
+    """What Argo makes of one web measurement, as its docs describe it: the jsonPath value of
+    a JSON body; a body with no value (null, not JSON, the field missing) gives ``result``
+    nil (argo-rollouts#4535: such a body is not an error); failureCondition first, then
+    successCondition; with no successCondition, a measurement that did not fail succeeded;
+    one that matches neither is inconclusive."""
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    key = metric["provider"]["web"]["jsonPath"].removeprefix("{$.").removesuffix("}")
+    result = doc.get(key) if isinstance(doc, dict) else None
+    if "failureCondition" in metric and _argo_condition(metric["failureCondition"], result):
+        return "Failed"
+    if "successCondition" not in metric:
+        return "Successful"
+    return "Successful" if _argo_condition(metric["successCondition"], result) \
+        else "Inconclusive"
+
+
+@pytest.mark.parametrize("body", [b"null", b"", b"<html>502 Bad Gateway</html>", b"{}",
+                                  b'{"error": "judge down"}',
+                                  b'{"decision": "error", "error": "no such model"}',
+                                  b'{"decision": "rollback"}', b'{"decision": "Promote"}'])
+def test_no_answer_but_continue_or_promote_passes_either_template(body):
+    """The templates never fail open: a body that is not a good verdict fails the guard and the
+    gate, whatever Argo's web metric extracts from it."""
+    guard, gate = (t["spec"]["metrics"][0] for t in docs(ANALYSIS))
+    assert _argo_phase(guard, body) == "Failed"
+    assert _argo_phase(gate, body) == "Failed"
+
+
+def test_the_verdicts_take_their_documented_course():
+    guard, gate = (t["spec"]["metrics"][0] for t in docs(ANALYSIS))
+    assert _argo_phase(guard, b'{"decision": "continue"}') == "Successful"
+    assert _argo_phase(guard, b'{"decision": "promote"}') == "Successful"
+    assert _argo_phase(gate, b'{"decision": "promote"}') == "Successful"
+    assert _argo_phase(gate, b'{"decision": "continue"}') == "Inconclusive"
+    assert ERROR not in ("continue", "promote")
 
 
 def test_the_canary_webhooks_are_the_judges_hooks():

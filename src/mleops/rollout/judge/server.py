@@ -10,8 +10,11 @@
   promotes on a broken hook).
 * ``GET /metrics`` (``mleops_judge_log_e``) and ``GET /healthz``.
 
-Errors are one-line JSON ``{"error": ...}``; the server stays up. The router's HTTP guards
-are reused (:mod:`mleops.rollout.backends.local.http`): a loopback Host header while bound to
+Every answer is a JSON verdict, errors included: ``{"decision": "error", "error": ...}`` (one
+line; the server stays up), so an Argo ``web`` metric that extracts ``{$.decision}`` never
+reads an empty or non-JSON body, which it would pass whatever its condition says
+(argo-rollouts#4535); the shipped templates fail on any decision but continue / promote.
+The HTTP guards are :mod:`mleops.serving.httpd`'s: a loopback Host header while bound to
 loopback, a read timeout per connection, bounded connections and exact, bounded bodies.
 """
 
@@ -32,11 +35,15 @@ HOOKS = {"/v1/flagger/rollback": "rollback", "/v1/flagger/confirm-promotion": "p
 PARAMS = ("canary", "champion")
 METADATA = ("model", "canary", "champion")
 MAX_BODY_BYTES = 64 << 10  # a Flagger payload is a few hundred bytes
+ERROR = "error"  # the decision of an answer that is not a verdict (never continue/promote)
 
 
 class _Handler(JsonHandler):
     judge: Judge
     max_body_bytes = MAX_BODY_BYTES
+
+    def _error(self, status: int, message: str) -> None:  # a verdict too: never fails open
+        self._send(status, {"decision": ERROR, "error": message})
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -164,4 +171,4 @@ class JudgeServer:
         self.stop()
 
 
-__all__ = ["JudgeServer"]
+__all__ = ["ERROR", "JudgeServer"]
