@@ -10,8 +10,18 @@ import re
 import time
 import warnings
 
+from mleops.pipeline import failure
 from mleops.pipeline.runner import REQUEST_TIMEOUT_ENV, Host, PipelineError
 from mleops_pipelines import training
+
+
+def _task_error(e: RuntimeError, rec: dict | None, pipeline_root: str) -> PipelineError:
+    """The failed task's own error last (what a CI log shows), kfp's wrapper before it."""
+    if rec is None:
+        return PipelineError(f"pipeline task failed: {e} (outputs under {pipeline_root})")
+    return PipelineError(f"{e} (outputs under {pipeline_root})\ntask '{rec['task']}' failed: "
+                         f"{rec['type']}: {rec['message']}", task=rec["task"],
+                         cause=rec["type"])
 
 
 class TrainingDriver:
@@ -35,11 +45,11 @@ class TrainingDriver:
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             warnings.filterwarnings("ignore",
                                     message=".*have no effect in the current local runner.*")
-            try:
-                training.training_pipeline(**arguments)
-            except RuntimeError as e:
-                raise PipelineError(f"pipeline task failed: {e} (outputs under "
-                                    f"{pipeline_root})") from e
+            with failure.collecting() as errors:
+                try:
+                    training.training_pipeline(**arguments)
+                except RuntimeError as e:
+                    raise _task_error(e, failure.first_failure(errors), pipeline_root) from e
 
     def submit(self, host: Host, arguments: dict, *, enable_caching: bool | None = None,
                pipeline_root: str = "", client=None) -> str:

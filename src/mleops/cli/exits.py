@@ -24,7 +24,9 @@ def for_error(exc: BaseException) -> int:
         return BAD_INPUT
     if isinstance(exc, FitError):
         return FIT_FAILED
-    return FAILED
+    # a pipeline task's own error, by type name (the task ran in another process)
+    return {"DataError": BAD_INPUT, "FitError": FIT_FAILED}.get(getattr(exc, "cause", ""),
+                                                               FAILED)
 
 
 def for_pipeline(result: dict) -> int:

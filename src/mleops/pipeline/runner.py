@@ -31,7 +31,14 @@ DRIVERS = "mleops.pipelines"  # entry-point group the pipeline shells register u
 
 
 class PipelineError(MleopsError, RuntimeError):
-    """A pipeline task failed (the message names the task and where its logs are)."""
+    """A pipeline task failed (the message names the task and where its logs are).
+
+    ``cause`` is the type name of the task's own error when it is known (``"DataError"``:
+    the task refused its input), so the exit code can follow the cause."""
+
+    def __init__(self, message: str, *, task: str = "", cause: str = ""):
+        super().__init__(message)
+        self.task, self.cause = task, cause
 
 
 @dataclass

@@ -23,6 +23,7 @@ from mleops.pipeline.dataset import (
     split_indices,
     write_table,
 )
+from mleops.pipeline.failure import reports_failure
 from mleops.pipeline.provenance import GIT_COMMIT_ENV
 from mleops.pipeline.trainjob import TrainJobSettings, check_plan, fit_on_trainjob, needs_trainjob
 
@@ -46,6 +47,7 @@ def _check_hash(t: Table, expect: str, what: str) -> None:
                         f"{t.meta['data_hash'][:12]}..., expected {expect[:12]}...)")
 
 
+@reports_failure("ingest")
 def ingest(data_uri: str, out_path: str, *, family: str, spec: ColumnSpec,
            threshold: float | None = None, k: int | None = None, expect_hash: str = "") -> dict:
     """Validate the user's data for the family and store it in the pipeline schema."""
@@ -56,6 +58,7 @@ def ingest(data_uri: str, out_path: str, *, family: str, spec: ColumnSpec,
     return t.meta
 
 
+@reports_failure("split")
 def split(dataset_path: str, train_path: str, heldout_path: str, *, seed: int,
           holdout_fraction: float, time_ordered: bool, validation_uri: str = "",
           validation_hash: str = "", family: str = "", threshold=None, k=None) -> dict:
@@ -85,6 +88,7 @@ def _fit_args(t: Table) -> dict:
             "features": list(t.features) or None}
 
 
+@reports_failure("train")
 def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=None,
           method: str = "auto", seed: int = 0, trainjob: TrainJobSettings | None = None,
           api=None, max_memory: int = 0) -> ModelArtifact:
@@ -140,6 +144,7 @@ def fit_metrics(art: ModelArtifact) -> dict[str, float]:
             "fit_iterations": float(art.iterations), "fit_converged": float(art.converged)}
 
 
+@reports_failure("evaluate")
 def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: str = "",
              model_name: str = "", seed: int = 0) -> dict:
     """Per-row held-out log-likelihood of the candidate and of the champion on the same rows,
@@ -191,6 +196,7 @@ def load_scores(scores_dir: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
     return cand, champ, info
 
 
+@reports_failure("gate")
 def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dict:
     """Paired held-out likelihood comparison + calibration decision.
 
@@ -222,6 +228,7 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
     return out
 
 
+@reports_failure("record")
 def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str, *,
            tracking_uri: str, model_name: str, run_tag: str, params: dict,
            register: bool, git_commit: str = "", code_version: str = "",
@@ -276,6 +283,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     return {"run_id": run_id, "registered_version": version, "passed": decision["passed"]}
 
 
+@reports_failure("deploy")
 def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: str = "",
            namespace: str = "models", canary_traffic: int = 10, artifacts_destination: str = "",
            apply: bool = False, deployment_name: str = "", target: str = "seldon",
