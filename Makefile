@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVING_PY := serving/.venv/bin/python
 SERVING_STAMP := serving/.venv/.installed
 
-.PHONY: demo test test-fast bench lint venv serving-venv clean
+.PHONY: demo test test-fast bench lint venv serving-venv clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/fit_vs_scipy.py
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks components pipelines serving
