@@ -1,7 +1,8 @@
 """Griffe extensions for the API reference (``mkdocs.yml`` loads them).
 
 - ``PlainBrackets``: docstrings are plain text (sphinx-ish), not Markdown, so a ``[a] [b]``
-  outside code spans is escaped instead of read as a Markdown reference link.
+  outside code spans is escaped instead of read as a Markdown reference link, and sphinx
+  roles (``:class:`X```) are shown as code.
 - ``TupleConstants``: module constants assigned by tuple unpacking
   (``PROMOTED, ROLLED_BACK, FAILED = "promoted", "rolled_back", "failed"``) become attributes;
   griffe's visitor only records single-target assignments, so they would be missing from the
@@ -15,9 +16,11 @@ import griffe
 
 _CODE = re.compile(r"(``.*?``|`[^`]*`)", re.S)
 _REF = re.compile(r"\]\s*\[")
+_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|exc|obj|const):`~?([^`]+)`")
 
 
 def _escape(text: str) -> str:
+    text = _ROLE.sub(r"`\1`", text)  # sphinx roles read as code: :class:`X` -> `X`
     parts = _CODE.split(text)
     return "".join(p if i % 2 else _REF.sub(lambda m: m.group(0)[:-1] + "\\[", p)
                    for i, p in enumerate(parts))
