@@ -69,9 +69,21 @@ def main() -> None:
               help="Also write the result JSON to this file.")
 @click.option("--max-memory", help="Stream the data in batches holding about this much "
               "(512MB, 2GB); default: streamed only when the data would not fit in memory.")
+@click.option("--key-column", "key_columns", multiple=True,
+              help="Fit one model per key (a fleet); repeat for a composite key.")
 def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_column, k,
-            method, as_json, distributed, output, max_memory) -> None:
-    """Fit FAMILY to a column of DATA (CSV/Parquet file, Parquet directory, s3:// gs:// URI)."""
+            method, as_json, distributed, output, max_memory, key_columns) -> None:
+    """Fit FAMILY to a column of DATA (CSV/Parquet file, Parquet directory, s3:// gs:// URI);
+    with --key-column, one model per key."""
+    if key_columns:
+        from mleops.cli.fleet import fit_fleet_cmd
+
+        refused = {"--covariates": covariates, "--distributed": distributed,
+                   "--max-memory": max_memory}
+        return fit_fleet_cmd(data, family, list(key_columns), column=column,
+                             censor_column=censor_column, weights_column=weights_column,
+                             threshold=threshold, k=k, method=method, as_json=as_json,
+                             output=output, refused=[o for o, v in refused.items() if v])
     from mleops.batches import parse_size
     from mleops.columns import fit_table
     from mleops.fit.sharded import initialize_distributed

@@ -1,0 +1,39 @@
+"""``mleops fit DATA --key-column K``: one model per key, fitted as a fleet."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+#: keys the text summary shows
+SHOWN = 10
+
+
+def fit_fleet_cmd(data: str, family: str, keys: list[str], *, column, censor_column,
+                  weights_column, threshold, k, method: str, as_json: bool, output,
+                  refused: list[str]) -> None:
+    """Read DATA, fit ``family`` per key, print a per-key summary (or one JSON document)."""
+    from mleops.errors import DataError
+    from mleops.fit import fit_fleet
+    from mleops.storage import read_arrow
+
+    if refused:
+        raise DataError(f"{', '.join(refused)} cannot be combined with --key-column")
+    table = read_arrow(data).table
+    options = {n: v for n, v in (("threshold", threshold), ("k", k)) if v is not None}
+    fleet = fit_fleet(table, family, key=keys, column=column, event=censor_column,
+                      weights=weights_column, method="newton" if method == "auto" else method,
+                      **options)
+    doc = fleet.to_dict() if as_json or output else None  # every key
+    if output:
+        from mleops.storage import write_text
+
+        write_text(output, json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(fleet.summary(SHOWN))
+        if (bad := len(fleet) - fleet.status_counts().get("converged", 0)):
+            click.echo(f"warning: {bad} of {len(fleet)} keys not converged or not fitted "
+                       "(see status)", err=True)
