@@ -117,6 +117,22 @@ def test_gamma_matches_per_key_fits():
     np.testing.assert_allclose(f.params.loc[20].to_numpy(), one.values, rtol=1e-6)
 
 
+def test_weights_and_the_boundary_as_a_single_fit_reports_them():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, 200), rng.standard_t(3, 200)])
+    k, w = np.repeat([0, 1], 200), rng.integers(0, 3, 400).astype(float)
+    f = fit_fleet({"k": k, "x": np.abs(x) + 0.1, "w": w}, "gamma", key="k", weights="w")
+    one = mleops.fit(np.abs(x[k == 1]) + 0.1, "gamma", weights=w[k == 1])
+    np.testing.assert_allclose(f.params.loc[1].to_numpy(), one.values, rtol=1e-6)
+    assert f[1]["loglik"] == pytest.approx(one.loglik, rel=1e-9) and f[1]["n_obs"] == 200
+    t = fit_fleet({"k": k, "x": x}, "student_t", key="k")  # normal rows: at the limit
+    assert t[0]["status"].startswith("boundary: the normal limit") and not t[0]["converged"]
+    assert t[1]["status"] == "converged"
+    with pytest.warns(mleops.ConvergenceWarning):
+        ref = mleops.fit(x[k == 0], "student_t")
+    assert ref.boundary and t[0]["loglik"] == pytest.approx(ref.loglik, rel=1e-9)
+
+
 def _fake_fit_many(calls, converged=None, nan_row=None):
     def fake(x, fam, *, weights, event, method, max_iter, tol):
         calls.append((x.shape, (weights > 0).sum(axis=1)))
