@@ -151,7 +151,11 @@ def _kernel(fam: Family, d: Data, method: str, max_iter: int, tol: float):
     if isinstance(d.x, np.ndarray) and d.w is None and d.kind is None and fam.name in JOINED:
         if (split := in_place(d.x)) is not None:
             return _joined_kernel(fam, *split, d.x.shape, method, max_iter, tol)
-    return batch_kernel(fam, jax.tree.map(jnp.asarray, d), method, max_iter, tol)
+    # event codes are right-censoring only (fit_many takes no interval, truncation or design):
+    # the family's censored kernel applies, as in fit() (Weibull 2,000 x 1,000 rows, 30%
+    # censored: 2.04 -> 0.10 s warm)
+    return batch_kernel(fam, jax.tree.map(jnp.asarray, d), method, max_iter, tol,
+                        d.kind is not None)
 
 
 def fit_many(data, family: str | dict | Family, *, weights=None, event=None,

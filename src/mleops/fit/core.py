@@ -148,9 +148,10 @@ def polish_kernel(fam: Family, d: Data, theta, max_iter: int = 5, tol: float = 1
     return _finish(fam, newton(obj, theta, max_iter=max_iter, tol=tol), jnp.asarray(0))
 
 
-@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol"))
+@partial(jax.jit, static_argnames=("fam", "method", "max_iter", "tol", "right_only"))
 def batch_kernel(fam: Family, d: Data, method: str = "newton", max_iter: int = 100,
-                 tol: float = 1e-12) -> KernelOut:
-    """``fit_kernel`` vmapped over independent series (leading axis of every data field)."""
+                 tol: float = 1e-12, right_only: bool = False) -> KernelOut:
+    """``fit_kernel`` vmapped over independent series (leading axis of every data field);
+    ``right_only`` as there (every series' only censoring is on the right)."""
     with many_series():
-        return jax.vmap(lambda dd: _fit(fam, dd, method, max_iter, tol))(d)
+        return jax.vmap(lambda dd: _fit(fam, dd, method, max_iter, tol, right_only))(d)
