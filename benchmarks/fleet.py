@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2,000 keys x 1,000 rows")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fleet.json"))
     a = ap.parse_args()
-    keys, rows, subset, rep = (2_000, 1_000, 100, 3) if a.quick else (20_000, 1_000, 200, 3)
+    keys, rows, subset, rep = (2_000, 1_000, 100, 3) if a.quick else (10_000, 1_000, 200, 3)
     res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
            "quick": a.quick, "fleet": bench(keys, rows, subset, rep)}
