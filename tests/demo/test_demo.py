@@ -17,8 +17,8 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path):
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    assert "lossy collector: gate REJECTED" in out
-    assert "PROMOTED." in out and "ROLLED BACK." in out
+    assert "lossy collector: gate REJECTED" in out, out[-6000:]
+    assert "PROMOTED." in out and "ROLLED BACK." in out, out[-6000:]  # the whole story
     assert out.count("failed 0") == 2  # no client request failed in either rollout
     assert "drift: sustained drop" in out
     assert "v2 champion (promoted)" in out and "(rolled_back)" in out
