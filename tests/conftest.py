@@ -10,11 +10,12 @@ if "MLEOPS_PLANE_DIR" not in os.environ:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# One MLflow server (and one PostgreSQL/S3 stack) per test session (per xdist worker), shared by
-# every module: a test module must not import these itself (a session fixture imported into a
+# One MLflow server (and one PostgreSQL/S3 stack, one Prometheus) per test session (per xdist
+# worker), shared by every module: a test module must not import these itself (a session fixture imported into a
 # module is that module's own instance, one more server). Registry tests use their own model
 # names (a uuid, or a name no other module registers) so they can share it.
 from support.mlflow_server import mlflow_production, mlflow_server  # noqa: E402,F401
+from support.prometheus import prometheus, prometheus_session  # noqa: E402,F401
 
 import mleops  # noqa: E402,F401  (float64 on before any test builds arrays)
 

@@ -12,10 +12,11 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import uuid
 
 import numpy as np
 import pytest
-from support.prometheus import binary, prometheus_server
+from support.prometheus import binary
 from support.prometheus_stub import Prometheus
 
 from mleops.errors import DataError
@@ -288,15 +289,16 @@ def test_tracked_analyses_are_bounded_and_only_ended_ones_are_evicted(prom, tmp_
 
 
 class Exporter:
-    """A scrape target on 127.0.0.1: one pod's cumulative series per version of ``lat``, in
+    """A scrape target on 127.0.0.1: one pod's cumulative series per version of ``model``, in
     prometheus_client's text format (what the model servers export)."""
 
-    def __init__(self, seed: int = 5):
+    def __init__(self, model: str, seed: int = 5):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
         registry, self.rng = CollectorRegistry(), np.random.default_rng(seed)
+        self.model = model
         self.gauges = [Gauge(name, "test series", ["registered_model", "registered_version",
                                                    "pod"], registry=registry)
                        for name in SERIES]
@@ -323,7 +325,7 @@ class Exporter:
     def add(self, version: str, n: int, mean: float) -> None:
         x = self.rng.normal(mean, 1.0, n)
         for g, inc in zip(self.gauges, (n, x.sum(), (x * x).sum(), 0.0)):
-            g.labels("lat", version, f"p-{version}").inc(inc)
+            g.labels(self.model, version, f"p-{version}").inc(inc)
         self.rows[version] = self.rows.get(version, 0.0) + n
 
     def stop(self) -> None:
@@ -333,41 +335,46 @@ class Exporter:
 
 @pytest.mark.slow
 @pytest.mark.skipif(binary() is None, reason="needs Debian's prometheus")
-def test_the_cli_rolls_back_a_worse_canary_read_from_the_real_prometheus(tmp_path):
-    exporter = Exporter()
+def test_the_cli_rolls_back_a_worse_canary_read_from_the_real_prometheus(tmp_path,
+                                                                          prometheus):
+    # a model name of its own: the worker's Prometheus keeps earlier tests' series
+    m = f"lat-{uuid.uuid4().hex[:8]}"
+    exporter = Exporter(m)
     log = open(tmp_path / "judge.log", "w")
     try:
-        with prometheus_server(tmp_path / "prom") as prom:
-            prom.scrape(exporter.url)
-            prom.wait_for('count(mleops_rows_total{registered_model="lat"})', lambda v: v == 2)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mleops.cli.main", "judge", "--prometheus", prom.url,
-                 "--port", "0", "--min-interval", "0", "--evidence-label", "job=mleops-local",
-                 "--state-dir", str(tmp_path / "state")],
-                stdout=subprocess.PIPE, stderr=log, text=True)
-            try:
-                url = json.loads(proc.stdout.readline())["url"]
-                assert url.startswith("http://127.0.0.1:")
-                answer = call(url, "/v1/judge/lat?canary=4&champion=3")[1]
-                assert answer["decision"] == "continue", answer
-                for _ in range(150):
-                    exporter.add("4", 40, -2.0)
-                    exporter.add("3", 40, -1.0)
-                    for v in ("4", "3"):  # each tick reads what this round added: one block
-                        prom.wait_for(f'sum(mleops_rows_total{{registered_version="{v}"}})',
-                                      lambda x, v=v: x == exporter.rows[v])
-                    status, answer = call(url, "/v1/judge/lat?canary=4&champion=3")
-                    assert status == 200, answer
-                    if answer["decision"] != "continue":
-                        break
-                assert answer["decision"] == "rollback", answer
-                assert answer["rows_canary"] == exporter.rows["4"]
-                assert hook(url, "rollback", model="lat")[0] == 200
-                assert 'hypothesis="rollback",model="lat"' in call(url, "/metrics")[1]
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                rc = proc.wait(30)
-                proc.stdout.close()
+        prom = prometheus
+        prom.scrape(exporter.url)
+        prom.wait_for(f'count(mleops_rows_total{{registered_model="{m}"}})',
+                      lambda v: v == 2)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mleops.cli.main", "judge", "--prometheus", prom.url,
+             "--port", "0", "--min-interval", "0", "--evidence-label", "job=mleops-local",
+             "--state-dir", str(tmp_path / "state")],
+            stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            url = json.loads(proc.stdout.readline())["url"]
+            assert url.startswith("http://127.0.0.1:")
+            answer = call(url, f"/v1/judge/{m}?canary=4&champion=3")[1]
+            assert answer["decision"] == "continue", answer
+            for _ in range(150):
+                exporter.add("4", 40, -2.0)
+                exporter.add("3", 40, -1.0)
+                for v in ("4", "3"):  # each tick reads what this round added: one block
+                    prom.wait_for(f'sum(mleops_rows_total{{registered_model="{m}",'
+                                  f'registered_version="{v}"}})',
+                                  lambda x, v=v: x == exporter.rows[v])
+                status, answer = call(url, f"/v1/judge/{m}?canary=4&champion=3")
+                assert status == 200, answer
+                if answer["decision"] != "continue":
+                    break
+            assert answer["decision"] == "rollback", answer
+            assert answer["rows_canary"] == exporter.rows["4"]
+            assert hook(url, "rollback", model=m)[0] == 200
+            assert f'hypothesis="rollback",model="{m}"' in call(url, "/metrics")[1]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(30)
+            proc.stdout.close()
         assert rc == 0, (tmp_path / "judge.log").read_text()[-2000:]
     finally:
         exporter.stop()

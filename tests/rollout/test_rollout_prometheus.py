@@ -22,16 +22,28 @@ from mleops.serving.service import stage_model
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(binary() is None, reason="needs Debian's prometheus")]
-SEL = 'registered_model="lat",registered_version="3"'
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def artifact():
     x = np.random.default_rng(0).lognormal(0.0, 0.5, 2000)
-    d = tmp_path_factory.mktemp("lognormal")
-    stage_model(ModelArtifact.from_fit(mleops.fit(x, "lognormal")), str(d), name="lat",
-                version="3")
-    return str(d)
+    return ModelArtifact.from_fit(mleops.fit(x, "lognormal"))
+
+
+@pytest.fixture
+def name():
+    """A model name of the test's own: the worker's Prometheus keeps earlier tests' series."""
+    return f"lat-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def model_dir(artifact, name, tmp_path):
+    stage_model(artifact, str(tmp_path / "model"), name=name, version="3")
+    return str(tmp_path / "model")
+
+
+def sel(name: str) -> str:
+    return f'registered_model="{name}",registered_version="3"'
 
 
 def send(server, batches) -> tuple[int, float, float]:
@@ -51,68 +63,70 @@ def outside(server, k: int) -> None:
         assert status == 400
 
 
-def test_recorded_series_equal_what_the_servers_computed_across_a_restart(model_dir,
-                                                                          tmp_path):
+def test_recorded_series_equal_what_the_servers_computed_across_a_restart(
+        model_dir, name, prometheus):
     rng = np.random.default_rng(4)
     first = [rng.lognormal(0.0, 0.5, 50) for _ in range(40)]
     second = [rng.lognormal(0.3, 0.5, 50) for _ in range(30)]
-    with prometheus_server(tmp_path / "prom") as prom:
-        server = LocalServer(model_dir, metrics_interval=0.05)
-        try:
-            server.wait_ready()
-            prom.scrape(server.metrics_url)
-            prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == 0)
-            ev = PrometheusEvidence(prom.url, "lat", labels={"job": "mleops-local"})
-            cursor = ev.start("3", "3")
-            n1, s1, ss1 = send(server, first)
-            outside(server, 10)
-            prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == n1)
-            prom.wait_for(f"sum(mleops_rows_outside_support_total{{{SEL}}})",
-                          lambda v: v == 10)
-            assert prom.value(f"sum(mleops_loglik_sum{{{SEL}}})") == pytest.approx(s1,
-                                                                                rel=1e-9)
-            sums, arms, cursor = ev.read("3", "3", cursor)
-            assert sums["canary"].n == n1 and sums["canary"].total == pytest.approx(s1, 1e-9)
-            assert sums["canary"].total_sq == pytest.approx(ss1, rel=1e-9)
-            # the recording rules: the live average and the out-of-support share
-            avg = prom.wait_for(f"mleops:loglik_avg:rate5m{{{SEL}}}",
-                                lambda v: v == pytest.approx(s1 / n1, rel=1e-9))
-            assert avg == pytest.approx(s1 / n1, rel=1e-9)
-            prom.wait_for(f"mleops:outside_support:ratio_rate5m{{{SEL}}}",
-                          lambda v: v == pytest.approx(10 / (n1 + 10), rel=1e-9))
+    SEL, prom = sel(name), prometheus
+    server = LocalServer(model_dir, metrics_interval=0.05)
+    try:
+        server.wait_ready()
+        prom.scrape(server.metrics_url)
+        prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == 0)
+        ev = PrometheusEvidence(prom.url, name, labels={"job": "mleops-local"})
+        cursor = ev.start("3", "3")
+        n1, s1, ss1 = send(server, first)
+        outside(server, 10)
+        prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == n1)
+        prom.wait_for(f"sum(mleops_rows_outside_support_total{{{SEL}}})",
+                      lambda v: v == 10)
+        assert prom.value(f"sum(mleops_loglik_sum{{{SEL}}})") == pytest.approx(s1,
+                                                                            rel=1e-9)
+        sums, arms, cursor = ev.read("3", "3", cursor)
+        assert sums["canary"].n == n1 and sums["canary"].total == pytest.approx(s1, 1e-9)
+        assert sums["canary"].total_sq == pytest.approx(ss1, rel=1e-9)
+        # the recording rules: the live average and the out-of-support share
+        avg = prom.wait_for(f"mleops:loglik_avg:rate5m{{{SEL}}}",
+                            lambda v: v == pytest.approx(s1 / n1, rel=1e-9))
+        assert avg == pytest.approx(s1 / n1, rel=1e-9)
+        prom.wait_for(f"mleops:outside_support:ratio_rate5m{{{SEL}}}",
+                      lambda v: v == pytest.approx(10 / (n1 + 10), rel=1e-9))
 
-            server.stop()  # the process restarts on the same scrape target (a pod restart)
-            server = LocalServer(model_dir, metrics_interval=0.05,
-                                 metrics_port=server.metrics_port)
-            server.wait_ready()
-            # its series start at 0 (the old one went stale): Prometheus sees the whole rise
-            prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == 0)
-            n2, s2, ss2 = send(server, second)
-            prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == n2)
-            sums, arms, cursor = ev.read("3", "3", cursor)
-            # the counter reset is seen per series: the new process's rows are all new
-            assert sums["canary"].n == n2 and sums["canary"].total == pytest.approx(s2, 1e-9)
-            assert arms["canary"]["rows"] == n1 + n2
-            # The new process is a new series (worker_id): the 5m average spans both. Each
-            # series is extrapolated to the window's edges by its own factor, so across a
-            # restart the rule is close, not exact (within one process it is exact, above).
-            both = (s1 + s2) / (n1 + n2)
-            prom.wait_for(f"mleops:loglik_avg:rate5m{{{SEL}}}",
-                          lambda v: v == pytest.approx(both, rel=0.05))
-        finally:
-            server.stop()
+        server.stop()  # the process restarts on the same scrape target (a pod restart)
+        server = LocalServer(model_dir, metrics_interval=0.05,
+                             metrics_port=server.metrics_port)
+        server.wait_ready()
+        # its series start at 0 (the old one went stale): Prometheus sees the whole rise
+        prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == 0)
+        n2, s2, ss2 = send(server, second)
+        prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == n2)
+        sums, arms, cursor = ev.read("3", "3", cursor)
+        # the counter reset is seen per series: the new process's rows are all new
+        assert sums["canary"].n == n2 and sums["canary"].total == pytest.approx(s2, 1e-9)
+        assert arms["canary"]["rows"] == n1 + n2
+        # The new process is a new series (worker_id): the 5m average spans both. Each
+        # series is extrapolated to the window's edges by its own factor, so across a
+        # restart the rule is close, not exact (within one process it is exact, above).
+        both = (s1 + s2) / (n1 + n2)
+        prom.wait_for(f"mleops:loglik_avg:rate5m{{{SEL}}}",
+                      lambda v: v == pytest.approx(both, rel=0.05))
+    finally:
+        server.stop()
 
 
-def test_prometheus_down_holds_then_the_same_rows_are_read(model_dir, tmp_path):
-    """A scrape outage delays the evidence; nothing is lost or counted twice."""
+def test_prometheus_down_holds_then_the_same_rows_are_read(model_dir, name, tmp_path):
+    """A scrape outage delays the evidence; nothing is lost or counted twice. (Its own two
+    servers, not the worker's: the outage is a server stopped.)"""
     from mleops.rollout.backends.base import RolloutError
 
+    SEL = sel(name)
     rng = np.random.default_rng(5)
     with LocalServer(model_dir, metrics_interval=0.05) as server:
         with prometheus_server(tmp_path / "p1") as prom:
             prom.scrape(server.metrics_url)
             prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == 0)
-            ev = PrometheusEvidence(prom.url, "lat")
+            ev = PrometheusEvidence(prom.url, name)
             cursor = ev.start("3", "3")
             url = prom.url
         n, s, _ = send(server, [rng.lognormal(0.0, 0.5, 40) for _ in range(10)])
@@ -127,7 +141,8 @@ def test_prometheus_down_holds_then_the_same_rows_are_read(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("shift,code", [(0.0, 0), (1.5, 4)])
-def test_monitor_reads_drift_from_the_real_prometheus(model_dir, tmp_path, shift, code):
+def test_monitor_reads_drift_from_the_real_prometheus(model_dir, name, prometheus, shift,
+                                                      code):
     """``mleops monitor --prometheus`` while live rows arrive: in distribution, no alarm;
     shifted by 1.5 (log scale), drift (exit 4)."""
     import subprocess
@@ -135,8 +150,8 @@ def test_monitor_reads_drift_from_the_real_prometheus(model_dir, tmp_path, shift
 
     rng = np.random.default_rng(6)
     done = threading.Event()
-    with prometheus_server(tmp_path / "prom") as prom, \
-            LocalServer(model_dir, metrics_interval=0.05) as server:
+    SEL, prom = sel(name), prometheus
+    with LocalServer(model_dir, metrics_interval=0.05) as server:
         prom.scrape(server.metrics_url)
         prom.wait_for(f"sum(mleops_rows_total{{{SEL}}})", lambda v: v == 0)
 
@@ -149,7 +164,7 @@ def test_monitor_reads_drift_from_the_real_prometheus(model_dir, tmp_path, shift
         t.start()
         try:
             out = subprocess.run(
-                [sys.executable, "-m", "mleops.cli.main", "monitor", "lat", "--model-dir",
+                [sys.executable, "-m", "mleops.cli.main", "monitor", name, "--model-dir",
                  model_dir, "--prometheus", prom.url, "--interval", "1", "--duration", "12",
                  "--json"], capture_output=True, text=True, timeout=120)
         finally:
@@ -206,11 +221,10 @@ def _rollout(registry, runs, live_data, tmp_path, prom=None):  # noqa: F811
 
 
 def test_a_rollout_decided_from_prometheus_reaches_the_routers_decision(
-        registry, runs, live_data, tmp_path):  # noqa: F811
+        registry, runs, live_data, tmp_path, prometheus):  # noqa: F811
     """The same candidate, the same replayed rows: once scored from the router's row records,
     once from Prometheus scraping the servers (traffic still moved by the router)."""
-    with prometheus_server(tmp_path / "prom") as prom:
-        from_prometheus = _rollout(registry, runs, live_data, tmp_path, prom)
+    from_prometheus = _rollout(registry, runs, live_data, tmp_path, prometheus)
     from_router = _rollout(registry, runs, live_data, tmp_path)
     for state in (from_prometheus, from_router):
         assert state.phase == "rolled_back", state.reason

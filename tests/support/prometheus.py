@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from support.mlflow_server import free_port
@@ -113,3 +114,22 @@ def prometheus_server(tmp: Path, *, rule_interval_s: float = 1.0) -> Iterator[Pr
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus_session(tmp_path_factory) -> Iterator[Prometheus]:
+    """One Prometheus per test session (per xdist worker), started on first use."""
+    if binary() is None:
+        pytest.skip("needs Debian's prometheus")
+    with prometheus_server(tmp_path_factory.mktemp("prometheus")) as prom:
+        yield prom
+
+
+@pytest.fixture
+def prometheus(prometheus_session: Prometheus) -> Iterator[Prometheus]:
+    """The worker's shared Prometheus, its targets emptied after the test. Its TSDB keeps
+    earlier tests' series: a test selects its own by a registered model name of its own."""
+    try:
+        yield prometheus_session
+    finally:
+        prometheus_session.scrape()
