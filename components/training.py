@@ -105,10 +105,11 @@ def gate(scores: Input[Artifact], tolerance: float, confidence: float, test: str
 
 @component
 def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifact],
-           report: Input[HTML], tracking_uri: str, model_name: str, run_tag: str,
-           params_json: str, git_commit: str, code_version: str, candidate_key: str,
-           register: bool) -> str:
-    """Log the run; registers a version only when ``register`` (the gate passed)."""
+           report: Input[HTML], heldout: Input[Dataset], tracking_uri: str, model_name: str,
+           run_tag: str, params_json: str, git_commit: str, code_version: str,
+           candidate_key: str, register: bool) -> str:
+    """Log the run; registers a version only when ``register`` (the gate passed), re-gated
+    on ``heldout`` if the champion moved meanwhile."""
     import json
 
     from mleops.pipeline import steps
@@ -117,7 +118,7 @@ def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifac
                        tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
                        params=json.loads(params_json), register=register,
                        git_commit=git_commit, code_version=code_version,
-                       candidate_key=candidate_key)
+                       candidate_key=candidate_key, heldout_path=heldout.path)
     return out["registered_version"] or ""
 
 

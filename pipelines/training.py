@@ -102,7 +102,7 @@ def training_pipeline(
                 on_inconclusive=gate_on_inconclusive).set_caching_options(False)
     common = dict(model=trn.outputs["model"], scores=ev.outputs["scores"],
                   decision=gt.outputs["decision"], report=gt.outputs["report"],
-                  tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
+                  heldout=spl.outputs["heldout"], tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,
                   params_json=run_params_json, git_commit=git_commit,
                   code_version=code_version, candidate_key=candidate_key)
     with dsl.If(gt.outputs["Output"] == True, name="gate-passed"):  # noqa: E712

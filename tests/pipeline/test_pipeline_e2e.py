@@ -131,6 +131,24 @@ def test_bad_input_exits_2_and_touches_nothing(data, mlflow_server, tmp_path):  
     assert versions(mlflow_server) == before
 
 
+def test_a_failed_task_is_the_last_line_and_the_json(data, mlflow_server, tmp_path):  # noqa: F811
+    """A task's own error (not kfp's "Inner task failed" wrapper) is stderr's last line and
+    the JSON on stdout; the exit code follows it (a DataError in the train task: 2)."""
+    flat = tmp_path / "flat.csv"
+    flat.write_text("latency\n" + "2.0\n" * 400)  # every value equal: the gamma MLE does not exist
+    before = versions(mlflow_server)
+    out = cli("pipeline", "run", "--data", str(flat), "--family", "gamma", "--model-name",
+              "latency", "--tracking-uri", mlflow_server, "--json", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("task 'train' failed: DataError: all ") and \
+        "values equal 2.0" in last, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert (doc["task"], doc["cause"], doc["exit_code"]) == ("train", "DataError", 2), doc
+    assert doc["error"] == last and "Inner task failed" in doc["detail"]
+    assert versions(mlflow_server) == before
+
+
 def test_unreachable_tracking_server_fails_cleanly(data, tmp_path):
     from support.mlflow_server import free_port
 

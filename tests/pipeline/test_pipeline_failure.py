@@ -44,6 +44,7 @@ def test_without_a_collector_nothing_is_written_and_nothing_is_found(tmp_path, m
 
 @pytest.mark.parametrize("cause,code", [("DataError", exits.BAD_INPUT),
                                         ("FitError", exits.FIT_FAILED),
+                                        ("ChampionKeptMoving", exits.MOVED),
                                         ("RegistryError", exits.FAILED), ("", exits.FAILED)])
 def test_the_exit_code_follows_the_tasks_own_error(cause, code):
     assert exits.for_error(PipelineError("task failed", task="x", cause=cause)) == code

@@ -8,25 +8,29 @@
 | 3 | the decision was no: fit did not converge, gate rejected, rollout rolled back |
 | 4 | drift detected (``mleops monitor``) |
 | 5 | nothing new: the candidate already is a registered version (``mleops pipeline run``) |
+| 6 | the champion kept moving while the candidate was re-gated: not registered, re-run |
 """
 
 from __future__ import annotations
 
-OK, FAILED, BAD_INPUT, REJECTED, DRIFT, DUPLICATE = 0, 1, 2, 3, 4, 5
+OK, FAILED, BAD_INPUT, REJECTED, DRIFT, DUPLICATE, MOVED = 0, 1, 2, 3, 4, 5, 6
 FIT_FAILED = ROLLED_BACK = REJECTED
 
 
 def for_error(exc: BaseException) -> int:
     """The code for an mleops error that reached the command line."""
     from mleops.errors import DataError, FitError
+    from mleops.pipeline.regate import ChampionKeptMoving
 
     if isinstance(exc, DataError):
         return BAD_INPUT
     if isinstance(exc, FitError):
         return FIT_FAILED
+    if isinstance(exc, ChampionKeptMoving):
+        return MOVED
     # a pipeline task's own error, by type name (the task ran in another process)
-    return {"DataError": BAD_INPUT, "FitError": FIT_FAILED}.get(getattr(exc, "cause", ""),
-                                                               FAILED)
+    return {"DataError": BAD_INPUT, "FitError": FIT_FAILED,
+            "ChampionKeptMoving": MOVED}.get(getattr(exc, "cause", ""), FAILED)
 
 
 def for_pipeline(result: dict) -> int:

@@ -20,6 +20,7 @@ from mleops.errors import DataError, MleopsError
 from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
 from mleops.pipeline import provenance
 from mleops.pipeline.dataset import ColumnSpec, check_validation, load_source, split_indices
+from mleops.pipeline.regate import REGATED_TAG
 from mleops.pipeline.steps import family_options
 from mleops.pipeline.trainjob import TrainJobSettings, needs_trainjob
 from mleops.registry import DUPLICATE_TAG
@@ -256,8 +257,12 @@ def summary(registry, model_name: str, run_tag: str) -> dict:
         raise PipelineError(f"no MLflow run tagged mleops.pipeline_run={run_tag} in "
                             f"experiment {model_name!r} at {registry.uri}")
     tags = registry.run_tags(run_id)
+    # the gate's decision, then each re-gate's (regate.py): the last one is what counted
+    decisions = [registry.run_json(run_id, "gate/decision.json")] + [
+        registry.run_json(run_id, f"gate/regate-{i}.json")
+        for i in range(1, int(tags.get(REGATED_TAG, "0") or 0) + 1)]
     return {"run_id": run_id, "run_tag": run_tag, "model_name": model_name,
-            "tracking_uri": registry.uri, "gate": registry.run_json(run_id, "gate/decision.json"),
+            "tracking_uri": registry.uri, "gate": decisions[-1], "gate_decisions": decisions,
             "registered_version": registry.version_of_run(model_name, run_id),
             "duplicate_of": tags.get(DUPLICATE_TAG) or None,
             "metrics": registry.run_metrics(run_id)}

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from mleops.pipeline.dataset import (
 )
 from mleops.pipeline.failure import reports_failure
 from mleops.pipeline.provenance import GIT_COMMIT_ENV
+from mleops.pipeline.regate import note_overlap, regate, register_regated, score_champion
 from mleops.pipeline.trainjob import TrainJobSettings, check_plan, fit_on_trainjob, needs_trainjob
 
 SCORES_FILE = "scores.npz"
@@ -156,18 +158,14 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
     rows = art.modeled_rows(held.x, event=held.event, X=held.X)
     cand = heldout_loglik(art, rows["x"], event=rows["event"], X=rows["X"])
     calib = calibration(art, rows["x"], event=rows["event"], X=rows["X"], seed=seed)
-    champ, champ_version = None, ""
+    champ, champ_version, ov = None, "", None
     if model_name:
         from mleops.registry import Registry
 
         found = Registry(tracking_uri or None).champion(model_name)
         if found is not None:
             champ_version, champ_art = found
-            if champ_art.features != art.features:
-                raise DataError(f"champion v{champ_version} uses covariates {champ_art.features},"
-                                f" the candidate {art.features}: not comparable")
-            champ = heldout_loglik(champ_art, **champ_art.modeled_rows(
-                held.x, event=held.event, X=held.X))
+            champ, ov = score_champion(held, art, champ_version, champ_art)
     os.makedirs(out_dir, exist_ok=True)
     arrays = {"candidate": cand}
     if champ is not None:
@@ -175,12 +173,8 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
     np.savez(os.path.join(out_dir, SCORES_FILE), **arrays)
     info = {"calibration": calib, "champion_version": champ_version,
             "metrics": summary_metrics(cand, calib)}
-    if champ is not None:  # a champion scored on its own training rows is no fair judge
-        from mleops.pipeline.overlap import overlap
-
-        info["champion_train_overlap"] = overlap(held, champ_art.metadata.get(
-            "train_rows_sketch"))
     if champ is not None:
+        info["champion_train_overlap"] = ov
         info["metrics"]["champion_heldout_avg_loglik"] = float(np.mean(champ))
     with open(os.path.join(out_dir, CALIB_FILE), "w") as f:
         json.dump(info, f, indent=2)
@@ -208,16 +202,10 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
 
     cand, champ, info = load_scores(scores_dir)
     decision = decide(cand, champ, info["calibration"], config)
-    if (ov := info.get("champion_train_overlap")) is not None:
-        share = decision.stats["heldout_overlap_champion_train"] = ov.get("share")
-        line = f"held-out rows the champion trained on: {ov['note']}"
-        if share is not None:
-            line = f"held-out rows the champion trained on: {share:.1%} ({ov['note']})"
-            if share > 0.01:
-                line += ("; its held-out score is partly a training score, so the comparison "
-                         "favours the champion")
-        decision.reasons.append(line)
-    out = {**decision.to_dict(), "champion_version": info.get("champion_version", "")}
+    note_overlap(decision, info.get("champion_train_overlap"))
+    # the configuration goes with the decision: a re-gate (regate.py) decides the same way
+    out = {**decision.to_dict(), "champion_version": info.get("champion_version", ""),
+           "config": asdict(config)}
     os.makedirs(decision_dir, exist_ok=True)
     with open(os.path.join(decision_dir, DECISION_FILE), "w") as f:
         json.dump(out, f, indent=2)
@@ -232,17 +220,25 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
 def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str, *,
            tracking_uri: str, model_name: str, run_tag: str, params: dict,
            register: bool, git_commit: str = "", code_version: str = "",
-           candidate_key: str = "") -> dict:
+           candidate_key: str = "", heldout_path: str = "") -> dict:
     """Log the candidate as an MLflow run; register a version only if ``register``.
 
     Rejected candidates are logged (so the rejection is auditable) but never registered; a
     candidate that already is a version (same ``candidate_key``) is logged and tagged
-    ``mleops.duplicate_of``, and nothing is registered.
+    ``mleops.duplicate_of``, and nothing is registered. If the champion moved since the
+    gate, the candidate is re-gated against the new one on ``heldout_path``'s rows
+    (:mod:`~mleops.pipeline.regate`) and registered or rejected on that.
     """
-    from mleops.registry import CANDIDATE_TAG, DUPLICATE_TAG, DuplicateVersion, Registry
+    from mleops.registry import (
+        CANDIDATE_TAG,
+        DUPLICATE_TAG,
+        DuplicateVersion,
+        Registry,
+        RegistryError,
+    )
 
     art = ModelArtifact.load(model_dir)
-    _, _, info = load_scores(scores_dir)
+    cand, _, info = load_scores(scores_dir)
     with open(os.path.join(decision_dir, DECISION_FILE)) as f:
         decision = json.load(f)
     stats = {f"gate_{k}": float(v) for k, v in decision["stats"].items()
@@ -267,11 +263,19 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
                                   registered=register)
     # The decision itself is an artifact of the run (every number behind it).
     reg.log_dict(run_id, decision, "gate/decision.json")
-    version = None
+    version, decisions = None, [decision]
     if register:
+        def again(champion: str) -> dict:
+            if not heldout_path:
+                raise RegistryError(f"the champion of {model_name!r} moved since the gate "
+                                    f"and no held-out rows were given to re-gate on")
+            return regate(decision, cand, info["calibration"], held=read_dataset(heldout_path),
+                          art=art, registry=reg, model_name=model_name,
+                          champion_version=champion)
+
         try:
-            version = reg.register(model_name, run_id, tags=lineage,
-                                   expected_champion=str(decision.get("champion_version", "")))
+            version, decisions = register_regated(reg, model_name, run_id, lineage, decision,
+                                                  again)
         except DuplicateVersion as e:
             reg.mark_run(run_id, {"mleops.registered": "duplicate", DUPLICATE_TAG: e.version})
             return {"run_id": run_id, "registered_version": None, "passed": decision["passed"],
@@ -280,7 +284,8 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
             reg.mark_run(run_id, {"mleops.registered": "failed",
                                   "mleops.register_error": f"{type(e).__name__}: {e}"})
             raise
-    return {"run_id": run_id, "registered_version": version, "passed": decision["passed"]}
+    return {"run_id": run_id, "registered_version": version,
+            "passed": decisions[-1]["passed"], "regated": len(decisions) - 1}
 
 
 @reports_failure("deploy")

@@ -8,11 +8,13 @@ from mleops.registry.registry import (
     CHALLENGER,
     CHAMPION,
     DUPLICATE_TAG,
+    ChampionMoved,
     DuplicateVersion,
     Registry,
 )
 from mleops.registry.runs import default_tracking_uri
 from mleops.registry.session import RegistryError
 
-__all__ = ["CANDIDATE_TAG", "CHALLENGER", "CHAMPION", "DUPLICATE_TAG", "DuplicateVersion",
+__all__ = ["CANDIDATE_TAG", "CHALLENGER", "CHAMPION", "DUPLICATE_TAG", "ChampionMoved",
+           "DuplicateVersion",
            "Registry", "RegistryError", "default_tracking_uri"]

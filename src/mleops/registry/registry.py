@@ -41,6 +41,19 @@ class DuplicateVersion(RegistryError):
         self.version = version
 
 
+class ChampionMoved(RegistryError):
+    """The champion is not the one the candidate was gated against: nothing registered.
+
+    ``now`` is the current champion ("" for none); the caller re-gates against it and tries
+    again (:mod:`mleops.pipeline.regate`)."""
+
+    def __init__(self, name: str, expected: str, now: str) -> None:
+        super().__init__(
+            f"the champion of {name!r} changed since this candidate was gated (compared with "
+            f"{expected or 'no champion'}, now {now or 'none'}): not registered")
+        self.expected, self.now = expected, now
+
+
 def _aliases(rm) -> dict[str, str]:
     """alias -> version as strings (sqlite stores return ints, the REST API strings)."""
     return {k: str(v) for k, v in (rm.aliases or {}).items()}
@@ -118,8 +131,9 @@ class Registry(Runs):
         deleted again: nothing stays half-registered. Holds the model's lock
         (:mod:`~mleops.registry.lock`), so concurrent registrations and promotions are
         serialised; with ``expected_champion`` (the version the gate compared with, "" for
-        none) a candidate is refused if the champion changed since it was gated: it would
-        otherwise wait as challenger without ever having been compared with the champion.
+        none) :class:`ChampionMoved` is raised if the champion changed since it was gated: it
+        would otherwise wait as challenger without ever having been compared with the
+        champion (the pipeline re-gates it against the new one and tries again).
         """
         with self._errors(f"registering run {run_id} as model {name!r}"):
             run = self._call(self.client.get_run, run_id)
@@ -146,13 +160,9 @@ class Registry(Runs):
         if dup := self.duplicate_of(name, tags.get(CANDIDATE_TAG, "")):
             raise DuplicateVersion(name, dup)  # under the lock: two equal runs add one version
         if expected_champion is not None:
-            now = _aliases(self._existing(name)).get(CHAMPION)
-            if (now or "") != str(expected_champion):
-                raise RegistryError(
-                    f"the champion of {name!r} changed since this candidate was gated "
-                    f"(compared with {expected_champion or 'no champion'}, now "
-                    f"{now or 'none'}): refused, not registered; re-run the pipeline to gate "
-                    "it against the current champion")  # (a model made for it stays, empty)
+            now = _aliases(self._existing(name)).get(CHAMPION) or ""
+            if now != str(expected_champion):  # (a model made for it stays, empty)
+                raise ChampionMoved(name, str(expected_champion), now)
         mv = self._call(self.client.create_model_version, name, f"models:/{model_id}",
                         run_id=run_id, tags={str(k): str(v) for k, v in tags.items()},
                         model_id=model_id)
