@@ -132,8 +132,31 @@ def test_pyfunc_scores_like_the_artifact(registry, runs, mlflow_server, monkeypa
     with pytest.raises(DataError, match="lacks column"):
         model.predict(pd.DataFrame({"y": [1.0]}))
     # the logged model is code + JSON: nothing pickled
-    files = os.listdir(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}@champion")
+    files = os.listdir(local)
     assert "MLmodel" in files and not [f for f in files if f.endswith((".pkl", ".pickle"))]
+    reqs = open(os.path.join(local, "requirements.txt")).read().split()
+    assert reqs == [f"mlflow=={mlflow.__version__}", f"mleops=={mleops.__version__}"]
+
+
+def test_logging_spares_mlflow_the_scan_of_every_distribution_and_leaves_no_trace(monkeypatch):
+    from mlflow.utils import requirements_utils as ru
+
+    from mleops.registry.pyfunc import _only_our_packages
+
+    monkeypatch.setattr(ru, "_MODULES_TO_PACKAGES", None)
+    monkeypatch.setattr(ru, "_PACKAGES_TO_MODULES", None)
+    with _only_our_packages():
+        assert ru._check_requirement_satisfied(f"mleops=={mleops.__version__}") is None
+        assert ru._check_requirement_satisfied("mleops==0.0.0.dev0") is not None  # still checked
+        assert set(ru._MODULES_TO_PACKAGES) == {"mlflow", "mleops"}
+    # unbuilt again: a model logged later in the process infers from the full map
+    assert ru._MODULES_TO_PACKAGES is None and ru._PACKAGES_TO_MODULES is None
+    built = {"numpy": ["numpy"]}
+    monkeypatch.setattr(ru, "_MODULES_TO_PACKAGES", built)
+    with _only_our_packages():  # built already: left alone
+        assert ru._MODULES_TO_PACKAGES is built
+    assert ru._MODULES_TO_PACKAGES is built
 
 
 def test_promote_missing_version_changes_nothing(registry, runs):

@@ -6,16 +6,27 @@ and what drives it with the KFP SDK (compile, local runner, submit) live in ``pi
 found through the ``mleops.pipelines`` entry point: the library never imports the shells.
 """
 
+from typing import TYPE_CHECKING
+
+from mleops._lazy import lazy
 from mleops._version import IMAGE as BASE_IMAGE
-from mleops.pipeline.dataset import ColumnSpec, Table
-from mleops.pipeline.runner import (
-    PipelineDriver,
-    PipelineError,
-    RunRequest,
-    compile_pipeline,
-    load_driver,
-    run_pipeline,
-)
+
+if TYPE_CHECKING:
+    from mleops.pipeline.dataset import ColumnSpec, Table
+    from mleops.pipeline.runner import (
+        PipelineDriver,
+        PipelineError,
+        RunRequest,
+        compile_pipeline,
+        load_driver,
+        run_pipeline,
+    )
+
+# a pipeline task imports ``mleops.pipeline.steps``: not the runner, the gate or scipy
+__getattr__ = lazy(__name__, {
+    "ColumnSpec": "mleops.pipeline.dataset", "Table": "mleops.pipeline.dataset",
+    **dict.fromkeys(("PipelineDriver", "PipelineError", "RunRequest", "compile_pipeline",
+                     "load_driver", "run_pipeline"), "mleops.pipeline.runner")})
 
 __all__ = ["BASE_IMAGE", "ColumnSpec", "PipelineDriver", "PipelineError", "RunRequest", "Table",
            "compile_pipeline", "load_driver", "run_pipeline"]

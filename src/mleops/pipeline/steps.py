@@ -14,7 +14,6 @@ import numpy as np
 
 from mleops.artifact import ModelArtifact
 from mleops.errors import DataError
-from mleops.gate.decision import outcome_of
 from mleops.pipeline.dataset import (
     ColumnSpec,
     Table,
@@ -229,6 +228,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     gate, the candidate is re-gated against the new one on ``heldout_path``'s rows
     (:mod:`~mleops.pipeline.regate`) and registered or rejected on that.
     """
+    from mleops.gate.decision import outcome_of
     from mleops.registry import (
         CANDIDATE_TAG,
         DUPLICATE_TAG,

@@ -10,6 +10,7 @@ covariate columns of regression families; bad input raises :class:`DataError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -121,10 +122,30 @@ def log_pyfunc_model(run_id: str, model_json: str, workdir: str) -> str:
     quiet, logger = _NoSignatureNoise(), logging.getLogger("mlflow.pyfunc")
     logger.addFilter(quiet)
     try:
-        with mlflow.start_run(run_id=run_id, nested=True):
+        with mlflow.start_run(run_id=run_id, nested=True), _only_our_packages():
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=code, artifacts={"model": model_json},
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"mleops=={__version__}"])
     finally:
         logger.removeFilter(quiet)
     return info.model_id
+
+
+@contextlib.contextmanager
+def _only_our_packages():
+    """MLflow checks the given requirements against the environment through a map of every
+    installed distribution's modules, built on first use by reading each one's RECORD (1.3 s
+    of a pipeline task in this environment). The requirements are the installed mlflow and
+    mleops, pinned as installed: while this model is logged, the map holds just those two,
+    and it is put back unbuilt afterwards, so another model logged later in the process
+    infers its requirements from the full map."""
+    from mlflow.utils import requirements_utils as ru
+
+    if getattr(ru, "_MODULES_TO_PACKAGES", ...) is not None:  # built already, or renamed
+        yield
+        return
+    ru._MODULES_TO_PACKAGES = {"mlflow": ["mlflow"], "mleops": ["mleops"]}
+    try:
+        yield
+    finally:
+        ru._MODULES_TO_PACKAGES = ru._PACKAGES_TO_MODULES = None
