@@ -116,15 +116,22 @@ def log_pyfunc_model(run_id: str, model_json: str, workdir: str) -> str:
     ``artifacts/model.json`` and MLflow's metadata; requirements are given explicitly, which
     spares MLflow a slow dependency-inference subprocess.
     """
+    return log_code_model(run_id, _CODE, {"model": model_json}, workdir)
+
+
+def log_code_model(run_id: str, code_text: str, artifacts: dict[str, str], workdir: str,
+                   signature=None) -> str:
+    """Log ``code_text`` (a script ending in ``set_model(...)``) with ``artifacts`` as a
+    pyfunc "model from code" under ``run_id``; its MLflow model id."""
     code = os.path.join(workdir, "mleops_model.py")
     with open(code, "w") as f:
-        f.write(_CODE)
+        f.write(code_text)
     quiet, logger = _NoSignatureNoise(), logging.getLogger("mlflow.pyfunc")
     logger.addFilter(quiet)
     try:
         with mlflow.start_run(run_id=run_id, nested=True), _only_our_packages():
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=code, artifacts={"model": model_json},
+                name="model", python_model=code, artifacts=artifacts, signature=signature,
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"mleops=={__version__}"])
     finally:
         logger.removeFilter(quiet)

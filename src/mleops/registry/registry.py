@@ -225,6 +225,35 @@ class Registry(Runs):
                                     f"{FILENAME} from {uri}: {brief(e)}") from e
             return version, ModelArtifact.load(local)
 
+    def load_fleet(self, name: str, version: str | int | None = None, *,
+                   alias: str = CHAMPION):
+        """(version, FleetArtifact) of a fleet version (``version``, else the ``alias``);
+        None if there is none. RegistryError if that version is not a fleet."""
+        from mleops.fleet_artifact import FleetArtifact
+
+        what = f"fleet {name!r} " + (f"version {version}" if version is not None else f"@{alias}")
+        with self._errors(f"loading {what}"):
+            if self._model(name) is None:
+                return None
+            if version is None:
+                if (version := _aliases(self._existing(name)).get(alias)) is None:
+                    return None
+            version = str(version)
+            if (mv := self._version(name, version)) is None:
+                return None
+            self._version(name, version, ready=True)
+            import mlflow
+
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = self._call(mlflow.artifacts.download_artifacts,
+                                       run_id=mv.run_id, artifact_path="fleet", dst_path=tmp,
+                                       tracking_uri=self.uri)
+                except Exception as e:
+                    raise RegistryError(f"model {name!r} version {version} has no fleet "
+                                        f"table (not a fleet?): {brief(e)}") from e
+                return version, FleetArtifact.load(local)
+
     def champion(self, name: str) -> tuple[str, ModelArtifact] | None:
         """The serving model (see ``load_alias``)."""
         return self.load_alias(name, CHAMPION)

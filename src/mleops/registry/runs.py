@@ -117,6 +117,43 @@ class Runs:
                 raise
         return run_id
 
+    def log_fleet_run(self, *, experiment: str, params: dict, metrics: dict, fleet,
+                      tags: dict | None = None, registered: bool = False) -> str:
+        """Record a fleet (a :class:`~mleops.fleet_artifact.FleetArtifact`) as one run: the
+        fleet's table under ``fleet/``, its digests as tags, and a pyfunc scoring rows by key.
+        """
+        from mlflow.entities import Metric, Param
+
+        from mleops.registry import fleet_pyfunc
+        from mleops.registry.pyfunc import log_code_model
+
+        now = int(time.time() * 1000)
+        good = [Metric(str(k), float(v), now, 0) for k, v in metrics.items()
+                if isinstance(v, int | float) and math.isfinite(float(v))]
+        ps = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()}, **fleet.digests(),
+                    "mleops.family": str(fleet.family.get("name")), "mleops.kind": "fleet",
+                    "mleops.registered": "pending" if registered else "false"}
+        with self._errors(f"logging a fleet run to experiment {experiment!r}"):
+            run_id = self._call(self.client.create_run, self._experiment_id(experiment),
+                                tags=run_tags).info.run_id
+            try:
+                for i in range(0, max(len(ps), len(good)), 100):
+                    self._call(self.client.log_batch, run_id, metrics=good[i:i + 100],
+                               params=ps[i:i + 100])
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = fleet.save(os.path.join(tmp, "fleet"))
+                    with self._env():
+                        model_id = log_code_model(run_id, fleet_pyfunc.CODE, {"fleet": path},
+                                                  tmp, signature=fleet_pyfunc.signature(fleet))
+                    self._call(self.client.log_artifacts, run_id, path, "fleet")
+                self._call(self.client.set_tag, run_id, MODEL_ID_TAG, model_id)
+                self._call(self.client.set_terminated, run_id, "FINISHED")
+            except BaseException:
+                self._quietly(self.client.set_terminated, run_id, "FAILED")
+                raise
+        return run_id
+
     def mark_run(self, run_id: str, tags: dict[str, str]) -> None:
         """Best-effort tags on a run that something failed after (the error is raised anyway)."""
         for k, v in tags.items():

@@ -1,0 +1,48 @@
+"""One compiled kernel scoring rows of many keys: each row under its own parameter vector.
+
+The vmap runs over rows, each with the parameters its key gathered, through the same
+``row_loglik`` a single model uses (so a fleet's key and that key fitted alone agree to the
+last bit). Rows are padded to a power of two, as for one model: a server compiles a handful
+of shapes, not one per request size.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mleops.errors import DataError
+from mleops.families import Family, get_family
+from mleops.fit.data import make_data
+from mleops.fit.likelihood import row_loglik
+from mleops.fit.sharded import pad_rows
+
+
+def _per_row(fam: Family, p: jax.Array, d) -> jax.Array:
+    return jax.vmap(lambda pi, di: row_loglik(fam, pi, di))(p, d)
+
+
+_kernel = jax.jit(_per_row, static_argnums=0)
+
+
+def keyed_loglik(family: dict | Family, params: np.ndarray, x, *, event=None) -> np.ndarray:
+    """Log-likelihood of row i of ``x`` under natural parameters ``params[i]``."""
+    fam = family if isinstance(family, Family) else get_family(family)
+    x = np.asarray(x)
+    n = x.shape[0] if x.ndim else 0
+    if params.shape[0] != n:
+        raise DataError(f"{n} rows but {params.shape[0]} parameter vectors")
+    if n == 0:
+        return np.zeros(0)
+    size = max(16, 1 << (n - 1).bit_length())
+    pad = lambda a: None if a is None else pad_rows(np.asarray(a), size)  # noqa: E731
+    try:
+        d = make_data(fam, pad(x), event=pad(event))
+    except DataError:  # report on the caller's rows, not the padding copies
+        make_data(fam, x, event=event)
+        raise
+    return np.asarray(_kernel(fam, jnp.asarray(pad(params), jnp.float64), d))[:n]
+
+
+__all__ = ["keyed_loglik"]
