@@ -26,6 +26,26 @@ def _per_row(fam: Family, p: jax.Array, d) -> jax.Array:
 _kernel = jax.jit(_per_row, static_argnums=0)
 
 
+def _cdf_per_row(fam: Family, p: jax.Array, x: jax.Array) -> jax.Array:
+    return jax.vmap(lambda pi, xi: fam.cdf(xi, pi, None))(p, x)
+
+
+_cdf_kernel = jax.jit(_cdf_per_row, static_argnums=0)
+
+
+def keyed_cdf(family: dict | Family, params: np.ndarray, x) -> np.ndarray:
+    """CDF of row i of ``x`` under natural parameters ``params[i]`` (no validation: the
+    caller scored or validated the rows)."""
+    fam = family if isinstance(family, Family) else get_family(family)
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    size = max(16, 1 << (n - 1).bit_length())
+    out = _cdf_kernel(fam, jnp.asarray(pad_rows(params, size)), jnp.asarray(pad_rows(x, size)))
+    return np.asarray(out)[:n]
+
+
 def keyed_loglik(family: dict | Family, params: np.ndarray, x, *, event=None) -> np.ndarray:
     """Log-likelihood of row i of ``x`` under natural parameters ``params[i]``."""
     fam = family if isinstance(family, Family) else get_family(family)
@@ -45,4 +65,4 @@ def keyed_loglik(family: dict | Family, params: np.ndarray, x, *, event=None) ->
     return np.asarray(_kernel(fam, jnp.asarray(pad(params), jnp.float64), d))[:n]
 
 
-__all__ = ["keyed_loglik"]
+__all__ = ["keyed_cdf", "keyed_loglik"]
