@@ -93,3 +93,26 @@ def test_key_strings():
     assert key_strings([1, "a", b"b"]).tolist() == ["1", "a", "b"]
     with pytest.raises(DataError, match="one value per row"):
         key_strings(np.zeros((2, 2)))
+
+
+def test_the_cli_writes_a_fleet_artifact_with_its_pooled_fallback(tmp_path):
+    from click.testing import CliRunner
+
+    from mleops.cli.main import main
+
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"store": np.repeat(["a", "b", "c"], 120),
+                       "units": rng.gamma(2.0, np.repeat([1.0, 2.0, 3.0], 120))})
+    df.to_parquet(tmp_path / "sales.parquet")
+    out = CliRunner().invoke(main, ["fit", str(tmp_path / "sales.parquet"), "--family",
+                                    "gamma", "--key-column", "store", "--model-dir",
+                                    str(tmp_path / "fleet"), "--unknown-key", "pooled"])
+    assert out.exit_code == 0, out.output
+    art = FleetArtifact.load(str(tmp_path / "fleet"))
+    assert art.unknown_key == "pooled" and len(art) == 3
+    pooled = mleops.fit(df.units.to_numpy(), "gamma")
+    assert art.pooled == pytest.approx(dict(pooled.params))
+    bad = CliRunner().invoke(main, ["fit", str(tmp_path / "sales.parquet"), "--family",
+                                    "gamma", "--column", "units", "--model-dir",
+                                    str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "needs --key-column" in bad.output

@@ -12,7 +12,8 @@ SHOWN = 10
 
 def fit_fleet_cmd(data: str, family: str, keys: list[str], *, column, censor_column,
                   weights_column, threshold, k, method: str, as_json: bool, output,
-                  refused: list[str]) -> None:
+                  refused: list[str], model_dir: str | None = None,
+                  unknown_key: str = "reject") -> None:
     """Read DATA, fit ``family`` per key, print a per-key summary (or one JSON document)."""
     from mleops.errors import DataError
     from mleops.fit import fit_fleet
@@ -25,6 +26,9 @@ def fit_fleet_cmd(data: str, family: str, keys: list[str], *, column, censor_col
     fleet = fit_fleet(table, family, key=keys, column=column, event=censor_column,
                       weights=weights_column, method="newton" if method == "auto" else method,
                       **options)
+    if model_dir:
+        save_fleet(fleet, table, model_dir, family=family, column=column, event=censor_column,
+                   weights=weights_column, options=options, unknown_key=unknown_key)
     doc = fleet.to_dict() if as_json or output else None  # every key
     if output:
         from mleops.storage import write_text
@@ -37,3 +41,21 @@ def fit_fleet_cmd(data: str, family: str, keys: list[str], *, column, censor_col
         if (bad := len(fleet) - fleet.status_counts().get("converged", 0)):
             click.echo(f"warning: {bad} of {len(fleet)} keys not converged or not fitted "
                        "(see status)", err=True)
+
+
+def save_fleet(fleet, table, model_dir: str, *, family, column, event, weights, options,
+               unknown_key: str) -> str:
+    """Write the fleet artifact; with ``unknown_key="pooled"`` also fit every key's rows as
+    one model, the answer for keys the fleet has no model for."""
+    from mleops.fit import fit
+    from mleops.fleet_artifact import FleetArtifact
+
+    pooled = None
+    if unknown_key == "pooled":
+        col = lambda name: None if name is None else table.column(name).to_numpy()  # noqa: E731
+        if column is None:  # fit_fleet took the only column no role claims
+            column = next(c for c in table.column_names
+                          if c not in {*fleet.key_names, event, weights})
+        pooled = fit(col(column), family, event=col(event), weights=col(weights), **options)
+    return FleetArtifact.from_fleet(fleet, pooled=pooled, unknown_key=unknown_key).save(
+        model_dir)

@@ -71,8 +71,15 @@ def main() -> None:
               "(512MB, 2GB); default: streamed only when the data would not fit in memory.")
 @click.option("--key-column", "key_columns", multiple=True,
               help="Fit one model per key (a fleet); repeat for a composite key.")
+@click.option("--model-dir", type=click.Path(file_okay=False),
+              help="With --key-column: write the fleet artifact (fleet.json + fleet.parquet) "
+                   "here, what `mleops serve --model-dir` serves.")
+@click.option("--unknown-key", type=click.Choice(["reject", "pooled"]), default="reject",
+              show_default=True, help="With --model-dir: what the fleet answers for a key it "
+              "has no model for: a clear error, or the pooled fit over every key's rows.")
 def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_column, k,
-            method, as_json, distributed, output, max_memory, key_columns) -> None:
+            method, as_json, distributed, output, max_memory, key_columns, model_dir,
+            unknown_key) -> None:
     """Fit FAMILY to a column of DATA (CSV/Parquet file, Parquet directory, s3:// gs:// URI);
     with --key-column, one model per key."""
     if key_columns:
@@ -83,7 +90,12 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
         return fit_fleet_cmd(data, family, list(key_columns), column=column,
                              censor_column=censor_column, weights_column=weights_column,
                              threshold=threshold, k=k, method=method, as_json=as_json,
-                             output=output, refused=[o for o, v in refused.items() if v])
+                             output=output, model_dir=model_dir, unknown_key=unknown_key,
+                             refused=[o for o, v in refused.items() if v])
+    if model_dir:
+        from mleops.errors import DataError
+
+        raise DataError("--model-dir writes a fleet artifact: it needs --key-column")
     from mleops.batches import parse_size
     from mleops.columns import fit_table
     from mleops.fit.sharded import initialize_distributed

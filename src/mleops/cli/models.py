@@ -55,3 +55,59 @@ def promote_cmd(name, version, alias, force, tracking_uri) -> None:
 def rollback_cmd(name, tracking_uri) -> None:
     """Champion back to the previous champion."""
     click.echo(json.dumps(_registry(tracking_uri).rollback(name), default=str))
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--version", default=None, help="A version number (default: the --alias).")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--keys", "show_keys", is_flag=True,
+              help="For a fleet: the per-key table (key, rows, parameters, status, lineage).")
+@_uri
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(name, version, alias, show_keys, tracking_uri, as_json) -> None:
+    """One version of NAME: its aliases and tags; with --keys, a fleet's per-key table."""
+    from mleops.errors import DataError
+
+    reg = _registry(tracking_uri)
+    rows = reg.list_versions(name)
+    if not rows:
+        raise DataError(f"no registered model {name!r} (or it has no versions)")
+    if version is None:
+        version = next((r["version"] for r in rows if alias in r["aliases"]), None)
+        if version is None:
+            raise DataError(f"model {name!r} has no alias {alias!r}; pass --version")
+    row = next((r for r in rows if r["version"] == str(version)), None)
+    if row is None:
+        raise DataError(f"model {name!r} has no version {version!r}")
+    doc = {k: row[k] for k in ("version", "aliases", "run_id", "status", "tags")}
+    fleet = None
+    if show_keys:
+        found = reg.load_fleet(name, version)
+        if found is None:
+            raise DataError(f"model {name!r} version {version} not found")
+        fleet = found[1]
+        table = fleet.to_table().to_pandas()
+        doc["keys"] = json.loads(table.to_json(orient="records"))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    click.echo(f"{name} v{doc['version']} aliases={','.join(doc['aliases']) or '-'} "
+               f"run={doc['run_id']}")
+    for k, v in sorted(doc["tags"].items()):
+        click.echo(f"  {k} = {v}")
+    if fleet is not None:
+        click.echo(_key_table(fleet))
+
+
+def _key_table(fleet) -> str:
+    """Every key, one line each (a fleet of 10,000 keys prints 10,000 lines: pipe it)."""
+    head = (f"{'key':<24}{'n_obs':>8}" + "".join(f"{n:>14}" for n in fleet.param_names)
+            + f"  {'status':<16}{'source_version':>14}")
+    lines = [head]
+    for i, key in enumerate(fleet.key_tuples()):
+        lines.append(f"{'/'.join(key)[:23]:<24}{int(fleet.n_obs[i]):>8}"
+                     + "".join(f"{v:>14.6g}" for v in fleet.params[i])
+                     + f"  {str(fleet.status[i])[:15]:<16}"
+                     + f"{str(fleet.source_version[i]) or '(this)':>14}")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from typing import Any
 
 import mlflow
@@ -129,7 +130,10 @@ def log_code_model(run_id: str, code_text: str, artifacts: dict[str, str], workd
     quiet, logger = _NoSignatureNoise(), logging.getLogger("mlflow.pyfunc")
     logger.addFilter(quiet)
     try:
-        with mlflow.start_run(run_id=run_id, nested=True), _only_our_packages():
+        with mlflow.start_run(run_id=run_id, nested=True), _only_our_packages(), \
+                warnings.catch_warnings():
+            # an input example would make MLflow load and run the model while logging it
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=code, artifacts=artifacts, signature=signature,
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"mleops=={__version__}"])
