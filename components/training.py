@@ -22,11 +22,13 @@ component = dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 @component
 def ingest(data_uri: str, data_hash: str, code_version: str, family: str, column: str,
            censor_column: str, weights_column: str, covariates: str, time_column: str,
-           threshold: float, components: int, dataset: Output[Dataset]) -> NamedTuple("IngestOut", data_hash=str, n_rows=int):
+           key_column: str, threshold: float, components: int,
+           dataset: Output[Dataset]) -> NamedTuple("IngestOut", data_hash=str, n_rows=int):
     from mleops.pipeline import steps
     from mleops.pipeline.dataset import ColumnSpec
 
-    spec = ColumnSpec.from_params(column, censor_column, weights_column, covariates, time_column)
+    spec = ColumnSpec.from_params(column, censor_column, weights_column, covariates, time_column,
+                                  key_column)
     meta = steps.ingest(data_uri, dataset.path, family=family, spec=spec, expect_hash=data_hash,
                         threshold=threshold, k=components)
     dataset.metadata.update({"data_hash": meta["data_hash"], "n_rows": meta["n_rows"]})
@@ -69,7 +71,8 @@ def train(train_data: Input[Dataset], code_version: str, family: str, threshold:
     art = steps.train(train_data.path, model.path, family=family, threshold=threshold,
                       k=components, method=method, seed=seed, trainjob=job,
                       max_memory=max_memory)
-    model.metadata.update({"family": art.family["name"], "params": art.params,
+    params = art.params if isinstance(art.params, dict) else {"keys": len(art)}  # a fleet
+    model.metadata.update({"family": art.family["name"], "params": params,
                            "device": art.metadata.get("device", ""),
                            "trainjob": art.metadata.get("trainjob", ""),
                            "code_version": code_version})
@@ -91,14 +94,14 @@ def evaluate(model: Input[Model], heldout: Input[Dataset], tracking_uri: str, mo
 @component
 def gate(scores: Input[Artifact], tolerance: float, confidence: float, test: str,
          ks_max: float, coverage_tol: float, ece_max: float, on_inconclusive: str,
-         decision: Output[Artifact], report: Output[HTML]) -> bool:
+         fleet_fdr: float, decision: Output[Artifact], report: Output[HTML]) -> bool:
     from mleops.gate import GateConfig
     from mleops.pipeline import steps
 
     cfg = GateConfig(tolerance=tolerance, confidence=confidence, test=test, ks_max=ks_max,
                      coverage_tol=coverage_tol, ece_max=ece_max,
                      on_inconclusive=on_inconclusive)
-    out = steps.gate(scores.path, decision.path, report.path, config=cfg)
+    out = steps.gate(scores.path, decision.path, report.path, config=cfg, fleet_fdr=fleet_fdr)
     decision.metadata.update({"passed": out["passed"], "reasons": out["reasons"]})
     return bool(out["passed"])
 

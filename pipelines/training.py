@@ -33,6 +33,8 @@ def training_pipeline(
     weights_column: str = "",
     covariates: str = "",
     time_column: str = "",
+    key_column: str = "",
+    fleet_fdr: float = 0.05,
     threshold: float = 0.0,
     components: int = 0,
     method: str = "auto",
@@ -75,7 +77,8 @@ def training_pipeline(
     ing = c.ingest(data_uri=data_uri, data_hash=data_hash, code_version=code_version,
                    family=family, column=column,
                    censor_column=censor_column, weights_column=weights_column,
-                   covariates=covariates, time_column=time_column, threshold=threshold,
+                   covariates=covariates, time_column=time_column, key_column=key_column,
+                   threshold=threshold,
                    components=components)
     spl = c.split(dataset=ing.outputs["dataset"], validation_data_uri=validation_data_uri,
                   validation_data_hash=validation_data_hash, code_version=code_version,
@@ -99,7 +102,8 @@ def training_pipeline(
     gt = c.gate(scores=ev.outputs["scores"], tolerance=gate_tolerance,
                 confidence=gate_confidence, test=gate_test, ks_max=gate_ks_max,
                 coverage_tol=gate_coverage_tol, ece_max=gate_ece_max,
-                on_inconclusive=gate_on_inconclusive).set_caching_options(False)
+                on_inconclusive=gate_on_inconclusive,
+                fleet_fdr=fleet_fdr).set_caching_options(False)
     common = dict(model=trn.outputs["model"], scores=ev.outputs["scores"],
                   decision=gt.outputs["decision"], report=gt.outputs["report"],
                   heldout=spl.outputs["heldout"], tracking_uri=tracking_uri, model_name=model_name, run_tag=run_tag,

@@ -39,12 +39,14 @@ class ColumnSpec:
     weights_column: str = ""
     covariates: list[str] = field(default_factory=list)
     time_column: str = ""  # orders rows for a time-ordered split
+    key_columns: list[str] = field(default_factory=list)  # a fleet: one model per key
 
     @classmethod
     def from_params(cls, column="", censor_column="", weights_column="", covariates="",
-                    time_column="") -> ColumnSpec:
+                    time_column="", key_column="") -> ColumnSpec:
         return cls(column or "", censor_column or "", weights_column or "",
-                   split_names(covariates or None), time_column or "")
+                   split_names(covariates or None), time_column or "",
+                   split_names(key_column or None))
 
 
 @dataclass
@@ -64,7 +66,8 @@ def response_column(names, spec: ColumnSpec) -> str:
     """The response: as given, else the only column no other role claims."""
     if spec.column:
         return spec.column
-    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates}
+    claimed = {spec.censor_column, spec.weights_column, spec.time_column, *spec.covariates,
+               *spec.key_columns}
     left = [c for c in names if c not in claimed - {""}]
     if len(left) != 1:
         raise DataError(f"choose the response with --column; candidates: {', '.join(left)}")

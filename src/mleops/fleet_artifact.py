@@ -180,10 +180,9 @@ class FleetArtifact:
         return art
 
     # --- lookup and scoring ---------------------------------------------------------------
-    def rows_of(self, keys: list) -> np.ndarray:
-        """Table row of each request row's key (-1: the pooled fit answers for it).
-
-        ``keys``: one array of key values per key column, request rows long."""
+    def positions(self, keys: list) -> np.ndarray:
+        """Table row of each request row's key; -1 where it has no usable estimate (absent,
+        not fitted, not converged). Never raises for an unknown key: the gate uses it."""
         import pandas as pd
 
         if len(keys) != len(self.key_names):
@@ -197,14 +196,24 @@ class FleetArtifact:
         at = np.asarray(self._index.get_indexer(probe), np.int64)
         ok = at >= 0
         ok[ok] = self.servable[at[ok]]
+        return np.where(ok, at, -1)
+
+    def rows_of(self, keys: list) -> np.ndarray:
+        """Table row of each request row's key (-1: the pooled fit answers for it).
+
+        ``keys``: one array of key values per key column, request rows long."""
+        at = self.positions(keys)
+        ok = at >= 0
         if not ok.all():
             if self.unknown_key == "pooled":
-                return np.where(ok, at, -1)
+                return at
+            cols = [key_strings(k) for k in keys]
             bad = list(dict.fromkeys("/".join(c[i] for c in cols)
                                      for i in np.flatnonzero(~ok)))
             why = {True: "has no usable estimate", False: "is not in this fleet"}
             first = bad[0]
-            known = at[np.flatnonzero(~ok)[0]] >= 0
+            known = tuple(c[int(np.flatnonzero(~ok)[0])] for c in cols) in set(
+                self.key_tuples())
             raise DataError(f"{len(bad)} unknown key(s) in {self.key_names}: "
                             f"{', '.join(map(repr, bad[:MAX_NAMED]))}"
                             f"{' ...' if len(bad) > MAX_NAMED else ''} ({first!r} "

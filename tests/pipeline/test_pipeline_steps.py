@@ -76,13 +76,14 @@ def test_held_out_rows_the_champion_trained_on_are_found(rng):
 
 
 class _Registry:
-    """What the deploy step asks of the registry: the champion and where a version lies."""
+    """What the deploy step asks of the registry: the versions (the champion's alias) and
+    where a version lies."""
 
     def __init__(self, uri=None):
         pass
 
-    def champion(self, name):
-        return ("1", None)
+    def list_versions(self, name):
+        return [{"version": "1", "aliases": ["champion"]}, {"version": "2", "aliases": []}]
 
     def download_uri(self, name, version):
         return f"s3://mlops-bucket/mlartifacts/1/models/m-{version}"

@@ -42,6 +42,12 @@ PIPELINE_RUN = [
     click.option("--weights-column", default=""),
     click.option("--covariates", default="", help="Comma-separated covariate columns."),
     click.option("--time-column", default="", help="Orders rows for --time-ordered splits."),
+    click.option("--key-column", "key_column", multiple=True,
+                 help="A fleet: one model per key of this column (repeat for a composite "
+                      "key), fitted, gated key by key and registered as one version."),
+    click.option("--fdr", "fleet_fdr", type=float, default=0.05, show_default=True,
+                 help="With --key-column: false discovery rate of the keys the gate finds "
+                      "worse (e-BH across keys); those keep the champion's parameters."),
     click.option("--time-ordered", is_flag=True, help="Hold out the latest rows instead of a random split."),
     click.option("--threshold", type=float, default=0.0, help="genpareto threshold."),
     click.option("--components", type=int, default=0, help="gaussian mixture components."),
@@ -130,6 +136,7 @@ def split_pipeline_run(params: dict) -> tuple[dict, dict]:
 
     p = dict(params)
     p.pop("as_json", None)
+    p["key_column"] = ",".join(p.get("key_column") or ())
     url, root, no_cache = p.pop("host"), p.pop("pipeline_root"), p.pop("no_cache")
     given = {k: p.pop(k) for k in (*_HOST_ONLY, "token_file", "timeout")}
     if not url and (used := [k for k in _HOST_ONLY if given[k]]):

@@ -36,6 +36,9 @@ class Table:
     features: tuple[str, ...] = ()
     order: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    #: a fleet's key columns (strings, one array per column) and their names
+    keys: tuple[np.ndarray, ...] = ()
+    key_names: tuple[str, ...] = ()
 
     @property
     def n(self) -> int:
@@ -44,7 +47,8 @@ class Table:
     def take(self, idx: np.ndarray) -> Table:
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
         return Table(self.x[idx], pick(self.event), pick(self.weight), pick(self.X),
-                     self.features, pick(self.order), dict(self.meta))
+                     self.features, pick(self.order), dict(self.meta),
+                     tuple(k[idx] for k in self.keys), self.key_names)
 
 
 def load_source(uri: str, spec: ColumnSpec, family: str, *, threshold: float | None = None,
@@ -66,7 +70,20 @@ def load_source(uri: str, spec: ColumnSpec, family: str, *, threshold: float | N
     source = uri if is_remote(uri) else os.path.abspath(uri.removeprefix("file://"))
     meta = {"source": source, "data_hash": loaded.sha256, "files": loaded.files,
             "response": c.response, "spec": asdict(spec), "n_rows": int(x.shape[0])}
-    return Table(x, event, weight, X, features, c.order, meta)
+    keys = tuple(_key_column(loaded, name, what, uri) for name in spec.key_columns)
+    return Table(x, event, weight, X, features, c.order, meta, keys, tuple(spec.key_columns))
+
+
+def _key_column(loaded, name: str, what: str, uri: str) -> np.ndarray:
+    from mleops.fleet_artifact import key_strings
+
+    if name not in loaded.table.column_names:
+        raise DataError(f"{what} {uri}: key column {name!r} not found; available columns: "
+                        f"{', '.join(loaded.table.column_names)}")
+    try:
+        return key_strings(loaded.table.column(name).to_pylist())
+    except DataError as e:
+        raise DataError(f"{what} {uri}: key column {name!r}: {e}") from None
 
 
 def check_validation(t: Table, uri: str) -> Table:
@@ -91,8 +108,11 @@ def write_table(t: Table, path: str) -> None:
     for j, name in enumerate(t.features):
         if name != "const":
             cols[f"cov:{name}"] = t.X[:, j]
+    for name, values in zip(t.key_names, t.keys):
+        cols[f"key:{name}"] = pa.array(values.tolist(), pa.string())
     tab = pa.table(cols).replace_schema_metadata(
-        {"mleops": json.dumps({**t.meta, "features": list(t.features)})})
+        {"mleops": json.dumps({**t.meta, "features": list(t.features),
+                               "key_names": list(t.key_names)})})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     pq.write_table(tab, path)
 
@@ -108,11 +128,12 @@ def read_dataset(path: str) -> Table:
 
     cols = {n: arrow_to_numpy(tab.column(n)) for n in tab.column_names}
     features = tuple(meta.pop("features", ()))
+    key_names = tuple(meta.pop("key_names", ()))
     X = None
     if features:
         X = np.column_stack([np.ones(tab.num_rows)] + [cols[f"cov:{f}"] for f in features[1:]])
     return Table(cols["x"], cols.get("event"), cols.get("weight"), X, features,
-                 cols.get("order"), meta)
+                 cols.get("order"), meta, tuple(cols[f"key:{k}"] for k in key_names), key_names)
 
 
 def split_indices(n: int, *, seed: int, holdout_fraction: float, time_ordered: bool,

@@ -53,6 +53,8 @@ class RunRequest:
     weights_column: str = ""
     covariates: str = ""
     time_column: str = ""
+    key_column: str = ""  # comma-separated: a fleet, one model per key (fleet_steps)
+    fleet_fdr: float = 0.05  # a fleet's gate: false discovery rate of "worse" keys
     threshold: float = 0.0
     components: int = 0
     seed: int = 0
@@ -90,8 +92,10 @@ class RunRequest:
         if not self.model_name:
             raise DataError("a model name is required")
         spec = ColumnSpec.from_params(self.column, self.censor_column, self.weights_column,
-                                      self.covariates, self.time_column)
+                                      self.covariates, self.time_column, self.key_column)
         opts = family_options(self.family, self.threshold, self.components)
+        if spec.key_columns:
+            self.check_fleet(spec)
         t = load_source(self.data_uri, spec, self.family, what="training data", **opts)
         self.data_hash = t.meta["data_hash"]
         if self.validation_data_uri:
@@ -119,6 +123,21 @@ class RunRequest:
             options=opts, spec=asdict(spec), seed=self.seed,
             holdout=None if self.validation_data_uri else [self.holdout_fraction,
                                                           self.time_ordered])
+
+    def check_fleet(self, spec: ColumnSpec) -> None:
+        """What a fleet run (``key_column``) cannot do yet fails now, not in a task."""
+        from mleops.gate import FleetGateConfig
+
+        refused = {"--covariates": spec.covariates, "--trainjob-min-bytes":
+                   self.trainjob_min_bytes, "--train-max-memory": self.train_max_memory,
+                   "--gate-test bootstrap": self.gate_test == "bootstrap"}
+        if used := [k for k, v in refused.items() if v]:
+            raise DataError(f"{', '.join(used)} cannot be combined with --key-column (a "
+                            "fleet) yet")
+        try:
+            FleetGateConfig(fdr=self.fleet_fdr)
+        except ValueError as e:
+            raise DataError(str(e).replace("FleetGateConfig.fdr", "--fdr")) from None
 
     def trainjob(self) -> TrainJobSettings:
         """The train step's TrainJob settings (what the train component builds)."""

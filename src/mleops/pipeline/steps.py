@@ -14,6 +14,7 @@ import numpy as np
 
 from mleops.artifact import ModelArtifact
 from mleops.errors import DataError
+from mleops.fleet_artifact import FleetArtifact
 from mleops.pipeline.dataset import (
     ColumnSpec,
     Table,
@@ -24,8 +25,22 @@ from mleops.pipeline.dataset import (
     write_table,
 )
 from mleops.pipeline.failure import reports_failure
+from mleops.pipeline.fleet_steps import (
+    evaluate_fleet,
+    fleet_metrics,
+    gate_fleet,
+    is_fleet,
+    merged_fleet,
+    train_fleet,
+)
 from mleops.pipeline.provenance import GIT_COMMIT_ENV
-from mleops.pipeline.regate import note_overlap, regate, register_regated, score_champion
+from mleops.pipeline.regate import (
+    ChampionKeptMoving,
+    note_overlap,
+    regate,
+    register_regated,
+    score_champion,
+)
 from mleops.pipeline.trainjob import TrainJobSettings, check_plan, fit_on_trainjob, needs_trainjob
 
 SCORES_FILE = "scores.npz"
@@ -104,6 +119,9 @@ def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=Non
 
     opts = family_options(family, threshold, k)
     meta = table_meta(train_path)
+    if meta.get("key_names"):  # a fleet: one model per key (fleet_steps)
+        return train_fleet(read_dataset(train_path), model_dir, family=family, options=opts,
+                           method=method, meta=meta)
     extra: dict = {}
     on_job = trainjob is not None and needs_trainjob(meta.get("source", ""), trainjob.min_bytes)
     source = None if on_job else streamed_source(train_path, family, max_memory)
@@ -140,7 +158,9 @@ def write_metrics(artifact, metrics: dict[str, float]) -> None:
         json.dump(metrics, f, indent=2)
 
 
-def fit_metrics(art: ModelArtifact) -> dict[str, float]:
+def fit_metrics(art) -> dict[str, float]:
+    if isinstance(art, FleetArtifact):
+        return fleet_metrics(art)
     return {"train_loglik": art.loglik, "train_n": float(art.n_obs),
             "fit_iterations": float(art.iterations), "fit_converged": float(art.converged)}
 
@@ -152,8 +172,12 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
     plus calibration of the candidate. Writes scores.npz and calibration.json."""
     from mleops.gate.calibration import calibration, heldout_loglik, summary_metrics
 
-    art = ModelArtifact.load(model_dir)
     held = read_dataset(heldout_path)
+    if is_fleet(model_dir):
+        return evaluate_fleet(model_dir, held, out_dir, tracking_uri=tracking_uri,
+                              model_name=model_name, seed=seed, scores_file=SCORES_FILE,
+                              calib_file=CALIB_FILE)
+    art = ModelArtifact.load(model_dir)
     rows = art.modeled_rows(held.x, event=held.event, X=held.X)
     cand = heldout_loglik(art, rows["x"], event=rows["event"], X=rows["X"])
     calib = calibration(art, rows["x"], event=rows["event"], X=rows["X"], seed=seed)
@@ -184,13 +208,17 @@ def load_scores(scores_dir: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
     with np.load(os.path.join(scores_dir, SCORES_FILE), allow_pickle=False) as z:
         cand = z["candidate"]
         champ = z["champion"] if "champion" in z.files else None
+        keys = z["keys"] if "keys" in z.files else None
     with open(os.path.join(scores_dir, CALIB_FILE)) as f:
         info = json.load(f)
+    if keys is not None:
+        info["row_keys"] = keys  # a fleet's: each row's key
     return cand, champ, info
 
 
 @reports_failure("gate")
-def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dict:
+def gate(scores_dir: str, decision_dir: str, report_html: str, *, config,
+         fleet_fdr: float = 0.05) -> dict:
     """Paired held-out likelihood comparison + calibration decision.
 
     Writes ``decision_dir``/{decision.json, pit.png} and the self-contained HTML report (the
@@ -200,6 +228,9 @@ def gate(scores_dir: str, decision_dir: str, report_html: str, *, config) -> dic
     from mleops.gate.report import write_report
 
     cand, champ, info = load_scores(scores_dir)
+    if info.get("fleet"):
+        return gate_fleet(cand, champ, info["row_keys"], info, decision_dir, report_html,
+                          config=config, fdr=fleet_fdr, decision_file=DECISION_FILE)
     decision = decide(cand, champ, info["calibration"], config)
     note_overlap(decision, info.get("champion_train_overlap"))
     # the configuration goes with the decision: a re-gate (regate.py) decides the same way
@@ -237,7 +268,8 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
         RegistryError,
     )
 
-    art = ModelArtifact.load(model_dir)
+    fleet = is_fleet(model_dir)
+    art = FleetArtifact.load(model_dir) if fleet else ModelArtifact.load(model_dir)
     cand, _, info = load_scores(scores_dir)
     with open(os.path.join(decision_dir, DECISION_FILE)) as f:
         decision = json.load(f)
@@ -258,14 +290,26 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
         shutil.copy(os.path.join(decision_dir, name), report_dir)
     run_params = {**params, "family": art.family["name"],
                   "data_hash": art.metadata.get("data_hash", "")}
-    run_id = reg.log_training_run(experiment=model_name, params=run_params, metrics=metrics,
-                                  artifact=art, report_dir=report_dir, tags=tags,
-                                  registered=register)
+    if fleet:  # the version is the merge the gate decided, tagged with both parents
+        logged = merged_fleet(model_dir, decision, reg, model_name) if register else art
+        lineage.update(logged.digests())
+        lineage["mleops.fleet.parent_champion"] = decision.get("champion_version", "")
+        run_id = reg.log_fleet_run(experiment=model_name, params=run_params, metrics=metrics,
+                                   fleet=logged, report_dir=report_dir, tags=tags,
+                                   registered=register)
+    else:
+        run_id = reg.log_training_run(experiment=model_name, params=run_params,
+                                      metrics=metrics, artifact=art, report_dir=report_dir,
+                                      tags=tags, registered=register)
     # The decision itself is an artifact of the run (every number behind it).
     reg.log_dict(run_id, decision, "gate/decision.json")
     version, decisions = None, [decision]
     if register:
         def again(champion: str) -> dict:
+            if fleet:  # its merge was built against the old champion: not re-gated here
+                raise ChampionKeptMoving(
+                    f"the champion of {model_name!r} moved (to {champion or 'none'}) since "
+                    f"this fleet was gated and merged: not registered; re-run the pipeline")
             if not heldout_path:
                 raise RegistryError(f"the champion of {model_name!r} moved since the gate "
                                     f"and no held-out rows were given to re-gate on")
@@ -304,8 +348,9 @@ def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: s
     from mleops.registry import Registry
 
     reg = Registry(tracking_uri or None)
-    found = reg.champion(model_name)
-    champion = found[0] if found else version
+    # the champion's number only (a fleet version has no model.json to fetch)
+    champion = next((v["version"] for v in reg.list_versions(model_name)
+                     if "champion" in v["aliases"]), None) or version
     canary = version if version != champion else None
     try:
         model_artifact_uri(reg, model_name, champion,

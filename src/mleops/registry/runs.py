@@ -118,7 +118,8 @@ class Runs:
         return run_id
 
     def log_fleet_run(self, *, experiment: str, params: dict, metrics: dict, fleet,
-                      tags: dict | None = None, registered: bool = False) -> str:
+                      report_dir: str | None = None, tags: dict | None = None,
+                      registered: bool = False) -> str:
         """Record a fleet (a :class:`~mleops.fleet_artifact.FleetArtifact`) as one run: the
         fleet's table under ``fleet/``, its digests as tags, and a pyfunc scoring rows by key.
         """
@@ -147,6 +148,8 @@ class Runs:
                         model_id = log_code_model(run_id, fleet_pyfunc.CODE, {"fleet": path},
                                                   tmp, signature=fleet_pyfunc.signature(fleet))
                     self._call(self.client.log_artifacts, run_id, path, "fleet")
+                if report_dir is not None:
+                    self._call(self.client.log_artifacts, run_id, report_dir, "report")
                 self._call(self.client.set_tag, run_id, MODEL_ID_TAG, model_id)
                 self._call(self.client.set_terminated, run_id, "FINISHED")
             except BaseException:
