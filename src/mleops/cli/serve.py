@@ -11,8 +11,13 @@ PROTOCOLS = click.Choice(["v1", "v2"])
 
 
 @click.command("serve")
-@click.option("--model-uri", required=True,
-              help="Directory with model.json, or models:/NAME@ALIAS, models:/NAME/VERSION.")
+@click.option("--model-uri", default=None,
+              help="Directory with model.json (or a fleet's fleet.json), or "
+                   "models:/NAME@ALIAS, models:/NAME/VERSION (a registered fleet version is "
+                   "served as one model, each request row carrying its key).")
+@click.option("--model-dir", default=None, type=click.Path(file_okay=False),
+              help="A local model directory (model.json, or a fleet's fleet.json + "
+                   "fleet.parquet); instead of --model-uri.")
 @click.option("--protocol", type=PROTOCOLS, default="v1", show_default=True,
               help="v1: Seldon Core's protocol (seldon-core server, its own venv); v2: the "
                    "Open Inference Protocol on KServe's ModelServer (REST and gRPC).")
@@ -25,11 +30,14 @@ PROTOCOLS = click.Choice(["v1", "v2"])
               help="Largest payload accepted (rows); larger gets HTTP 413.")
 @click.option("--threads", type=int, default=4, show_default=True,
               help="Request threads of the v1 server (the compiled kernels release the GIL).")
-def serve_cmd(model_uri, protocol, port, grpc_port, host, tracking_uri, max_rows,
+def serve_cmd(model_uri, model_dir, protocol, port, grpc_port, host, tracking_uri, max_rows,
               threads) -> None:
-    """Run a real model server for a model until interrupted; prints its URLs as one JSON
-    line once it is ready."""
+    """Run a real model server for a model (or a fleet) until interrupted; prints its URLs
+    as one JSON line once it is ready."""
     import signal
+
+    if (model_uri is None) == (model_dir is None):
+        raise click.UsageError("give one of --model-uri and --model-dir")
 
     from mleops.serving.model_dir import resolve_model_dir
     from mleops.serving.process import LocalServer, OipServer
@@ -38,7 +46,7 @@ def serve_cmd(model_uri, protocol, port, grpc_port, host, tracking_uri, max_rows
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    model_dir = resolve_model_dir(model_uri, tracking_uri=tracking_uri)
+    model_dir = resolve_model_dir(model_uri or model_dir, tracking_uri=tracking_uri)
     if protocol == "v2":
         server = OipServer(model_dir, host=host, http_port=port, grpc_port=grpc_port,
                            max_rows=max_rows, log_path="/dev/stderr")

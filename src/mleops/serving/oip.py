@@ -10,6 +10,13 @@ REST, or a comma-separated string, which gRPC's parameter types also carry); the
 tensor is named after what it holds. Every refusal is an :class:`OipError` with the HTTP
 status to answer (KServe maps it to gRPC ``INVALID_ARGUMENT``), checked before any tensor is
 built, so no request can make the server answer 500.
+
+A fleet (one model directory holding thousands of keyed models of one family) is served as
+ONE model: each row also carries its key, one ``BYTES`` tensor per key column named after it
+(shape ``[n]`` or ``[n, 1]``; JSON data a list of strings, gRPC ``bytes_contents`` or raw
+bytes). An integer tensor (``INT64`` ...) of keys is taken too, each value as its decimal
+string (the fleet matches keys as strings: store id 17 is the key ``"17"``); a floating-point
+or boolean key tensor is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from mleops.serving.service import (
 
 NUMERIC = ("FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32",
            "UINT16", "UINT8")
+INTEGER = tuple(t for t in NUMERIC if "INT" in t)
 
 
 class OipError(InvalidInput):
@@ -69,17 +77,21 @@ def _flat(data: Any) -> list:
     return out
 
 
+def _check_shape(name: str, shape: list, max_rows: int) -> None:
+    if not 1 <= len(shape) <= 2 or not all(isinstance(s, int) and s >= 1 for s in shape) or \
+            (len(shape) == 2 and shape[1] != 1):
+        raise OipError(f"input {name!r} has shape {shape}; expected [n] or [n, 1] with n >= 1")
+    if shape[0] > max_rows:
+        raise OipError(f"input {name!r} has {shape[0]} rows; the limit is {max_rows}", 413)
+
+
 def _tensor(inp, max_rows: int) -> np.ndarray:
     """One input tensor as a float64 column, after checking what it claims."""
     name, shape, dtype = inp.name, list(inp.shape or []), inp.datatype
     if dtype not in NUMERIC:
         raise OipError(f"input {name!r} has datatype {dtype}; numeric tensors only "
                        f"({', '.join(NUMERIC[:2])}, ...)")
-    if not 1 <= len(shape) <= 2 or not all(isinstance(s, int) and s >= 1 for s in shape) or \
-            (len(shape) == 2 and shape[1] != 1):
-        raise OipError(f"input {name!r} has shape {shape}; expected [n] or [n, 1] with n >= 1")
-    if shape[0] > max_rows:
-        raise OipError(f"input {name!r} has {shape[0]} rows; the limit is {max_rows}", 413)
+    _check_shape(name, shape, max_rows)
     data = inp.data
     if isinstance(data, list):  # JSON
         values = np.asarray(_flat(data), np.float64)
@@ -114,6 +126,79 @@ def request_columns(request: InferRequest, expected: list[str], max_rows: int
         raise OipError("inputs have different row counts: " +
                        ", ".join(f"{n}={c.size}" for n, c in zip(names, cols)))
     return np.column_stack(cols), names
+
+
+def _leaves(data: Any) -> list:
+    out, stack = [], [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list | tuple):
+            stack.extend(reversed(v))
+        else:
+            out.append(v)
+    return out
+
+
+def _key_tensor(inp, max_rows: int) -> np.ndarray:
+    """One key tensor as an array of strings (checked before anything is looked up)."""
+    name, shape, dtype = inp.name, list(inp.shape or []), inp.datatype
+    if dtype != "BYTES" and dtype not in INTEGER:
+        raise OipError(f"key input {name!r} has datatype {dtype}; keys are BYTES tensors (one "
+                       "string per row; integer tensors are read as decimal strings)")
+    _check_shape(name, shape, max_rows)
+    try:
+        data = inp.data
+        values = _leaves(data) if isinstance(data, list) else inp.as_numpy().ravel().tolist()
+    except Exception as e:  # wrong byte count, malformed length prefixes
+        raise OipError(f"key input {name!r} cannot be read as {dtype} {shape}: {e}") from None
+    if len(values) != shape[0]:
+        raise OipError(f"key input {name!r} has shape {shape} but {len(values)} value(s)")
+    out = []
+    for i, v in enumerate(values):
+        if dtype == "BYTES" and isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise OipError(f"key input {name!r}: row {i} is not UTF-8") from None
+        if dtype == "BYTES" and not isinstance(v, str):
+            raise OipError(f"key input {name!r} (BYTES) holds {type(v).__name__} {v!r} at row "
+                           f"{i}; send each key as a string")
+        if dtype != "BYTES":
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise OipError(f"key input {name!r} ({dtype}) holds {type(v).__name__} {v!r} "
+                               f"at row {i}; send integers, or strings as BYTES")
+            v = str(int(v))
+        out.append(v)
+    return np.array(out, dtype=object)
+
+
+def request_fleet_columns(request: InferRequest, key_names: list[str], max_rows: int
+                          ) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
+    """(rows x columns matrix, column names, one key array per key column) of a request to
+    a fleet: a key tensor per key column, ``x``, optional ``event``, all of one length."""
+    inputs = list(request.inputs or [])
+    takes = f"key input(s) {key_names} (BYTES) and 'x' (+ optional 'event')"
+    if not inputs:
+        raise OipError(f"request has no inputs; this fleet takes {takes}")
+    names = [i.name for i in inputs]
+    unknown = [n for n in names if n not in [*key_names, "x", "event"]]
+    if unknown or len(set(names)) != len(names):
+        what = f"unknown input(s) {unknown}" if unknown else f"repeated input names {names}"
+        raise OipError(f"{what}; this fleet takes {takes}")
+    if missing := [n for n in key_names if n not in names]:
+        raise OipError(f"request lacks key input(s) {missing}: this fleet is keyed by "
+                       f"{key_names}; send each as a BYTES tensor, one string per row")
+    if "x" not in names:
+        raise OipError(f"request lacks input(s) ['x']; this fleet takes {takes}")
+    keys = {i.name: _key_tensor(i, max_rows) for i in inputs if i.name in key_names}
+    numeric = [i for i in inputs if i.name not in key_names]
+    cols = [_tensor(i, max_rows) for i in numeric]
+    sizes = {**{i.name: c.size for i, c in zip(numeric, cols)},
+             **{n: k.size for n, k in keys.items()}}
+    if len(set(sizes.values())) != 1:
+        raise OipError("inputs have different row counts: " +
+                       ", ".join(f"{n}={sizes[n]}" for n in names))
+    return np.column_stack(cols), [i.name for i in numeric], [keys[k] for k in key_names]
 
 
 def request_options(parameters: Any) -> tuple[str, Any]:
@@ -153,9 +238,12 @@ class LikelihoodModel(Model):
         return self.service.model_version
 
     def get_input_types(self) -> list[dict]:
-        """``x``, ``event`` (optional; all rows observed without it), then covariates."""
-        return [{"name": n, "datatype": "FP64", "shape": [-1]}
-                for n in ["x", "event", *self.service.covariates]]
+        """A fleet's key tensor(s) (BYTES), then ``x``, ``event`` (optional; all rows observed
+        without it), then covariates."""
+        return [{"name": k, "datatype": "BYTES", "shape": [-1]}
+                for k in self.service.key_names] + [
+            {"name": n, "datatype": "FP64", "shape": [-1]}
+            for n in ["x", "event", *self.service.covariates]]
 
     def get_output_types(self) -> list[dict]:
         """One tensor, chosen by ``parameters.output``; quantiles has a column per level."""
@@ -168,8 +256,12 @@ class LikelihoodModel(Model):
         svc = self.service
         try:
             output, levels = request_options(payload.parameters)
-            X, names = request_columns(payload, ["x", *svc.covariates], svc.max_rows)
-            out, cols = svc.evaluate(X, names, output, levels)
+            if svc.key_names:  # a fleet: every row carries its key
+                X, names, keys = request_fleet_columns(payload, svc.key_names, svc.max_rows)
+                out, cols = svc.evaluate(X, names, output, levels, keys=keys)
+            else:
+                X, names = request_columns(payload, ["x", *svc.covariates], svc.max_rows)
+                out, cols = svc.evaluate(X, names, output, levels)
         except ServingError as e:
             raise OipError(str(e), e.status) from None
         except OipError:
@@ -206,4 +298,4 @@ class TotalsCollector:
 
 
 __all__ = ["LikelihoodModel", "OipError", "TotalsCollector", "VersionNotFound", "request_columns",
-           "request_options"]
+           "request_fleet_columns", "request_options"]

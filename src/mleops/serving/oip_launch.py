@@ -9,6 +9,8 @@ refusal, and the likelihood totals on its ``/metrics`` (what KServe's scrape ann
 point at); gRPC messages are bounded by ``MLEOPS_MAX_BODY_BYTES``. One worker process: the
 totals live in it, so the metrics are exact. The name and version come from
 ``$MLEOPS_MODEL_NAME`` / ``$MLEOPS_MODEL_VERSION``, else ``serving.json`` in the directory.
+A directory holding a fleet (``fleet.json`` + ``fleet.parquet``) is served the same way, as
+one model whose requests carry a BYTES key tensor per key column (see :mod:`.oip`).
 """
 
 from __future__ import annotations

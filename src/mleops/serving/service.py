@@ -4,6 +4,10 @@ Validates the payload (shape, dtype, finiteness, support, size), evaluates the m
 same kernels the fit used, and keeps the running totals the Prometheus metrics export
 (rows, requests, sum of per-row log-likelihood, rows outside the support), so a dashboard or
 a canary controller can compute the live average log-likelihood per model version.
+
+A directory holding a fleet (``fleet.json`` + ``fleet.parquet``: thousands of keyed models of
+one family) is served the same way as ONE model: each request row carries its key, and
+:mod:`mleops.serving.fleet` evaluates the rows of all keys in one kernel call.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import numpy as np
 from mleops import failpoints
 from mleops.artifact import FILENAME, ModelArtifact
 from mleops.errors import DataError, MleopsError
+from mleops.families import Family, get_family
+from mleops.fleet_artifact import HEADER as FLEET_HEADER
+from mleops.fleet_artifact import TABLE as FLEET_TABLE
 from mleops.serving.contract import OUTPUTS, ContractError, Limits, options
 
 TINY = float(np.finfo(np.float64).tiny)  # below it (subnormals) XLA on CPU flushes to zero
@@ -60,13 +67,20 @@ class LikelihoodService:
         self.max_rows = self.limits.max_rows
         self.model_name, self.model_version = model_name, model_version
         self.artifact: ModelArtifact | None = None
+        self.fleet = None  # a FleetArtifact when the directory holds a fleet
         self.totals = Totals()
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
     def load(self) -> None:
-        """Read model.json (never pickle) and warm the compiled kernels."""
-        self.artifact = ModelArtifact.load(self.model_dir)
+        """Read model.json, or fleet.json + fleet.parquet (never pickle), and warm the
+        compiled kernels."""
+        if os.path.exists(os.path.join(self.model_dir, FLEET_HEADER)):
+            from mleops.fleet_artifact import FleetArtifact
+
+            self.fleet = FleetArtifact.load(self.model_dir)
+        else:
+            self.artifact = ModelArtifact.load(self.model_dir)
         info_path = os.path.join(self.model_dir, SERVING_INFO)
         if os.path.exists(info_path):
             with open(info_path) as f:
@@ -75,14 +89,28 @@ class LikelihoodService:
             self.model_version = self.model_version or str(info.get("version", ""))
         # a bare model directory is named after itself (what an OIP client addresses)
         self.model_name = (self.model_name or os.path.basename(os.path.normpath(self.model_dir))
-                           or self.artifact.family["name"])
+                           or self.fam.name)
         self.model_version = self.model_version or "local"
+        if self.fleet is not None:
+            from mleops.serving import fleet
+
+            fleet.warm(self)
+            return
         warm = np.full((1, 1 + len(self.covariates)), self._inside_value())
         self.evaluate(warm, None, "loglik", record=False)
 
     @property
     def ready(self) -> bool:
-        return self.artifact is not None
+        return self.artifact is not None or self.fleet is not None
+
+    @property
+    def fam(self) -> Family:
+        return self.artifact.fam if self.artifact is not None else get_family(self.fleet.family)
+
+    @property
+    def key_names(self) -> list[str]:
+        """The key columns every request row carries (a fleet's); [] for one model."""
+        return list(self.fleet.key_names) if self.fleet is not None else []
 
     @property
     def covariates(self) -> list[str]:
@@ -143,12 +171,15 @@ class LikelihoodService:
         return cols
 
     def evaluate(self, X, names, output: str = "loglik", quantiles=None, *,
-                 record: bool = True) -> tuple[np.ndarray, list[str]]:
-        """Output rows for a payload; raises ServingError (4xx) on any bad input."""
+                 keys=None, record: bool = True) -> tuple[np.ndarray, list[str]]:
+        """Output rows for a payload; raises ServingError (4xx) on any bad input.
+
+        ``keys``: for a fleet, each row's key (one array per key column, or a dict by key
+        column name); a fleet refuses a payload without them, one model one with them."""
         if not self.ready:
             raise ServingError("model not loaded yet", status=503)
         try:
-            return self._evaluate(X, names, output, quantiles, record)
+            return self._evaluate(X, names, output, quantiles, record, keys)
         except (DataError, ContractError) as e:
             err = ServingError(str(e), getattr(e, "status", 400))
         except ServingError as e:
@@ -167,26 +198,27 @@ class LikelihoodService:
         with self._lock:
             self.totals.rejected += 1
 
-    def _evaluate(self, X, names, output, quantiles, record) -> tuple[np.ndarray, list[str]]:
+    def _evaluate(self, X, names, output, quantiles, record, keys=None
+                  ) -> tuple[np.ndarray, list[str]]:
         if output not in OUTPUTS:
             raise ServingError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
         if record:
             failpoints.fail("serving.evaluate")
         cols = self.columns(X, names)
         qs = options({"output": output, "quantiles": quantiles}, len(cols["x"]), self.limits)[1]
+        if self.fleet is not None:
+            from mleops.serving import fleet
+
+            return fleet.evaluate_rows(self, cols, keys, output, qs, record)
+        if keys is not None:
+            raise ServingError("this model is not a fleet: its rows take no key")
         art = self.artifact
         Xd = (np.column_stack([np.ones(len(cols["x"]))] + [cols[c] for c in self.covariates])
               if self.covariates else None)
         if output == "quantiles":
             out = np.column_stack([art.ppf(np.full(len(cols["x"]), q), Xd) for q in qs])
             return self._finite(out, cols["x"]), [f"q{q:g}" for q in qs]
-        outside = self._outside(cols["x"])
-        if outside.any():
-            with self._lock:
-                self.totals.outside_support += int(outside.sum())
-            i = int(np.flatnonzero(outside)[0])
-            raise ServingError(f"{int(outside.sum())} value(s) outside the support of "
-                               f"{art.fam.name}; first at row {i}: {float(cols['x'][i])!r}")
+        self._check_support(cols["x"])
         if output == "loglik":
             ll = self._finite(art.loglik_rows(cols["x"], event=cols.get("event"), X=Xd),
                               cols["x"])
@@ -196,6 +228,16 @@ class LikelihoodService:
         p = self._finite(art.cdf(cols["x"], Xd), cols["x"])
         return (p if output == "cdf" else 1.0 - p), [output]
 
+    def _check_support(self, x: np.ndarray) -> None:
+        """Refuse (and count) rows outside the family's support."""
+        outside = self._outside(x)
+        if outside.any():
+            with self._lock:
+                self.totals.outside_support += int(outside.sum())
+            i = int(np.flatnonzero(outside)[0])
+            raise ServingError(f"{int(outside.sum())} value(s) outside the support of "
+                               f"{self.fam.name}; first at row {i}: {float(x[i])!r}")
+
     def _finite(self, out: np.ndarray, x: np.ndarray) -> np.ndarray:
         """A valid response never holds NaN/inf: a value the model cannot evaluate to a
         finite number (an extreme tail in float64) is refused, never answered or counted."""
@@ -204,12 +246,12 @@ class LikelihoodService:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ServingError(f"{int(bad.sum())} row(s) have no finite result under "
-                               f"{self.artifact.fam.name} (too far in a tail for float64); "
+                               f"{self.fam.name} (too far in a tail for float64); "
                                f"first at row {i}: x={float(x[i])!r}", status=422)
         return out
 
     def _outside(self, x: np.ndarray) -> np.ndarray:
-        fam = self.artifact.fam
+        fam = self.fam
         return np.asarray([fam.check_support(np.array([v])) is not None for v in x]) \
             if fam.check_support(x) else np.zeros(x.shape, bool)
 
@@ -232,7 +274,29 @@ class LikelihoodService:
 def stage_model(artifact: ModelArtifact, target_dir: str, *, name: str, version: str) -> str:
     """Fill a local model directory the way Seldon's storage initializer would."""
     os.makedirs(target_dir, exist_ok=True)
+    _drop(target_dir, FLEET_HEADER, FLEET_TABLE)  # a fleet staged here before would win
     artifact.save(target_dir)
+    _serving_info(target_dir, name, version)
+    return os.path.join(target_dir, FILENAME)
+
+
+def stage_fleet(art, target_dir: str, *, name: str, version: str) -> str:
+    """A local model directory serving a fleet (a :class:`~mleops.fleet_artifact.
+    FleetArtifact`) as ONE model: fleet.json + fleet.parquet + serving.json. Returns the
+    directory."""
+    os.makedirs(target_dir, exist_ok=True)
+    _drop(target_dir, FILENAME)
+    art.save(target_dir)
+    _serving_info(target_dir, name, version)
+    return target_dir
+
+
+def _drop(target_dir: str, *files: str) -> None:
+    for f in files:
+        if os.path.exists(path := os.path.join(target_dir, f)):
+            os.remove(path)
+
+
+def _serving_info(target_dir: str, name: str, version) -> None:
     with open(os.path.join(target_dir, SERVING_INFO), "w") as f:
         json.dump({"name": name, "version": str(version)}, f)
-    return os.path.join(target_dir, FILENAME)

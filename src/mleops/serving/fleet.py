@@ -1,0 +1,130 @@
+"""Serving a fleet (thousands of keyed models of one family, one artifact) as ONE model.
+
+A staged fleet directory holds ``fleet.json`` + ``fleet.parquet`` (and ``serving.json`` with
+the registered name and version); :class:`~mleops.serving.service.LikelihoodService` detects
+it on load and answers requests whose rows each carry their key (one string per key column):
+
+* ``loglik``: one :meth:`FleetArtifact.loglik_rows` call for all rows, whatever the number of
+  keys they mix (one vmapped gather, the kernel the fit used);
+* ``cdf`` / ``sf`` / ``quantiles``: per row under its key's parameters, one vmapped
+  ``family.cdf`` / ``family.ppf`` kernel (``sf`` is ``1 - cdf``, as for one model);
+* an unknown key, a key with no usable estimate, an empty or missing key, or key columns of
+  another length than ``x``: a 4xx naming it (unless the fleet answers unknown keys with its
+  pooled fit), counted as rejected like any refused request.
+
+The totals (rows, log-likelihood sums) and the metric labels are those of one model: per
+fleet version, never per key, so the metrics' cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mleops.families import Family, get_family
+from mleops.fit.sharded import pad_rows
+from mleops.serving.contract import ContractError
+
+
+def _cdf_rows(fam: Family, p: jax.Array, x: jax.Array) -> jax.Array:
+    return jax.vmap(lambda pi, xi: fam.cdf(xi, pi))(p, x)
+
+
+def _ppf_rows(fam: Family, p: jax.Array, q: jax.Array) -> jax.Array:
+    return jax.vmap(lambda pi: fam.ppf(q, pi))(p)
+
+
+_cdf_kernel = jax.jit(_cdf_rows, static_argnums=0)
+_ppf_kernel = jax.jit(_ppf_rows, static_argnums=0)
+
+
+def _bucket(n: int) -> int:
+    """Rows padded to a power of two (as the loglik kernel): a handful of compilations."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def keyed_cdf(family: dict | Family, params: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """CDF of row i of ``x`` under natural parameters ``params[i]``."""
+    fam = family if isinstance(family, Family) else get_family(family)
+    n = len(x)
+    size = _bucket(n)
+    out = _cdf_kernel(fam, jnp.asarray(pad_rows(np.asarray(params, np.float64), size)),
+                      jnp.asarray(pad_rows(np.asarray(x, np.float64), size)))
+    return np.asarray(out)[:n]
+
+
+def keyed_ppf(family: dict | Family, params: np.ndarray, levels) -> np.ndarray:
+    """(n, levels) quantiles of each row's model (row i: natural parameters ``params[i]``)."""
+    fam = family if isinstance(family, Family) else get_family(family)
+    n = params.shape[0]
+    out = _ppf_kernel(fam, jnp.asarray(pad_rows(np.asarray(params, np.float64), _bucket(n))),
+                      jnp.asarray(np.asarray(levels, np.float64)))
+    return np.asarray(out)[:n]
+
+
+def key_columns(keys, key_names: list[str], n: int, max_rows: int) -> list[np.ndarray]:
+    """One array of key values per key column, ``n`` rows each (strings are matched by the
+    artifact, which also refuses missing and empty keys)."""
+    if keys is None:
+        raise ContractError(f"this model is a fleet keyed by {key_names}: every row needs its "
+                           f"key (send {key_names} with the rows)")
+    if isinstance(keys, dict):
+        if missing := [k for k in key_names if k not in keys]:
+            raise ContractError(f"request lacks key column(s) {missing}; this fleet is keyed "
+                               f"by {key_names}")
+        keys = [keys[k] for k in key_names]
+    keys = list(keys)
+    if len(keys) != len(key_names):
+        raise ContractError(f"this fleet is keyed by {key_names}: got {len(keys)} key "
+                           f"column(s)")
+    out = []
+    for name, k in zip(key_names, keys):
+        a = np.asarray(k, dtype=object)
+        if a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]
+        if a.ndim != 1:
+            raise ContractError(f"key column {name!r} must be one value per row, got shape "
+                               f"{a.shape}")
+        if a.shape[0] > max_rows:
+            raise ContractError(f"key column {name!r} has {a.shape[0]} rows; the limit is "
+                               f"{max_rows}", status=413)
+        if a.shape[0] != n:
+            raise ContractError(f"key column {name!r} has {a.shape[0]} row(s) but x has {n}")
+        out.append(a)
+    return out
+
+
+def evaluate_rows(svc, cols: dict, keys, output: str, qs, record: bool
+                  ) -> tuple[np.ndarray, list[str]]:
+    """What :meth:`LikelihoodService.evaluate` answers for a fleet (validated ``cols``);
+    refusals are ContractError / DataError, which ``evaluate`` answers as 4xx."""
+    art, x = svc.fleet, cols["x"]
+    keys = key_columns(keys, art.key_names, len(x), svc.max_rows)
+    if output == "quantiles":
+        out = keyed_ppf(art.family, art.row_params(art.rows_of(keys)), qs)
+        return svc._finite(out, x), [f"q{q:g}" for q in qs]
+    svc._check_support(x)
+    if output == "loglik":
+        ll = svc._finite(art.loglik_rows(x, keys, event=cols.get("event")), x)
+        if record:
+            svc._record(ll)
+        return ll, ["loglik"]
+    p = svc._finite(keyed_cdf(art.family, art.row_params(art.rows_of(keys)), x), x)
+    return (p if output == "cdf" else 1.0 - p), [output]
+
+
+def warm(svc) -> None:
+    """Compile the loglik kernel once on load (the first request is then not the slow one)."""
+    art = svc.fleet
+    ok = np.flatnonzero(art.servable)
+    if ok.size == 0 and art.unknown_key != "pooled":
+        return  # nothing this fleet can answer; every request will be refused by key
+    at = np.array([ok[0] if ok.size else -1])
+    x = keyed_ppf(art.family, art.row_params(at), [0.5])[:, 0]
+    keys = [np.array([k[ok[0]] if ok.size else "\x00warm"], dtype=object) for k in art.keys]
+    if np.isfinite(x).all():
+        svc.evaluate(x[:, None], None, "loglik", keys=keys, record=False)
+
+
+__all__ = ["evaluate_rows", "key_columns", "keyed_cdf", "keyed_ppf", "warm"]
