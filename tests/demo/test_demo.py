@@ -21,6 +21,8 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path):
     assert "PROMOTED." in out and "ROLLED BACK." in out, out[-6000:]  # the whole story
     assert out.count("failed 0") == 2  # no client request failed in either rollout
     assert "drift: sustained drop" in out
+    # the fleet act: the 6 endpoints with lossy data found among 200 and kept on v1
+    assert "6 found worse (e-bh at FDR 0.05)" in out and ": all found" in out, out[-3000:]
     assert "v2 champion (promoted)" in out and "(rolled_back)" in out
     demo = tmp_path / "demo"
     for png in ("canary_good", "canary_bad", "drift", "pit"):

@@ -5,7 +5,8 @@ training pipeline (KFP v2 components, kfp local runner) against an embedded MLfl
 the champion served by real seldon-core model servers behind the local router -> a challenger
 canaried on live traffic and promoted -> a candidate trained on a lossy collector's data that
 passes its own gate but loses likelihood live, rolled back automatically -> a latency
-regression caught by the drift monitor. Plots and an HTML report land in the demo directory
+regression caught by the drift monitor -> a fleet of 200 endpoints' models registered as one
+version, a candidate worse on 6 of them merged key by key. Plots and an HTML report land in the demo directory
 (``.mleops/demo``, or ``$MLEOPS_DEMO_DIR``); every process the demo starts is stopped.
 """
 
@@ -86,7 +87,7 @@ def main() -> int:
     rows = {k: latencies(n, seed, slowdown=slow)  # (x, event): replayed, and scored below
             for k, n, seed, slow in (("good", 6000, 6, 1.0), ("slow", 3000, 7, 1.6))}
     live = {k: write(path(f"live_{k}.csv"), *xe, names=("x", "event")) for k, xe in rows.items()}
-    _say("[1/6] Telemetry", [
+    _say("[1/7] Telemetry", [
         f"request latencies ~ lognormal(mu={MU}, sigma={SIGMA}) seconds, censored at the "
         f"{TIMEOUT:g} s client timeout",
         "week1 3,000 rows; a lossy collector 6,000 (slowest 10% dropped); week2 20,000; a "
@@ -102,7 +103,7 @@ def main() -> int:
         key = {"week1": "week1", "lossy collector": "lossy", "week2": "week2"}[label]
         lines += _gate_lines(label, _pipeline(RunRequest(data_uri=data[key], **base, **extra),
                                               root, label))
-    _say("[2/6] Training pipeline (Kubeflow Pipelines v2 components, local runner), "
+    _say("[2/7] Training pipeline (Kubeflow Pipelines v2 components, local runner), "
          "gated on the golden set", lines, story)
 
     reg = Registry(tracking)
@@ -111,7 +112,7 @@ def main() -> int:
     with LocalDataPlane(NAME, tracking_uri=tracking, stage_root=path("models"),
                         log_dir=root) as plane:
         champion = reg.champion(NAME)[0]
-        _say("[3/6] Serving", [f"champion v{champion} on a seldon-core 1.17.1 microservice behind "
+        _say("[3/7] Serving", [f"champion v{champion} on a seldon-core 1.17.1 microservice behind "
                                f"the router at {plane.url} (127.0.0.1 only)"], story)
 
         # 3. canary of the challenger: promoted ------------------------------------------
@@ -124,7 +125,7 @@ def main() -> int:
         plots["Canary rollout of the challenger (split traffic): promoted"] = plot_canary(
             good["series"]["champion"], good["series"]["canary"], path("plots/canary_good.png"),
             events=good["series"]["events"], title=f"canary v{challenger} (split)")
-        _say(f"[4/6] Canary v{challenger} on live traffic, steps 10/25/50/100%",
+        _say(f"[4/7] Canary v{challenger} on live traffic, steps 10/25/50/100%",
              _rollout_lines(good), story)
 
         # 4. a candidate that passes its own gate but is worse live: rolled back ----------
@@ -139,7 +140,7 @@ def main() -> int:
                 bad["series"]["champion"], bad["series"]["canary"],
                 path("plots/canary_bad.png"), events=bad["series"]["events"],
                 title=f"canary v{bad_version} (shadow, paired rows)")
-        _say("[5/6] A candidate trained on a lossy collector's data", lines, story)
+        _say("[5/7] A candidate trained on a lossy collector's data", lines, story)
 
     # 5. drift ---------------------------------------------------------------------------------
     import numpy as np
@@ -156,12 +157,18 @@ def main() -> int:
     pit = pit_values(art, x_good, event=e_good)
     plots["Calibration of the champion on live traffic (PIT)"] = plot_pit(
         pit, path("plots/pit.png"), title=f"{NAME} v{version} on live traffic")
-    _say("[6/6] Drift monitor (CUSUM on per-row log-likelihood, 1% false-alarm rate)", [
+    _say("[6/7] Drift monitor (CUSUM on per-row log-likelihood, 1% false-alarm rate)", [
         "3,000 normal rows, then latencies 1.6x slower after an infrastructure change "
         "(row 3,000)", report.reason,
         f"same check from the CLI: mleops monitor {NAME} --tracking-uri {tracking} "
         f"--data {live['slow']} --column x --censor-column event  (exit code 4: drift)"],
         story)
+
+    # 6. a fleet: 200 endpoints as one version, gated key by key -----------------------------
+    from mleops.demo.fleet import fleet_act
+
+    _say("[7/7] A fleet: 200 endpoints' models as one version, gated key by key (e-BH, FDR 5%)",
+         fleet_act(root, tracking, lambda req, label: _pipeline(req, root, label)), story)
 
     html = write_report(path("report.html"), steps=story, versions=reg.list_versions(NAME),
                         images=plots)
