@@ -56,7 +56,7 @@ def stack(mlflow_production, tmp_path_factory):  # noqa: F811
 
 def test_serve_loads_the_champion_from_postgres_and_s3(stack):
     port = free_port()
-    proc = subprocess.Popen([*MLEOPS, "serve", "--model-uri", f"models:/{stack['name']}@champion",
+    proc = subprocess.Popen([*MLEOPS, "serve", "--protocol", "v1", "--model-uri", f"models:/{stack['name']}@champion",
                              "--tracking-uri", stack["uri"], "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=stack["env"], start_new_session=True)

@@ -138,7 +138,7 @@ def test_serve_refuses_a_taken_port(model_dir):
         port = taken.getsockname()[1]
         with pytest.raises(ServerError, match=f"port {port} on 127.0.0.1 is already in use"):
             LocalServer(model_dir, http_port=port)
-        out = subprocess.run([MLEOPS, "serve", "--model-uri", model_dir, "--port", str(port)],
+        out = subprocess.run([MLEOPS, "serve", "--protocol", "v1", "--model-uri", model_dir, "--port", str(port)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1, out
         assert f"port {port} on 127.0.0.1 is already in use" in out.stderr

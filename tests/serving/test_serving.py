@@ -162,7 +162,7 @@ def test_regression_model_with_named_columns(tmp_path):
         np.testing.assert_allclose(rows(body)[:, 0], want, rtol=1e-9)
         status, body = predict(s.url, {"data": {"names": ["x"], "ndarray": [[1.0]]}})
         assert status == 400 and "lacks column(s) ['age']" in body["status"]["info"]
-        out = subprocess.run([MLEOPS, "predict", "--url", s.url, "--data", "-"],
+        out = subprocess.run([MLEOPS, "predict", "--protocol", "v1", "--url", s.url, "--data", "-"],
                              input=json.dumps(payload), capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0, out.stderr
@@ -176,7 +176,7 @@ def test_mleops_serve_runs_until_sigterm_and_cleans_up(gamma_model, tmp_path):
     from mleops.serving.process import free_port
 
     port = free_port()
-    proc = subprocess.Popen([MLEOPS, "serve", "--model-uri", gamma_model[1], "--port",
+    proc = subprocess.Popen([MLEOPS, "serve", "--protocol", "v1", "--model-uri", gamma_model[1], "--port",
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:

@@ -18,9 +18,10 @@ PROTOCOLS = click.Choice(["v1", "v2"])
 @click.option("--model-dir", default=None, type=click.Path(file_okay=False),
               help="A local model directory (model.json, or a fleet's fleet.json + "
                    "fleet.parquet); instead of --model-uri.")
-@click.option("--protocol", type=PROTOCOLS, default="v1", show_default=True,
-              help="v1: Seldon Core's protocol (seldon-core server, its own venv); v2: the "
-                   "Open Inference Protocol on KServe's ModelServer (REST and gRPC).")
+@click.option("--protocol", type=PROTOCOLS, default="v2", show_default=True,
+              help="v2: the Open Inference Protocol on KServe's ModelServer (REST and gRPC, "
+                   "this environment); v1: Seldon Core's protocol (the seldon-core server, "
+                   "in its own environment).")
 @click.option("--port", type=int, default=9000, show_default=True, help="HTTP port.")
 @click.option("--grpc-port", type=int, default=0,
               help="gRPC port for --protocol v2 (default: a free one).")
@@ -73,7 +74,7 @@ def serve_cmd(model_uri, model_dir, protocol, port, grpc_port, host, tracking_ur
 @click.option("--data", "data", required=True,
               help="JSON file (or - for stdin): a request in the protocol's own format, or a "
                    "bare list of rows.")
-@click.option("--protocol", type=PROTOCOLS, default="v1", show_default=True,
+@click.option("--protocol", type=PROTOCOLS, default="v2", show_default=True,
               help="v1: Seldon's /api/v1.0/predictions; v2: OIP /v2/models/NAME/infer.")
 @click.option("--model", "model", help="v2: the model's name (default: the one the server "
                                        "serves).")
