@@ -23,7 +23,8 @@ LAYERS = {
     **dict.fromkeys(("mleops", "mleops.fit", "mleops.families"), 1),  # root re-exports engine
     **dict.fromkeys(("mleops.gate", "mleops.artifact", "mleops.io", "mleops.storage",
                      "mleops.batches", "mleops.columns", "mleops.plots",
-                     "mleops.fleet_artifact", "mleops.fleet_kernel", "mleops.fleet_merge"), 2),
+                     "mleops.fleet_artifact", "mleops.fleet_kernel", "mleops.fleet_merge",
+                     "mleops.fleet_stream"), 2),
     **dict.fromkeys(("mleops.deploy", "mleops.serving", "mleops.registry", "mleops.prometheus",
                      "mleops.pyfunc_model"), 3),
     **dict.fromkeys(("mleops.pipeline", "mleops.rollout", "mleops.monitor"), 4),

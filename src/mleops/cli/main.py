@@ -21,7 +21,8 @@ from mleops.cli.options import fit_column_options
 LAZY = {"deploy": "mleops.cli.deploy:deploy", "judge": "mleops.cli.judge:judge_cmd",
         "models": "mleops.cli.models:models", "monitor": "mleops.cli.monitor:monitor_cmd",
         "pipeline": "mleops.cli.pipeline:pipeline", "predict": "mleops.cli.serve:predict_cmd",
-        "rollout": "mleops.cli.rollout:rollout", "serve": "mleops.cli.serve:serve_cmd"}
+        "rollout": "mleops.cli.rollout:rollout", "serve": "mleops.cli.serve:serve_cmd",
+        "serving-env": "mleops.cli.serving_env:serving_env"}
 
 
 class Group(click.Group):
@@ -85,9 +86,9 @@ def fit_cmd(data, family, column, censor_column, covariates, threshold, weights_
     if key_columns:
         from mleops.cli.fleet import fit_fleet_cmd
 
-        refused = {"--covariates": covariates, "--distributed": distributed,
-                   "--max-memory": max_memory}
+        refused = {"--covariates": covariates, "--distributed": distributed}
         return fit_fleet_cmd(data, family, list(key_columns), column=column,
+                             max_memory=max_memory,
                              censor_column=censor_column, weights_column=weights_column,
                              threshold=threshold, k=k, method=method, as_json=as_json,
                              output=output, model_dir=model_dir, unknown_key=unknown_key,
