@@ -20,7 +20,12 @@ from mleops.rollout.backends import (
     open_backend,
     state_store,
 )
-from mleops.rollout.control import Controller, evaluate_stream, parse_steps
+from mleops.rollout.control import (
+    Controller,
+    evaluate_fleet_stream,
+    evaluate_stream,
+    parse_steps,
+)
 from mleops.rollout.kernels import (
     Guardrails,
     Observation,
@@ -42,6 +47,7 @@ from mleops.rollout.state import (
 
 __all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
            "MODES", "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
-           "TestConfig", "Verdict", "backend_from", "evaluate_stream", "open_backend", "parse_steps",
+           "TestConfig", "Verdict", "backend_from", "evaluate_fleet_stream", "evaluate_stream",
+           "open_backend", "parse_steps",
            "state_store", "FAILED", "PROGRESSING", "PROMOTED", "PROMOTING", "ROLLED_BACK",
            "WAITING"]

@@ -8,9 +8,11 @@ nothing of the rollout above them: no backend, no state store, no HTTP.
 
 from mleops.rollout.kernels.config import TestConfig
 from mleops.rollout.kernels.decision import Counters, Decision, conclude, decide, settle, weigh
+from mleops.rollout.kernels.fleet import FleetConfig, FleetEvidence, e_bh_mask
 from mleops.rollout.kernels.guardrails import Guardrails
 from mleops.rollout.kernels.observation import Observation
 from mleops.rollout.kernels.statistics import SequentialTest, Summary, Verdict
 
-__all__ = ["Counters", "Decision", "Guardrails", "Observation", "SequentialTest", "Summary",
-           "TestConfig", "Verdict", "conclude", "decide", "settle", "weigh"]
+__all__ = ["Counters", "Decision", "FleetConfig", "FleetEvidence", "Guardrails", "Observation",
+           "SequentialTest", "Summary", "TestConfig", "Verdict", "conclude", "decide",
+           "e_bh_mask", "settle", "weigh"]
