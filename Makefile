@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# seldon-core 1.17.1 (last Apache-2.0 release; 1.18+ is BSL 1.1) pins numpy<2, protobuf<4, Flask<3: the model server gets its own venv.
-$(SERVING_STAMP): serving/requirements.txt pyproject.toml
+# seldon-core 1.17.1 (last Apache-2.0 release; 1.18+ is BSL 1.1) needs numpy<2, protobuf<4: the model server gets its own venv.
+# Its packages, all pinned, are the list `mleops serving-env create` installs (package data), taken with --no-deps.
+$(SERVING_STAMP): src/mleops/serving/seldon-requirements.txt pyproject.toml
 	$(PYTHON) -m venv serving/.venv
 	$(SERVING_PY) -m pip install --quiet --upgrade "pip<25"
-	$(SERVING_PY) -m pip install --quiet -r serving/requirements.txt
+	$(SERVING_PY) -m pip install --quiet --no-deps -r src/mleops/serving/seldon-requirements.txt
 	$(SERVING_PY) -m pip install --quiet --no-deps -e .
 	touch $(SERVING_STAMP)
 

@@ -74,7 +74,7 @@ def check_request(method: str, path: str, headers, body: bytes | None, limits: L
 def install(app, limits: Limits, bound: str) -> None:
     """Attach the guard to seldon-core's Flask app (before Seldon's own handlers run)."""
     from flask import jsonify, request
-    from werkzeug.exceptions import HTTPException
+    from werkzeug.exceptions import ClientDisconnected, HTTPException
 
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
 
@@ -89,7 +89,11 @@ def install(app, limits: Limits, bound: str) -> None:
                                         f"{limits.max_body_bytes}", 413)
                 try:
                     body = request.get_data(cache=True)
-                except OSError:  # the socket read timed out mid-body
+                except (OSError, ClientDisconnected) as e:  # the read timed out mid-body
+                    # (Werkzeug >= 2.3 raises ClientDisconnected from the socket's error)
+                    if isinstance(e, ClientDisconnected) and \
+                            not isinstance(e.__context__, OSError):
+                        raise
                     raise ContractError(f"request body not received within "
                                         f"{READ_TIMEOUT_S:g} s", 408) from None
             check_request(request.method, request.path, request.headers, body, limits, bound)

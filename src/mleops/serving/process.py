@@ -1,8 +1,10 @@
 """Local model servers: start and stop the real Seldon microservice in the serving environment.
 
-seldon-core pins numpy<2, protobuf<4 and Flask<3, so the server runs in its own virtualenv
-(``serving/.venv``, ``make serving-venv``); ``$MLEOPS_SERVING_PYTHON`` names its interpreter,
-else the nearest ``serving/.venv`` above the working directory is used.
+seldon-core pins numpy<2 and protobuf<4, so the server runs in its own virtualenv:
+``$MLEOPS_SERVING_PYTHON`` names its interpreter, else the nearest ``serving/.venv`` above the
+working directory (a checkout's, ``make serving-venv``), else the environment
+:mod:`mleops.serving.env` makes in the user cache (``mleops serving-env create``; a
+:class:`LocalServer` makes it on first use).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class ServerError(MleopsError, RuntimeError):
     """The model server could not be started or did not become ready."""
 
 
-def serving_python() -> str:
+def serving_python(create: bool = False) -> str:
     """The server environment's interpreter: ``$MLEOPS_SERVING_PYTHON``, else the first
-    ``serving/.venv/bin/python`` in the working directory or one above it."""
+    ``serving/.venv/bin/python`` in the working directory or one above it (a checkout), else
+    the one :mod:`mleops.serving.env` made; ``create``: make that one if absent (with a line
+    of progress on stderr, once, minutes), else raise ServerError naming how to make it."""
     if py := os.environ.get("MLEOPS_SERVING_PYTHON"):
         if not os.path.exists(py):
             raise ServerError(f"MLEOPS_SERVING_PYTHON={py} does not exist")
@@ -39,9 +43,13 @@ def serving_python() -> str:
     for d in (here, *here.parents):
         if (py := d / "serving" / ".venv" / "bin" / "python").exists():
             return str(py)
-    raise ServerError("serving environment not found: run `make serving-venv` in the "
-                      "repository (seldon-core needs its own environment) or set "
-                      "MLEOPS_SERVING_PYTHON")
+    from mleops.serving import env
+
+    if (made := env.path()) is not None:
+        return str(made)
+    if create:
+        return str(env.ensure(progress=lambda line: print(line, file=sys.stderr, flush=True)))
+    raise ServerError(env.absent_message())
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -65,8 +73,9 @@ def port_free(host: str, port: int) -> None:
 
 def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_port: int,
                    max_rows: int = 10_000, workers: int = 1, tracking_uri: str = "",
-                   metrics_interval: float = 0.25) -> list[str]:
-    """``model_dir`` may also be a ``models:/`` URI: the server then fetches it itself."""
+                   metrics_interval: float = 0.25, create_env: bool = False) -> list[str]:
+    """``model_dir`` may also be a ``models:/`` URI: the server then fetches it itself;
+    ``create_env``: make the serving environment if there is none (:func:`serving_python`)."""
     where = ({"name": "model_uri", "value": model_dir, "type": "STRING"}
              if model_dir.startswith("models:/") else
              {"name": "model_dir", "value": os.path.abspath(model_dir), "type": "STRING"})
@@ -74,7 +83,7 @@ def server_command(model_dir: str, *, http_port: int, grpc_port: int, metrics_po
               {"name": "metrics_interval", "value": str(metrics_interval), "type": "FLOAT"}]
     if tracking_uri:
         params.append({"name": "tracking_uri", "value": tracking_uri, "type": "STRING"})
-    return [serving_python(), "-m", "mleops.serving.launch", "MleopsModel",
+    return [serving_python(create=create_env), "-m", "mleops.serving.launch", "MleopsModel",
             "--service-type", "MODEL", "--http-port", str(http_port),
             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
             "--workers", str(workers), "--parameters", json.dumps(params)]
@@ -151,7 +160,8 @@ def _limits_env(limits: Limits | None, max_rows: int, max_body_bytes: int, host:
 
 
 class LocalServer(_ServerProcess):
-    """A running Seldon microservice; a context manager that always stops it."""
+    """A running Seldon microservice; a context manager that always stops it. With no
+    serving environment yet, the first one makes it (:func:`mleops.serving.env.ensure`)."""
 
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
                  max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
@@ -170,7 +180,7 @@ class LocalServer(_ServerProcess):
         cmd = server_command(model_dir, http_port=self.http_port, grpc_port=self.grpc_port,
                              metrics_port=self.metrics_port, max_rows=max_rows,
                              tracking_uri=tracking_uri, metrics_interval=metrics_interval,
-                             workers=workers)
+                             workers=workers, create_env=True)
         cmd += ["--threads", str(threads)] if threads > 1 else []
         self._spawn(cmd, _limits_env(limits, max_rows, max_body_bytes, host), log_path)
 
