@@ -83,10 +83,9 @@ def show_cmd(name, version, alias, show_keys, tracking_uri, as_json) -> None:
     doc = {k: row[k] for k in ("version", "aliases", "run_id", "status", "tags")}
     fleet = None
     if show_keys:
-        found = reg.load_fleet(name, version)
-        if found is None:
-            raise DataError(f"model {name!r} version {version} not found")
-        fleet = found[1]
+        from mleops.pipeline.fleet_steps import fleet_version
+
+        fleet = fleet_version(reg, name, version)
         table = fleet.to_table().to_pandas()
         doc["keys"] = json.loads(table.to_json(orient="records"))
     if as_json:

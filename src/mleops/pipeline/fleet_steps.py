@@ -174,6 +174,14 @@ def _report(d, reasons: list[str], path: str) -> None:
         f.write(f"<!doctype html><meta charset=utf-8><title>fleet gate</title>{body}")
 
 
+def fleet_version(registry, name: str, version: str) -> FleetArtifact:
+    """A registered fleet version, or DataError naming it when it is gone."""
+    found = registry.load_fleet(name, version)
+    if found is None:
+        raise DataError(f"model {name!r} has no version {version}")
+    return found[1]
+
+
 def merged_fleet(model_dir: str, decision: dict, registry, model_name: str
                  ) -> FleetArtifact:
     """What a passed fleet registers: the candidate merged with the champion it was gated
@@ -182,15 +190,10 @@ def merged_fleet(model_dir: str, decision: dict, registry, model_name: str
 
     candidate = FleetArtifact.load(model_dir)
     version = decision.get("champion_version", "")
-    champion = None
-    if version:
-        found = registry.load_fleet(model_name, version)
-        if found is None:
-            raise DataError(f"champion v{version} of {model_name!r} is gone: re-run")
-        champion = found[1]
+    champion = fleet_version(registry, model_name, version) if version else None
     take = {str(r["key"]): r["take"] for r in decision.get("keys", [])}
     return merge_fleets(candidate, champion, take, champion_version=version)
 
 
-__all__ = ["evaluate_fleet", "fleet_metrics", "gate_fleet", "is_fleet", "merged_fleet",
+__all__ = ["evaluate_fleet", "fleet_metrics", "fleet_version", "gate_fleet", "is_fleet", "merged_fleet",
            "train_fleet"]

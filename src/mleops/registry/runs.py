@@ -96,7 +96,21 @@ class Runs:
                     "mleops.registered": "pending" if registered else "false"}
         if skipped:
             run_tags["mleops.skipped_metrics"] = ",".join(map(str, skipped))
-        with self._errors(f"logging a training run to experiment {experiment!r}"):
+        def log_model(run_id: str, tmp: str) -> str:
+            path = artifact.save(tmp)
+            with self._env():  # many calls inside: no retry, connection errors reported
+                model_id = log_pyfunc_model(run_id, path, tmp)
+            self._call(self.client.log_artifact, run_id, path)
+            return model_id
+
+        return self._record(f"logging a training run to experiment {experiment!r}",
+                            experiment, run_tags, ps, good, report_dir, log_model)
+
+    def _record(self, what: str, experiment: str, run_tags: dict, ps: list, good: list,
+                report_dir: str | None, log_model) -> str:
+        """Create the run, log params/metrics, the model (``log_model(run_id, tmp)`` -> its
+        MLflow model id) and the report; FINISHED, or FAILED if any of it fails."""
+        with self._errors(what):
             run_id = self._call(self.client.create_run, self._experiment_id(experiment),
                                 tags=run_tags).info.run_id
             try:
@@ -104,10 +118,7 @@ class Runs:
                     self._call(self.client.log_batch, run_id, metrics=good[i:i + 100],
                                params=ps[i:i + 100])
                 with tempfile.TemporaryDirectory() as tmp:
-                    path = artifact.save(tmp)
-                    with self._env():  # many calls inside: no retry, connection errors reported
-                        model_id = log_pyfunc_model(run_id, path, tmp)
-                    self._call(self.client.log_artifact, run_id, path)
+                    model_id = log_model(run_id, tmp)
                 if report_dir is not None:
                     self._call(self.client.log_artifacts, run_id, report_dir, "report")
                 self._call(self.client.set_tag, run_id, MODEL_ID_TAG, model_id)
@@ -135,27 +146,16 @@ class Runs:
         run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()}, **fleet.digests(),
                     "mleops.family": str(fleet.family.get("name")), "mleops.kind": "fleet",
                     "mleops.registered": "pending" if registered else "false"}
-        with self._errors(f"logging a fleet run to experiment {experiment!r}"):
-            run_id = self._call(self.client.create_run, self._experiment_id(experiment),
-                                tags=run_tags).info.run_id
-            try:
-                for i in range(0, max(len(ps), len(good)), 100):
-                    self._call(self.client.log_batch, run_id, metrics=good[i:i + 100],
-                               params=ps[i:i + 100])
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = fleet.save(os.path.join(tmp, "fleet"))
-                    with self._env():
-                        model_id = log_code_model(run_id, fleet_pyfunc.CODE, {"fleet": path},
-                                                  tmp, signature=fleet_pyfunc.signature(fleet))
-                    self._call(self.client.log_artifacts, run_id, path, "fleet")
-                if report_dir is not None:
-                    self._call(self.client.log_artifacts, run_id, report_dir, "report")
-                self._call(self.client.set_tag, run_id, MODEL_ID_TAG, model_id)
-                self._call(self.client.set_terminated, run_id, "FINISHED")
-            except BaseException:
-                self._quietly(self.client.set_terminated, run_id, "FAILED")
-                raise
-        return run_id
+        def log_model(run_id: str, tmp: str) -> str:
+            path = fleet.save(os.path.join(tmp, "fleet"))
+            with self._env():
+                model_id = log_code_model(run_id, fleet_pyfunc.CODE, {"fleet": path}, tmp,
+                                          signature=fleet_pyfunc.signature(fleet))
+            self._call(self.client.log_artifacts, run_id, path, "fleet")
+            return model_id
+
+        return self._record(f"logging a fleet run to experiment {experiment!r}", experiment,
+                            run_tags, ps, good, report_dir, log_model)
 
     def mark_run(self, run_id: str, tags: dict[str, str]) -> None:
         """Best-effort tags on a run that something failed after (the error is raised anyway)."""
