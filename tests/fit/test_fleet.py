@@ -246,3 +246,27 @@ def test_cli_fleet_summary_and_bad_input(fleet_file):
     bad = CliRunner().invoke(main, ["fit", str(path), "--family", "gamma", "--key-column",
                                     "region", "--covariates", "shard"])
     assert bad.exit_code == 2 and "--covariates cannot be combined" in bad.output
+
+
+@pytest.mark.slow  # compiles the negative binomial's batched fit (~20 s)
+def test_a_count_fleet_fits_each_keys_distinct_values_and_equals_fitting_it_alone():
+    """Counts repeat: a count family's keys are fitted on their distinct values with summed
+    weights (a fraction of the rows); estimates equal one fit per key, a Poisson-like key is
+    reported on the boundary, and n_obs still counts every row."""
+    rng = np.random.default_rng(8)
+    sizes = {"a": (2.0, 0.2), "b": (0.7, 0.05), "c": (5.0, 0.5)}
+    parts = [pd.DataFrame({"k": k, "x": rng.negative_binomial(n, p, 400).astype(float)})
+             for k, (n, p) in sizes.items()]
+    # under-dispersed counts (variance < mean): the negative binomial MLE is the Poisson limit
+    parts.append(pd.DataFrame({"k": "poisson", "x": rng.binomial(20, 0.3, 400).astype(float)}))
+    df = pd.concat(parts, ignore_index=True)
+    fleet = mleops.fit_fleet(df, "negbinom", key="k", column="x")
+    assert fleet.n_obs_array.tolist() == [400, 400, 400, 400]
+    for k in sizes:
+        alone = mleops.fit(df.x[df.k == k].to_numpy(), "negbinom")
+        got = fleet[k]
+        assert got["status"] == "converged"
+        for name, v in alone.params.items():
+            assert got["params"][name] == pytest.approx(v, rel=1e-5)
+        assert got["loglik"] == pytest.approx(alone.loglik, rel=1e-10)
+    assert fleet["poisson"]["status"].startswith("boundary: the poisson limit")

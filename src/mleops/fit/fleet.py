@@ -143,6 +143,22 @@ def _pre_status(fam: Family, xs, ws, es, starts, counts, min_rows: int) -> np.nd
     return status
 
 
+def _distinct(code: np.ndarray, xs, ws, es):
+    """One row per distinct (key, value, event) with the summed weight: the same weighted
+    log-likelihood, score and information (weights are frequencies), a fraction of the rows
+    for a count family (1,000 counts of one key take some 60 distinct values)."""
+    e = np.zeros_like(xs) if es is None else es
+    order = np.lexsort((e, xs, code))  # rows are sorted by key already: stable within it
+    c, x, e, w = code[order], xs[order], e[order], ws[order]
+    new = np.r_[True, (c[1:] != c[:-1]) | (x[1:] != x[:-1]) | (e[1:] != e[:-1])]
+    at = np.flatnonzero(new)
+    w = np.add.reduceat(w, at)
+    c, x, e = c[at], x[at], e[at]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    counts = np.diff(np.r_[starts, c.size])
+    return (np.ascontiguousarray(x), w, None if es is None else e, starts, counts)
+
+
 def _boundary(fam: Family, res: dict, args, fitted, status) -> None:
     """Limit families (Student t -> normal, negbinom -> Poisson): a key whose limit fits as
     well is on the boundary, reported so with the limit's log-likelihood, as ``fit`` does."""
@@ -215,7 +231,10 @@ def fit_fleet(data, family: str | dict | Family, *, key: str | list[str], column
     min_rows = fam.n_params + 2 if min_rows is None else int(min_rows)
     status = _pre_status(fam, xs, ws, es, starts, counts, min_rows)
     fitted = np.flatnonzero(status == "")
-    args = (xs, ws, es, starts, counts, fitted, method, max_iter, tol)
+    fit_counts = counts
+    if fam.discrete:  # counts repeat: each key's distinct (value, event) rows, weights summed
+        xs, ws, es, starts, fit_counts = _distinct(sc, xs, ws, es)
+    args = (xs, ws, es, starts, fit_counts, fitted, method, max_iter, tol)
     res, shapes = _fit_batches(fam, *args)
     finite = np.isfinite(res["ll"]) & np.isfinite(res["p"]).all(axis=1)
     status[fitted] = np.where(res["conv"][fitted], CONVERGED, NOT_CONVERGED)
