@@ -128,26 +128,34 @@ class FleetEvidence:
              loglik: np.ndarray, loglik_champion: np.ndarray | None = None) -> np.ndarray:
         """Add one tick's rows (``key``: int codes 0..K-1; ``arm``: 1 canary, 0 champion);
         returns the keys decided at this tick (indices)."""
-        cfg, a = self.config, self.a
-        self.ticks += 1
         key = np.asarray(key, np.int64)
         request = np.asarray(request, np.int64)
         canary = np.asarray(arm).astype(bool)
         ll = np.asarray(loglik, float)
-        if cfg.mode == "paired":  # the same rows under both: their differences, one "arm"
+        if self.config.mode == "paired":  # the same rows under both: their differences, one "arm"
             if loglik_champion is None:
                 raise DataError("a paired (shadow) fleet rollout needs loglik_champion")
             d = ll - np.asarray(loglik_champion, float)
-            n_c, s_c, ss_c, rows_c = self._arm(key, request * self.k + key, d)
-            n_p, s_p, ss_p, rows_p = n_c, np.zeros(self.k), np.zeros(self.k), rows_c
+            c = self._arm(key, request * self.k + key, d)
+            return self.update(c, (c[0], np.zeros(self.k), np.zeros(self.k), c[3]))
+        return self.update(
+            self._arm(key[canary], request[canary] * self.k + key[canary], ll[canary]),
+            self._arm(key[~canary], request[~canary] * self.k + key[~canary], ll[~canary]))
+
+    def update(self, canary: tuple, champion: tuple) -> np.ndarray:
+        """One tick from per-key sufficient statistics of each arm: (requests, sum and sum
+        of squares of request means, rows), arrays of K; in paired mode ``canary`` holds the
+        paired differences' statistics. Returns the keys decided at this tick."""
+        cfg, a = self.config, self.a
+        self.ticks += 1
+        n_c, s_c, ss_c, rows_c = (np.asarray(v, float) for v in canary)
+        n_p, s_p, ss_p, rows_p = (np.asarray(v, float) for v in champion)
+        if cfg.mode == "paired":
             block = n_c >= 1
             theta = np.where(block, s_c / np.maximum(n_c, 1), 0.0)
             v = (self._prior_var(a["u_c"], a["s_c"], a["ss_c"], n_c, s_c, ss_c)
                  / np.maximum(n_c, 1))
         else:
-            c, p = canary, ~canary
-            n_c, s_c, ss_c, rows_c = self._arm(key[c], request[c] * self.k + key[c], ll[c])
-            n_p, s_p, ss_p, rows_p = self._arm(key[p], request[p] * self.k + key[p], ll[p])
             block = (n_c >= 1) & (n_p >= 1)
             theta = np.where(block, s_c / np.maximum(n_c, 1) - s_p / np.maximum(n_p, 1), 0.0)
             v = (self._prior_var(a["u_c"], a["s_c"], a["ss_c"], n_c, s_c, ss_c)
