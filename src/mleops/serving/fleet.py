@@ -18,49 +18,10 @@ fleet version, never per key, so the metrics' cardinality stays bounded.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from mleops.families import Family, get_family
-from mleops.fit.sharded import pad_rows
+from mleops.fleet_kernel import keyed_cdf, keyed_ppf
 from mleops.serving.contract import ContractError
-
-
-def _cdf_rows(fam: Family, p: jax.Array, x: jax.Array) -> jax.Array:
-    return jax.vmap(lambda pi, xi: fam.cdf(xi, pi))(p, x)
-
-
-def _ppf_rows(fam: Family, p: jax.Array, q: jax.Array) -> jax.Array:
-    return jax.vmap(lambda pi: fam.ppf(q, pi))(p)
-
-
-_cdf_kernel = jax.jit(_cdf_rows, static_argnums=0)
-_ppf_kernel = jax.jit(_ppf_rows, static_argnums=0)
-
-
-def _bucket(n: int) -> int:
-    """Rows padded to a power of two (as the loglik kernel): a handful of compilations."""
-    return max(16, 1 << (n - 1).bit_length())
-
-
-def keyed_cdf(family: dict | Family, params: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """CDF of row i of ``x`` under natural parameters ``params[i]``."""
-    fam = family if isinstance(family, Family) else get_family(family)
-    n = len(x)
-    size = _bucket(n)
-    out = _cdf_kernel(fam, jnp.asarray(pad_rows(np.asarray(params, np.float64), size)),
-                      jnp.asarray(pad_rows(np.asarray(x, np.float64), size)))
-    return np.asarray(out)[:n]
-
-
-def keyed_ppf(family: dict | Family, params: np.ndarray, levels) -> np.ndarray:
-    """(n, levels) quantiles of each row's model (row i: natural parameters ``params[i]``)."""
-    fam = family if isinstance(family, Family) else get_family(family)
-    n = params.shape[0]
-    out = _ppf_kernel(fam, jnp.asarray(pad_rows(np.asarray(params, np.float64), _bucket(n))),
-                      jnp.asarray(np.asarray(levels, np.float64)))
-    return np.asarray(out)[:n]
 
 
 def key_columns(keys, key_names: list[str], n: int, max_rows: int) -> list[np.ndarray]:
@@ -127,4 +88,4 @@ def warm(svc) -> None:
         svc.evaluate(x[:, None], None, "loglik", keys=keys, record=False)
 
 
-__all__ = ["evaluate_rows", "key_columns", "keyed_cdf", "keyed_ppf", "warm"]
+__all__ = ["evaluate_rows", "key_columns", "warm"]
