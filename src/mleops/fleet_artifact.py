@@ -47,6 +47,13 @@ def key_strings(values) -> np.ndarray:
     return out
 
 
+def key_labels(keys: list) -> np.ndarray:
+    """One label per row from one array per key column: the key as a string, a composite key
+    joined by "/" (what the fleet gate's tables and the merge are keyed by)."""
+    cols = [np.asarray(k).astype(str) for k in keys]
+    return np.array(["/".join(t) for t in zip(*cols)], dtype=str)
+
+
 @dataclass
 class FleetArtifact:
     family: dict
@@ -208,8 +215,7 @@ class FleetArtifact:
             if self.unknown_key == "pooled":
                 return at
             cols = [key_strings(k) for k in keys]
-            bad = list(dict.fromkeys("/".join(c[i] for c in cols)
-                                     for i in np.flatnonzero(~ok)))
+            bad = list(dict.fromkeys(key_labels([c[~ok] for c in cols]).tolist()))
             why = {True: "has no usable estimate", False: "is not in this fleet"}
             first = bad[0]
             known = tuple(c[int(np.flatnonzero(~ok)[0])] for c in cols) in set(
@@ -235,4 +241,4 @@ class FleetArtifact:
         return keyed_loglik(self.family, self.row_params(at), x, event=event)
 
 
-__all__ = ["FleetArtifact", "HEADER", "TABLE", "UNKNOWN_KEY", "key_strings"]
+__all__ = ["FleetArtifact", "HEADER", "TABLE", "UNKNOWN_KEY", "key_labels", "key_strings"]

@@ -15,12 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from mleops.errors import DataError
-from mleops.fleet_artifact import FleetArtifact
-
-
-def key_labels(art: FleetArtifact) -> list[str]:
-    """One string per key: the key itself, composite keys joined by "/" (gate tables)."""
-    return ["/".join(t) for t in art.key_tuples()]
+from mleops.fleet_artifact import FleetArtifact, key_labels
 
 
 def merge_fleets(candidate: FleetArtifact, champion: FleetArtifact | None, take: dict,
@@ -34,8 +29,9 @@ def merge_fleets(candidate: FleetArtifact, champion: FleetArtifact | None, take:
                             f"{candidate.family.get('name')} by {candidate.key_names}")
     if bad := sorted({str(v) for v in take.values()} - {"candidate", "champion", "excluded"}):
         raise DataError(f"take must say candidate, champion or excluded, not {bad}")
-    cand_at = {k: i for i, k in enumerate(key_labels(candidate))}
-    champ_at = {} if champion is None else {k: i for i, k in enumerate(key_labels(champion))}
+    cand_at = {k: i for i, k in enumerate(key_labels(candidate.keys).tolist())}
+    champ_at = {} if champion is None else {
+        k: i for i, k in enumerate(key_labels(champion.keys).tolist())}
     rows: list[tuple[FleetArtifact, int, str]] = []  # (source table, row, source_version)
     for key in sorted(set(cand_at) | set(champ_at)):
         choice = take.get(key)
@@ -73,4 +69,4 @@ def merge_fleets(candidate: FleetArtifact, champion: FleetArtifact | None, take:
                                                        "candidate": "this version"}})
 
 
-__all__ = ["key_labels", "merge_fleets"]
+__all__ = ["merge_fleets"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from mleops.errors import DataError
 from mleops.fit.data import make_data
-from mleops.fleet_artifact import FleetArtifact
+from mleops.fleet_artifact import FleetArtifact, key_labels
 from mleops.fleet_kernel import keyed_cdf
 from mleops.gate.calibration import CALIBRATION_KEYS, pit_summary, randomized_pit
 
@@ -41,8 +41,7 @@ def fleet_calibration(fleet: FleetArtifact, x, keys: list, *, event=None,
     u = randomized_pit(_Keyed(fleet, fleet.row_params(at)), np.asarray(d.x), None,
                        arr(d.kind), arr(d.upper), seed, discrete=(fam.outcome == "count"))
     u = np.clip(np.asarray(u, np.float64), 0.0, 1.0)
-    labels = np.array(["/".join(t) for t in zip(*[np.asarray(k).astype(str) for k in keys])],
-                      dtype=object)
+    labels = key_labels(keys)
     out = {}
     order = np.argsort(labels, kind="stable")
     uniq, starts = np.unique(labels[order], return_index=True)

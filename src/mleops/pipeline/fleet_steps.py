@@ -22,7 +22,7 @@ from dataclasses import asdict
 import numpy as np
 
 from mleops.errors import DataError
-from mleops.fleet_artifact import HEADER, FleetArtifact
+from mleops.fleet_artifact import HEADER, FleetArtifact, key_labels
 
 KEYS_FILE = "keys.npy"
 NAMED = 20  # unscored keys named in the evaluation
@@ -56,10 +56,6 @@ def fleet_metrics(art: FleetArtifact) -> dict[str, float]:
     return {"train_loglik": float(np.nansum(art.loglik[servable])), "train_n": float(
         art.n_obs.sum()), "fleet_keys": float(len(art)), "fleet_keys_fitted": float(
         servable.sum()), "fit_converged": float(servable.all())}
-
-
-def _labels(keys) -> np.ndarray:
-    return np.array(["/".join(t) for t in zip(*[np.asarray(k).astype(str) for k in keys])])
 
 
 def _scores(art: FleetArtifact, held, at: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -112,11 +108,11 @@ def evaluate_fleet(model_dir: str, held, out_dir: str, *, tracking_uri: str,
             has = cat >= 0
             champ[has] = _scores(champion, sub, cat, has)
     os.makedirs(out_dir, exist_ok=True)
-    arrays = {"candidate": cand, "keys": _labels(keys)}
+    arrays = {"candidate": cand, "keys": key_labels(keys)}
     if champ is not None:
         arrays["champion"] = champ
     np.savez(os.path.join(out_dir, scores_file), **arrays)
-    unscored = sorted(set(_labels([k[~keep] for k in held.keys]).tolist()))
+    unscored = sorted(set(key_labels([k[~keep] for k in held.keys]).tolist()))
     metrics = summary_metrics(cand, None)
     metrics.update(fleet_heldout_keys=float(len(calib)), fleet_unscored_rows=float(
         (~keep).sum()))
