@@ -1,4 +1,5 @@
-"""False-discovery control across the keys of a fleet: e-BH and BH.
+"""False-discovery control across the keys of a fleet: e-BH and BH (numpy only: the fleet
+gate and the fleet rollout's kernels both select keys with it).
 
 A fleet gate asks thousands of "is this key's candidate worse?" questions at once. Testing
 each at 5% would call dozens of equally good keys worse; controlling the false discovery

@@ -21,8 +21,8 @@ from mleops.gate.decision import (
     outcome_of,
 )
 from mleops.gate.fleet import FleetDecision, FleetGateConfig, decide_fleet
-from mleops.gate.multiplicity import bh, e_bh
 from mleops.gate.report import write_report
+from mleops.multiplicity import bh, e_bh
 
 __all__ = ["CALIBRATION_KEYS", "COVERAGE_LEVELS", "DEFAULT_TOLERANCE", "GateConfig",
            "INCONCLUSIVE_POLICIES",

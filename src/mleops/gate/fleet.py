@@ -5,7 +5,7 @@ roughly one equally good key in five "worse" (its 80% upper bound) and, over tho
 keys, keep or reject keys by noise. Here every key gets the paired comparison of today's
 gate (d_j = candidate - champion per held-out row, tolerance margin), turned into evidence
 that the candidate is WORSE than the champion by more than the tolerance, and the keys found
-worse are chosen with false-discovery control across keys (``multiplicity``):
+worse are chosen with false-discovery control across keys (:mod:`mleops.multiplicity`):
 
 * ``method="e-bh"``: per-key e-values, e-BH; FDR <= q under any dependence between keys.
 * ``method="bh"``: per-key one-sided t-test p-values, BH; FDR <= q for independent (or
@@ -53,7 +53,7 @@ import pandas as pd
 from scipy import stats
 
 from mleops.gate.decision import GateConfig, _calibration_check
-from mleops.gate.multiplicity import bh, e_bh
+from mleops.multiplicity import bh, e_bh
 
 METHODS = ("e-bh", "bh")
 LOG_E_MAX = 700.0  # e-values are capped at exp(700) (float64 overflows at exp(709.8))

@@ -25,13 +25,13 @@ values): bounded, JSON-serialisable, resumable.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from mleops.errors import DataError
+from mleops.multiplicity import e_bh
 from mleops.rollout.kernels.config import TestConfig, finite
 from mleops.rollout.kernels.evidence import log_e
 
@@ -72,17 +72,8 @@ class FleetConfig:
 
 
 def e_bh_mask(log_e_values: np.ndarray, q: float) -> np.ndarray:
-    """e-BH in log space: reject the k* largest, k* = max{k: e_(k) >= K / (q k)}."""
-    k_all = log_e_values.size
-    if k_all == 0:
-        return np.zeros(0, bool)
-    order = np.argsort(-log_e_values, kind="stable")
-    ranks = np.arange(1, k_all + 1)
-    ok = log_e_values[order] >= math.log(k_all / q) - np.log(ranks)
-    out = np.zeros(k_all, bool)
-    if ok.any():
-        out[order[: int(np.flatnonzero(ok).max()) + 1]] = True
-    return out
+    """e-BH (:func:`mleops.gate.e_bh`) on log e-values (capped at exp(700): float64)."""
+    return e_bh(np.exp(np.minimum(np.asarray(log_e_values, float), 700.0)), q)
 
 
 class FleetEvidence:
