@@ -84,14 +84,12 @@ def evaluate_fleet(model_dir: str, held, out_dir: str, *, tracking_uri: str,
                               event=None if held.event is None else held.event[keep])
     champ, champ_version = None, ""
     if model_name:
-        from mleops.registry import Registry, RegistryError
+        from mleops.registry import NotAFleet, Registry
 
         reg = Registry(tracking_uri or None)
         try:
             found = reg.load_fleet(model_name)
-        except RegistryError as e:
-            if "has no fleet table" not in str(e):
-                raise
+        except NotAFleet:
             raise DataError(f"the champion of {model_name!r} is a single model, the candidate "
                             f"a fleet: not comparable (register the fleet under another "
                             f"name)") from None

@@ -13,8 +13,8 @@ from mleops.registry.registry import (
     Registry,
 )
 from mleops.registry.runs import default_tracking_uri
-from mleops.registry.session import RegistryError
+from mleops.registry.session import NotAFleet, RegistryError
 
 __all__ = ["CANDIDATE_TAG", "CHALLENGER", "CHAMPION", "DUPLICATE_TAG", "ChampionMoved",
-           "DuplicateVersion",
+           "DuplicateVersion", "NotAFleet",
            "Registry", "RegistryError", "default_tracking_uri"]

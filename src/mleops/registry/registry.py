@@ -21,7 +21,7 @@ from typing import Any
 from mleops.artifact import FILENAME, ModelArtifact
 from mleops.registry.lock import ensure_model, json_tag, model_lock
 from mleops.registry.runs import MODEL_ID_TAG, Runs
-from mleops.registry.session import RegistryError, brief, error_code
+from mleops.registry.session import NotAFleet, RegistryError, brief, error_code
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG, ALIAS_TAG = "mleops.champion_history", "mleops.alias."
@@ -250,8 +250,8 @@ class Registry(Runs):
                                        run_id=mv.run_id, artifact_path="fleet", dst_path=tmp,
                                        tracking_uri=self.uri)
                 except Exception as e:
-                    raise RegistryError(f"model {name!r} version {version} has no fleet "
-                                        f"table (not a fleet?): {brief(e)}") from e
+                    raise NotAFleet(f"model {name!r} version {version} has no fleet "
+                                    f"table (not a fleet?): {brief(e)}") from e
                 return version, FleetArtifact.load(local)
 
     def champion(self, name: str) -> tuple[str, ModelArtifact] | None:

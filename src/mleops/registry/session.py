@@ -20,6 +20,10 @@ class RegistryError(MleopsError, RuntimeError):
     """The registry cannot do what was asked; the message names the model, version or URI."""
 
 
+class NotAFleet(RegistryError):
+    """The version asked for as a fleet holds a single model (no fleet table)."""
+
+
 def unreachable(exc: BaseException) -> bool:
     """True when ``exc`` (or an exception it wraps) means the server could not be reached."""
     import requests
