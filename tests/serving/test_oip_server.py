@@ -189,7 +189,8 @@ def test_bad_body_is_a_4xx_naming_the_problem(server, case, body, status, messag
 ROUTES = [  # (case, method, path, headers, status, message)
     ("form post", "POST", INFER, {"Content-Type": "application/x-www-form-urlencoded"}, 415,
      "Content-Type"),
-    ("no content type", "POST", INFER, {}, 415, "Content-Type header missing"),
+    ("no content type", "POST", INFER, {"Origin": "http://evil.example"}, 415,
+     "Content-Type header missing"),  # none is JSON only without an Origin (a browser)
     ("get infer", "GET", INFER, JSON, 405, "takes POST"),
     ("post health", "POST", "/v2/health/ready", JSON, 405, "takes GET"),
     ("unknown model", "POST", "/v2/models/other/infer", JSON, 404, "no model 'other'"),

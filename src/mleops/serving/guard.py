@@ -145,5 +145,32 @@ def time_out_slow_reads(seconds: float = READ_TIMEOUT_S) -> None:
     gthread.TConn.init = timed_init
 
 
-__all__ = ["check_request", "host_allowed", "install", "lock_metrics_store", "status_body",
-           "time_out_slow_reads"]
+def grpc_status(http_status: int):
+    """The gRPC code of a refusal's HTTP status (as KServe's v2 server maps them)."""
+    import grpc
+
+    return {404: grpc.StatusCode.NOT_FOUND, 503: grpc.StatusCode.UNAVAILABLE}.get(
+        http_status, grpc.StatusCode.INVALID_ARGUMENT if 400 <= http_status < 500 else
+        grpc.StatusCode.INTERNAL)
+
+
+def answer_grpc_refusals() -> None:
+    """Seldon's gRPC servicer lets a refusal (SeldonMicroserviceException) escape, which grpc
+    answers UNKNOWN "Exception calling application: " (found by seldon-core's own
+    SeldonClient): answer it with its code (INVALID_ARGUMENT for a 4xx) and its message."""
+    from seldon_core import wrapper
+    from seldon_core.flask_utils import SeldonMicroserviceException
+
+    predict = wrapper.SeldonModelGRPC.Predict
+
+    def refusing(self, request_grpc, context):
+        try:
+            return predict(self, request_grpc, context)
+        except SeldonMicroserviceException as e:
+            context.abort(grpc_status(e.status_code), str(e.message))
+
+    wrapper.SeldonModelGRPC.Predict = refusing
+
+
+__all__ = ["answer_grpc_refusals", "check_request", "grpc_status", "host_allowed", "install",
+           "lock_metrics_store", "status_body", "time_out_slow_reads"]

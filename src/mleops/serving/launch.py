@@ -6,8 +6,8 @@ environment's python) rewrites the bind address before handing over to Seldon's 
 In a pod, set ``MLEOPS_BIND_HOST=0.0.0.0`` (the rendered manifests do). It also puts the
 request contract in front of Seldon's REST app (:mod:`mleops.serving.guard`; bounds from
 ``MLEOPS_MAX_*``, e.g. ``MLEOPS_MAX_BODY_BYTES``, default 8 MiB), makes Seldon's metrics store
-exact under threads, times out slow reads, and ties every server process to its owner
-(:mod:`mleops.serving.lifetime`).
+exact under threads, times out slow reads, answers gRPC refusals with their code and message,
+and ties every server process to its owner (:mod:`mleops.serving.lifetime`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
     guard.lock_metrics_store()
     guard.time_out_slow_reads()
+    guard.answer_grpc_refusals()
     limits = Limits.from_env()
 
     def bound(base):  # gunicorn applications: REST (UserModelApplication) and metrics

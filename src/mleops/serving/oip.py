@@ -77,6 +77,12 @@ def _flat(data: Any) -> list:
     return out
 
 
+def _is_json(inp) -> bool:
+    """Values given as a JSON list (REST) or typed gRPC contents, not raw bytes: KServe leaves
+    ``data`` an empty list beside gRPC ``raw_input_contents`` (what tritonclient sends)."""
+    return isinstance(inp.data, list) and getattr(inp, "_raw_data", None) is None
+
+
 def _check_shape(name: str, shape: list, max_rows: int) -> None:
     if not 1 <= len(shape) <= 2 or not all(isinstance(s, int) and s >= 1 for s in shape) or \
             (len(shape) == 2 and shape[1] != 1):
@@ -92,9 +98,8 @@ def _tensor(inp, max_rows: int) -> np.ndarray:
         raise OipError(f"input {name!r} has datatype {dtype}; numeric tensors only "
                        f"({', '.join(NUMERIC[:2])}, ...)")
     _check_shape(name, shape, max_rows)
-    data = inp.data
-    if isinstance(data, list):  # JSON
-        values = np.asarray(_flat(data), np.float64)
+    if _is_json(inp):  # JSON or typed gRPC contents
+        values = np.asarray(_flat(inp.data), np.float64)
     else:
         try:  # gRPC contents, raw bytes (gRPC or KServe's binary extension)
             values = np.asarray(inp.as_numpy(), np.float64).ravel()
@@ -147,8 +152,7 @@ def _key_tensor(inp, max_rows: int) -> np.ndarray:
                        "string per row; integer tensors are read as decimal strings)")
     _check_shape(name, shape, max_rows)
     try:
-        data = inp.data
-        values = _leaves(data) if isinstance(data, list) else inp.as_numpy().ravel().tolist()
+        values = _leaves(inp.data) if _is_json(inp) else inp.as_numpy().ravel().tolist()
     except Exception as e:  # wrong byte count, malformed length prefixes
         raise OipError(f"key input {name!r} cannot be read as {dtype} {shape}: {e}") from None
     if len(values) != shape[0]:
@@ -270,9 +274,12 @@ class LikelihoodModel(Model):
         params = {"levels": ",".join(c[1:] for c in cols)} if output == "quantiles" else None
         tensor = InferOutput(name=output, shape=list(out.shape), datatype="FP64",
                              data=out.ravel().tolist(), parameters=params)
+        # gRPC raw inputs get raw outputs back (tritonclient reads no typed contents); REST
+        # answers JSON tensors whatever binary_data_output asks (the extension allows it)
+        raw = bool(payload.from_grpc and payload.use_binary_outputs)
         return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
                              model_version=self.version, infer_outputs=[tensor],
-                             from_grpc=payload.from_grpc)
+                             from_grpc=payload.from_grpc, use_binary_outputs=raw)
 
 
 class TotalsCollector:

@@ -5,10 +5,12 @@ the data plane), ``/docs`` and whatever JSON pydantic accepts, and reads request
 without a deadline. Before any of that runs, this guard answers with the OIP error JSON
 (``{"error": "..."}``) and a 4xx: a path or method outside the v2 inference and health API;
 a model or version this server does not serve (404); a foreign Host header while bound to
-loopback (DNS rebinding); a non-JSON Content-Type; a missing or oversized Content-Length; a
+loopback (DNS rebinding); a non-JSON Content-Type (none is JSON, as OIP clients such as
+tritonclient send none, unless the request has an ``Origin``: a browser's cross-site post); a
+binary tensor data extension body (415: not supported); a missing or oversized Content-Length; a
 body not received within the read timeout (408); invalid or too deeply nested JSON. A
 versioned path for the served version is passed on as the unversioned one (KServe has no
-versions). Every response carries the server's id, which readiness checks compare.
+versions), ``/v2/`` as ``/v2``. Every response carries the server's id, which readiness checks compare.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mleops.serving.contract import ContractError, Limits, check_content_type, p
 from mleops.serving.guard import READ_TIMEOUT_S, host_allowed
 
 SERVER_ID_HEADER = "x-mleops-server-id"
+BINARY_HEADER = "inference-header-content-length"  # OIP's binary tensor data extension
 OPEN = ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models", "/metrics")
 MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
                         r"(?P<rest>|/ready|/infer)$")
@@ -52,6 +55,9 @@ class Guard:
             return await self._refuse(send, e)
         if body is not None:
             receive = _replay(body, receive)
+            if "content-type" not in headers:  # checked JSON: say so to KServe's app
+                scope = {**scope, "headers": [*scope.get("headers", []),
+                                              (b"content-type", b"application/json")]}
         await self.app(scope, receive, self._stamped(send))
 
     def _route(self, scope: Scope, headers: dict[str, str]) -> Scope:
@@ -60,6 +66,9 @@ class Guard:
             raise ContractError(f"Host header {headers.get('host')!r} refused: this server "
                                 "is bound to loopback", 403)
         path, method = scope["path"], scope["method"]
+        if path == "/v2/":  # server metadata, as the OIP REST spec spells its path
+            path = "/v2"
+            scope = {**scope, "path": path, "raw_path": path.encode()}
         match = MODEL_PATH.match(path)
         if path not in OPEN and match is None:
             raise ContractError(f"no route {path}: this server answers the Open Inference "
@@ -83,7 +92,13 @@ class Guard:
         return {**scope, "path": plain, "raw_path": plain.encode()}
 
     async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        check_content_type(headers.get("content-type"))
+        if BINARY_HEADER in headers:
+            raise ContractError("the binary tensor data extension (Inference-Header-Content-"
+                                "Length) is not supported here: send the tensors as JSON "
+                                "data (tritonclient: set_data_from_numpy(..., "
+                                "binary_data=False))", 415)
+        if "content-type" in headers or "origin" in headers:
+            check_content_type(headers.get("content-type"))
         declared = headers.get("content-length")
         if declared is None or not declared.isdigit():
             raise ContractError("Content-Length header missing (chunked bodies are not "

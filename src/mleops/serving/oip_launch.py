@@ -73,6 +73,48 @@ def _error_handlers(app) -> None:
     app.add_exception_handler(RequestValidationError, malformed)
 
 
+def conformant_answers() -> None:
+    """Answers the OIP spec's schemas accept. KServe's say ``parameters: null`` (the spec: an
+    object, or absent) in every inference response and ``versions: null`` (REST; none over
+    gRPC) in model metadata, and advertise ``model_repository_extension``, whose routes the
+    guard refuses: leave out what is null, answer each model's version and no extensions."""
+    import functools
+
+    from fastapi.responses import JSONResponse
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.servicer import InferenceServicer
+    from kserve.protocol.rest.v2_datamodels import InferenceResponse
+    from kserve.protocol.rest.v2_endpoints import V2Endpoints
+
+    server_metadata, model_metadata = DataPlane.metadata, DataPlane.model_metadata
+    rest_infer = V2Endpoints.infer
+
+    def metadata(self) -> dict:
+        return {**server_metadata(self), "extensions": []}
+
+    async def versioned(self, model_name: str) -> dict:
+        meta = await model_metadata(self, model_name)
+        version = getattr(self.get_model_from_registry(model_name), "version", "")
+        return {**meta, "versions": [version] if version else []}
+
+    async def grpc_metadata(self, request, context):
+        meta = await self._data_plane.model_metadata(model_name=request.name)
+        return pb.ModelMetadataResponse(**{k: meta[k] for k in (
+            "name", "versions", "platform", "inputs", "outputs")})
+
+    @functools.wraps(rest_infer)  # FastAPI reads the signature for its parameters
+    async def infer(self, *args, **kwargs):
+        res = await rest_infer(self, *args, **kwargs)
+        if isinstance(res, InferenceResponse):
+            return JSONResponse(res.model_dump(mode="json", exclude_none=True))
+        return res
+
+    DataPlane.metadata, DataPlane.model_metadata = metadata, versioned
+    InferenceServicer.ModelMetadata = grpc_metadata
+    V2Endpoints.infer = infer
+
+
 def quiet_request_logs() -> None:
     """KServe logs two trace lines and an access line per request at INFO: at hundreds of
     requests a second that is most of the server's time. Errors are still logged;
@@ -117,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         Guard, models={model.name: model.version}, limits=limits, bound=host,
         server_id=os.environ.get(lifetime.SERVER_ID_ENV, ""))
     _error_handlers(model_server.app)
+    conformant_answers()
     server = ModelServer(http_port=a.http_port, grpc_port=a.grpc_port, workers=1,
                          enable_docs_url=False, enable_latency_logging=False)
     quiet_request_logs()  # after ModelServer, which configures KServe's logging
