@@ -28,7 +28,7 @@ $(SERVING_STAMP): src/mleops/serving/seldon-requirements.txt pyproject.toml
 
 serving-venv: $(SERVING_STAMP)
 
-demo: $(STAMP) $(SERVING_STAMP)
+demo: $(STAMP)
 	$(PY) -m mleops.demo
 
 test: $(STAMP) $(SERVING_STAMP)

@@ -99,15 +99,17 @@ def _client(plane, live_data, rate=40.0):
     from mleops.rollout.backends.local.replay import load_rows
 
     rows, names = load_rows(live_data)
-    return Replayer(plane.url, rows, names, rate=rate, batch=20)
+    return Replayer(plane.url, rows, names, rate=rate, batch=20, wire=plane.wire)
 
 
+@pytest.mark.parametrize("protocol", ["v2", "v1"])
 def test_good_canary_is_promoted_unattended(model, registry, live_data, tmp_path,
-                                            mlflow_server):  # noqa: F811
-    """The CLI starts its own data plane, replays live rows, promotes; no request fails."""
+                                            mlflow_server, protocol):  # noqa: F811
+    """The CLI starts its own data plane (OIP v2 servers by default, Seldon's with
+    ``--protocol v1``), replays live rows, promotes; no request fails."""
     r = _cli("rollout", "start", model, "--candidate-version", "2", "--tracking-uri",
              mlflow_server, "--state-dir", str(tmp_path), "--replay", live_data, "--rate", "50",
-             *FAST, "--json")
+             "--protocol", protocol, *FAST, "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     state = json.loads(r.stdout[r.stdout.index("{"):])
     assert state["phase"] == "promoted" and state["verdict"]["decision"] == "not_worse"
@@ -136,7 +138,7 @@ def test_worse_canary_in_shadow_mode_is_rolled_back(model, registry, live_data, 
         from mleops.rollout.backends.local.replay import load_rows
 
         rows, names = load_rows(live_data)
-        with Replayer(url, rows, names, rate=40, batch=20) as client:
+        with Replayer.for_plane(url, rows, names, rate=40, batch=20) as client:
             r = _cli("rollout", "start", model, "--candidate-version", "3", "--mode", "shadow",
                      "--router", url, "--tracking-uri", mlflow_server, "--state-dir",
                      str(tmp_path), *FAST)
@@ -205,11 +207,12 @@ def test_restarted_controller_resumes_and_decides(model, registry, live_data, tm
         first.wait(10)
         killed_at = store.load(model)
         assert killed_at.phase == "progressing" and killed_at.step_index >= 1
-        r = _cli("rollout", "resume", model, *common, "--interval", "0.3", "--json")
+        r = _cli("rollout", "resume", model, *common, "--interval", "0.3", "--timeout", "150",
+                 "--json", timeout=230)
         time.sleep(0.5)
-    assert r.returncode == 0, r.stdout + r.stderr
     state = json.loads(r.stdout[r.stdout.index("{"):])
-    assert state["phase"] == "promoted"
+    assert r.returncode == 0 and state["phase"] == "promoted", (
+        f"{state['phase']}: {state['reason']}\n{state['history'][-8:]}\n{r.stderr[-2000:]}")
     assert [e["event"] for e in state["history"]].count("started") == 1  # not restarted
     assert state["verdict"]["rows_canary"] > killed_at.verdict["rows_canary"]
     steps = [e["weight"] for e in state["history"] if e["event"] == "step"]

@@ -1,7 +1,7 @@
 """The router on its own, in front of two tiny HTTP upstreams that answer like a Seldon model
-server (loglik = a constant per upstream, or failures on demand): exact split, retries that
-hide canary failures, shadow pairing, the record cursor, and bad admin input. Real model
-servers behind it: tests/test_rollout_local.py."""
+server, or an OIP v2 one when asked in v2 (loglik = a constant per upstream, or failures on
+demand): exact split, retries that hide canary failures, shadow pairing, the record cursor,
+and bad admin input. Real model servers behind it: tests/test_rollout_local.py."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ import pytest
 
 from mleops.rollout.backends.local.http import RouterServer
 from mleops.rollout.backends.local.router import Router, Upstream
+from mleops.rollout.backends.local.wire import OipV2
 
 
 class Upstream_:
     """Answers each row with ``value``; ``mode`` = ok | 500 | 400-support | 400."""
 
     def __init__(self, value):
-        self.value, self.mode, self.hits = value, "ok", 0
+        self.value, self.mode, self.hits, self.paths = value, "ok", 0, []
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -31,12 +32,26 @@ class Upstream_:
             def log_message(self, *a):
                 pass
 
+            def do_GET(self):  # OIP model metadata
+                body = json.dumps({"name": "lat", "versions": [str(outer.value)]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self):
                 outer.hits += 1
+                outer.paths.append(self.path)
                 rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                n = len(rows["data"]["ndarray"])
-                status, doc = 200, {"data": {"names": ["loglik"],
-                                             "ndarray": [[outer.value]] * n}}
+                if "inputs" in rows:  # OIP v2
+                    n = rows["inputs"][0]["shape"][0]
+                    status, doc = 200, {"model_name": "lat", "outputs": [{
+                        "name": "loglik", "datatype": "FP64", "shape": [n],
+                        "data": [outer.value] * n}]}
+                else:
+                    n = len(rows["data"]["ndarray"])
+                    status, doc = 200, {"data": {"names": ["loglik"],
+                                                 "ndarray": [[outer.value]] * n}}
                 if outer.mode == "500":
                     status, doc = 500, {"status": {"info": "boom"}}
                 elif outer.mode.startswith("400"):
@@ -58,10 +73,11 @@ class Upstream_:
         self.server.server_close()
 
 
-@pytest.fixture
-def plane():
+@pytest.fixture(params=["v1"])
+def plane(request):
     champion, canary = Upstream_(-1.0), Upstream_(-2.0)
-    router = Router(Upstream(champion.url, "1"))
+    wire = OipV2("lat") if request.param == "v2" else None
+    router = Router(Upstream(champion.url, "1"), wire=wire)
     router.set_canary(Upstream(canary.url, "2"))
     server = RouterServer(router).start()
     global ADMIN
@@ -91,6 +107,42 @@ def _post(url, doc, path="/api/v1.0/predictions", method="POST", headers=None):
 
 
 ROWS = {"data": {"names": ["x"], "ndarray": [[1.0], [2.0], [3.0]]}}
+
+
+V2_ROWS = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [3], "data": [1, 2, 3]}]}
+
+
+@pytest.mark.parametrize("plane", ["v2"], indirect=True)
+def test_an_oip_v2_plane_routes_records_and_refuses_in_oip_terms(plane):
+    """The v2 data plane: infer on the model's own path, split exactly, per-row records from
+    OIP answers, health and metadata answered, anything else a 4xx with OIP's error JSON."""
+    router, url, champion, canary = plane
+    router.set_routes(50, "split")
+    path = "/v2/models/lat/infer"
+    answers = [_post(url, V2_ROWS, path)[1]["outputs"][0]["data"][0] for _ in range(10)]
+    assert sorted(answers) == [-2.0] * 5 + [-1.0] * 5
+    assert set(champion.paths) | set(canary.paths) == {path}
+    records = router.read(0)["records"]
+    assert len(records) == 10 and sum("canary" in r for r in records) == 5
+    assert records[0].get("canary", records[0].get("champion")) in ([-1.0] * 3, [-2.0] * 3)
+    assert _post(url, None, "/v2/health/ready", "GET") == (200, {
+        "live": True, "ready": True, "protocol": "v2", "model": "lat"})
+    assert _post(url, None, "/v2/models/lat", "GET") == (200, {"name": "lat",
+                                                                "versions": ["-1.0"]})
+    assert _post(url, None, "/v2/models", "GET")[0] == 200  # what `mleops predict` asks first
+    for bad_path in ("/v2/models/other/infer", "/v2/models/lat/versions/2/infer",
+                     "/api/v1.0/predictions"):
+        status, doc = _post(url, V2_ROWS, bad_path)
+        assert status == 404 and "POST /v2/models/lat/infer" in doc["error"], doc
+    for bad in ({"inputs": []}, {"data": {"ndarray": [[1.0]]}}, [1],
+                {"inputs": [{"name": "x", "shape": [1], "data": [1]}]}):
+        status, doc = _post(url, bad, path)
+        assert status == 400 and "not an OIP inference request" in doc["error"], (bad, doc)
+    status, doc = _post(url, {"inputs": [{"name": "x", "datatype": "FP64",
+                                          "shape": [10**6], "data": [1]}]}, path)
+    assert status == 413 and "limit" in doc["error"]
+    assert router.snapshot()["client_errors"] == 5
+    assert champion.hits + canary.hits == 10  # nothing refused reached a model server
 
 
 def test_split_sends_exactly_the_weight(plane):

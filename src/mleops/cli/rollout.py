@@ -75,7 +75,7 @@ def _drive(controller, name, *, replay, rate, batch, columns, router_url, interv
         found = controller.registry.load_version(name, state.candidate_version)
         rows, names = load_rows(replay, columns.split(",") if columns else None,
                                 found[1].features if found else None)
-        sender = Replayer(router_url, rows, names, rate=rate, batch=batch).start()
+        sender = Replayer.for_plane(router_url, rows, names, rate=rate, batch=batch).start()
     last = [None]
 
     def narrate(state):
@@ -93,6 +93,12 @@ def _drive(controller, name, *, replay, rate, batch, columns, router_url, interv
     if as_json:
         _print(state, True)
     sys.exit(exits.for_rollout(state.phase))
+
+
+_protocol_option = click.option(
+    "--protocol", type=click.Choice(["v2", "v1"]), default="v2", show_default=True,
+    help="The local data plane's wire protocol: OIP v2 (KServe's server, this environment) or "
+         "Seldon v1 (its own environment, made on first use).")
 
 
 @click.group("rollout")
@@ -146,12 +152,13 @@ def rollout() -> None:
 @click.option("--evidence-label", "evidence_labels", multiple=True, metavar="KEY=VALUE",
               help="With --evidence prometheus: a label every series must carry (e.g. "
                    "job=mleops-local); repeatable.")
+@_protocol_option
 @click.option("--json", "as_json", is_flag=True)
 def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_drop, alpha,
               step_min_rows, metrics_timeout, router_url, kubernetes, target, namespace,
               prometheus, artifacts_destination, env_secret, deployment_mode, service_account,
               tracking_uri, state_dir, replay, rate, batch, columns, interval, timeout, detach,
-              supersede, evidence, evidence_labels, as_json) -> None:
+              supersede, evidence, evidence_labels, protocol, as_json) -> None:
     """Canary CANDIDATE_VERSION of registered model NAME against its champion."""
     from mleops.registry import Registry
     from mleops.rollout import Controller, open_backend
@@ -168,7 +175,7 @@ def start_cmd(name, candidate_version, steps, mode, confirm_before_promote, min_
                       namespace=namespace, prometheus=prometheus if from_prometheus else "",
                       artifacts_destination=artifacts_destination, env_secret=env_secret,
                       evidence_labels=labels, target=target, deployment_mode=deployment_mode,
-                      service_account=service_account) as backend:
+                      service_account=service_account, protocol=protocol) as backend:
         router_url = backend.describe().get("router", router_url)
         controller = Controller(_store(kubernetes, namespace, state_dir, target), backend,
                                 registry)
@@ -266,7 +273,8 @@ def confirm_cmd(name, kubernetes, target, namespace, prometheus, state_dir) -> N
               help="The router's admin API port (token in the plane's owner-only record).")
 @click.option("--tracking-uri", default="")
 @click.option("--log-dir", default="", help="Model server logs go here.")
-def serve_cmd(name, port, admin_port, tracking_uri, log_dir) -> None:
+@_protocol_option
+def serve_cmd(name, port, admin_port, tracking_uri, log_dir, protocol) -> None:
     """Local data plane: NAME's champion server behind a router on 127.0.0.1:PORT.
 
     The admin API (traffic, canary, promotion) listens on its own loopback port and needs the
@@ -286,7 +294,8 @@ def serve_cmd(name, port, admin_port, tracking_uri, log_dir) -> None:
     from mleops.rollout.backends.local.admin import plane_dir
 
     with LocalDataPlane(name, tracking_uri=Registry(tracking_uri or None).uri, port=port,
-                        log_dir=log_dir or None, admin_port=admin_port) as plane:
+                        log_dir=log_dir or None, admin_port=admin_port,
+                        protocol=protocol) as plane:
         click.echo(json.dumps({"router": plane.url, "admin": plane.admin_url,
                                "credentials": str(plane_dir()), **plane.router.routes()}))
         sys.stdout.flush()

@@ -2,7 +2,8 @@
 
 Telemetry (request latencies, heavy right tail, censored at a client timeout) -> the real
 training pipeline (KFP v2 components, kfp local runner) against an embedded MLflow store ->
-the champion served by real seldon-core model servers behind the local router -> a challenger
+the champion served by real OIP v2 model servers (KServe's ModelServer) behind the local
+router -> a challenger
 canaried on live traffic and promoted -> a candidate trained on a lossy collector's data that
 passes its own gate but loses likelihood live, rolled back automatically -> a latency
 regression caught by the drift monitor -> a fleet of 200 endpoints' models registered as one
@@ -112,8 +113,9 @@ def main() -> int:
     with LocalDataPlane(NAME, tracking_uri=tracking, stage_root=path("models"),
                         log_dir=root) as plane:
         champion = reg.champion(NAME)[0]
-        _say("[3/7] Serving", [f"champion v{champion} on a seldon-core 1.17.1 microservice behind "
-                               f"the router at {plane.url} (127.0.0.1 only)"], story)
+        _say("[3/7] Serving", [f"champion v{champion} on KServe's ModelServer (Open Inference "
+                               f"Protocol v2) behind the router at {plane.url}"
+                               f"{plane.wire.predict_path} (127.0.0.1 only)"], story)
 
         # 3. canary of the challenger: promoted ------------------------------------------
         challenger = [v["version"] for v in reg.list_versions(NAME)

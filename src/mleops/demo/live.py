@@ -21,11 +21,11 @@ def run_rollout(plane: LocalDataPlane, registry, name: str, candidate: str, *, m
     seq0 = plane.router.next_seq
     controller = Controller(FileStateStore(state_dir), plane.backend(), registry)
     # the demo's story is the likelihood's decision; on a loaded 2-core box (CI runs it beside
-    # the test suite) a seldon-core server's p99 can pass the production default of 1 s
+    # the test suite) a model server's p99 can pass the production default of 1 s
     g = Guardrails(step_min_rows=400, max_p99_ms=5000.0)
     test = TestConfig(min_drop=min_drop)  # the controller sets the pairing from the mode
     label = f"canary v{candidate} ({mode})"
-    with Replayer(plane.url, rows, names, rate=rate, batch=20) as client, \
+    with Replayer(plane.url, rows, names, rate=rate, batch=20, wire=plane.wire) as client, \
             Progress(label) as bar:
         controller.start(name, candidate, steps=steps, mode=mode, test=test, guardrails=g)
 

@@ -47,7 +47,7 @@ def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: s
                  artifacts_destination: str = "", env_secret: str = "",
                  evidence_labels: dict[str, str] | None = None, target: str = "seldon",
                  deployment_mode: str = "Serverless",
-                 service_account: str = "") -> Iterator[Backend]:
+                 service_account: str = "", protocol: str = "v2") -> Iterator[Backend]:
     """The backend for a new rollout of model ``name``.
 
     ``target`` "kserve": the model's InferenceService in ``deployment_mode``, metrics from
@@ -55,7 +55,8 @@ def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: s
     router at ``router_url``, or, without one, a data plane started here (champion server
     behind a router on 127.0.0.1) that lives as long as the ``with`` block; with
     ``prometheus`` its likelihood evidence comes from there (series matching
-    ``evidence_labels``), not from the router's records.
+    ``evidence_labels``), not from the router's records; its servers speak ``protocol``
+    (OIP "v2", or Seldon's "v1").
     """
     if target == "kserve":
         yield KServeBackend(
@@ -76,7 +77,7 @@ def open_backend(name: str, *, registry, kubernetes: bool = False, router_url: s
     if router_url:
         yield LocalBackend(router_url, evidence=evidence)
         return
-    with LocalDataPlane(name, tracking_uri=registry.uri) as plane:
+    with LocalDataPlane(name, tracking_uri=registry.uri, protocol=protocol) as plane:
         backend = plane.backend()
         backend.evidence, backend.pairs_rows = evidence, evidence is None
         yield backend

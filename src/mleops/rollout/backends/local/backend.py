@@ -1,6 +1,8 @@
-"""The local backend: real seldon-core model servers behind the router, on 127.0.0.1.
+"""The local backend: real model servers behind the router, on 127.0.0.1.
 
-:class:`LocalDataPlane` is what a SeldonDeployment plus its operator are on a cluster: it
+:class:`LocalDataPlane` is what an InferenceService or a SeldonDeployment plus its operator
+are on a cluster: its servers speak OIP v2 (KServe's ModelServer, this environment) unless
+``protocol="v1"`` asks for Seldon's (its own environment, :mod:`mleops.serving.env`); it
 serves the champion, starts a canary server when asked (staging the version from the
 registry like Seldon's storage initializer), and swaps or removes it. It runs in its own
 process (``mleops rollout serve``) so that the controller can die and restart without a
@@ -30,10 +32,11 @@ from mleops.rollout.backends.local.admin import (
 )
 from mleops.rollout.backends.local.http import RouterServer
 from mleops.rollout.backends.local.router import Router, Upstream
+from mleops.rollout.backends.local.wire import DEFAULT_PROTOCOL, wire
 from mleops.rollout.backends.prometheus import PrometheusEvidence
 from mleops.rollout.state.store import RolloutState
 from mleops.serving.model_dir import resolve_model_dir
-from mleops.serving.process import LocalServer
+from mleops.serving.process import LocalServer, OipServer
 
 
 class LocalDataPlane:
@@ -41,13 +44,15 @@ class LocalDataPlane:
 
     def __init__(self, name: str, *, tracking_uri: str, port: int = 0,
                  stage_root: str | None = None, log_dir: str | None = None,
-                 server_threads: int = 4, admin_port: int = 0):
+                 server_threads: int = 4, admin_port: int = 0,
+                 protocol: str = DEFAULT_PROTOCOL):
         self.name, self.tracking_uri = name, tracking_uri
+        self.wire = wire(protocol, name)
         self._own_stage = stage_root is None  # a directory we made is ours to remove
         self.stage_root = stage_root or tempfile.mkdtemp(prefix="mleops-plane-")
         self.log_dir, self.threads = log_dir, server_threads
         self.port, self.admin_port = port, admin_port
-        self.servers: dict[str, LocalServer] = {}  # version -> server
+        self.servers: dict[str, LocalServer | OipServer] = {}  # version -> server
         self.lock = threading.Lock()
         self.router_server: RouterServer | None = None
         self.drain_s = 2.0
@@ -58,7 +63,8 @@ class LocalDataPlane:
                                       tracking_uri=self.tracking_uri,
                                       stage_root=self.stage_root)
         log = os.path.join(self.log_dir, f"server-{version}.log") if self.log_dir else None
-        server = LocalServer(model_dir, threads=self.threads, log_path=log)
+        server = self.wire.server(model_dir, version=version, threads=self.threads,
+                                  log_path=log)
         server.wait_ready()
         return server
 
@@ -71,7 +77,7 @@ class LocalDataPlane:
         version = str(found[0])
         try:
             self.servers[version] = self._start_server(version)
-            router = Router(Upstream(self.servers[version].url, version))
+            router = Router(Upstream(self.servers[version].url, version), wire=self.wire)
             router.hooks.update(deploy_canary=self.deploy_canary,
                                 remove_canary=self.remove_canary, promote=self.promote)
             self.router_server = RouterServer(router, port=self.port,

@@ -1,9 +1,10 @@
 """The router's two HTTP faces: the data plane clients call, and the admin API, apart.
 
-Data plane (``url``): ``POST /api/v1.0/predictions`` (the Seldon path) and ``GET /health``.
-Every request passes the model servers' own contract first (:mod:`mleops.serving.contract`:
-JSON content type only, bounded, well-formed), so a malformed request is refused here with a
-4xx and reaches neither version. Admin API (``admin_url``, its own loopback port): ``GET/PUT
+Data plane (``url``): ``POST`` predictions on the plane's wire protocol (:mod:`.wire`:
+``/v2/models/{model}/infer``, or Seldon's ``/api/v1.0/predictions``), its health routes and,
+for v2, the model's metadata (answered by the champion). Every request passes the contract
+first (JSON content type only, bounded, well-formed: :mod:`mleops.serving.contract`), so a
+malformed request is refused here with a 4xx and reaches neither version. Admin API (``admin_url``, its own loopback port): ``GET/PUT
 /admin/routes``, ``GET /admin/stats``, ``GET /admin/rows``, ``PUT/DELETE /admin/canary``,
 ``POST /admin/promote``; every method needs ``Authorization: Bearer <token>``, a loopback
 Host header (no DNS rebinding) and ``Content-Type: application/json`` (no cross-site form
@@ -19,15 +20,8 @@ import secrets
 import threading
 import urllib.parse
 
-from mleops.rollout.backends.local.router import PREDICT_PATH, Router
-from mleops.serving.contract import (
-    ContractError,
-    Limits,
-    check_content_type,
-    parse_body,
-    seldon_request,
-)
-from mleops.serving.guard import status_body
+from mleops.rollout.backends.local.router import Router
+from mleops.serving.contract import ContractError, Limits, check_content_type
 from mleops.serving.httpd import BoundedServer, JsonHandler
 
 
@@ -45,25 +39,33 @@ class _DataHandler(_RouterHandler):
     limits: Limits
 
     def _error(self, status: int, message: str) -> None:
-        self._send(status, status_body(status, message))
+        self._send(status, self.router.wire.error(status, message))
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
         if not self._host_ok():
             return
-        if path in ("/health", "/health/status", "/health/ping"):
-            self._send(200, {"ready": True})
-        elif path == PREDICT_PATH:
-            self._error(405, f"{PREDICT_PATH} takes POST with a JSON body, not GET")
+        wire = self.router.wire
+        if path in wire.health_paths:
+            self._send(200, {"live": True, "ready": True, "protocol": wire.name,
+                             "model": wire.model})
+        elif path in getattr(wire, "metadata_paths", tuple)():
+            status, out = self.router.forward_get(path)
+            self._send(status, out)
+        elif wire.route(path):
+            self._error(405, f"{path} takes POST with a JSON body, not GET")
         else:
-            self._error(404, f"no route {path} (the admin API is on its own port)")
+            self._error(404, f"no route {path} (predictions: POST {wire.predict_path}; the "
+                             "admin API is on its own port)")
 
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
         if not self._host_ok():
             return
-        if path != PREDICT_PATH:
-            self._error(404, f"no route {path} (the admin API is on its own port)")
+        wire = self.router.wire
+        if not wire.route(path):
+            self._error(404, f"no route {path} (predictions: POST {wire.predict_path}; the "
+                             "admin API is on its own port)")
             return
         try:
             check_content_type(self.headers.get("Content-Type"))
@@ -74,7 +76,7 @@ class _DataHandler(_RouterHandler):
         if (body := self._body()) is None:
             return
         try:
-            seldon_request(parse_body(body, self.limits), self.limits)
+            wire.check(body, self.limits)
         except ContractError as e:
             self.router.count_client_error()
             self._error(e.status, str(e))

@@ -12,13 +12,15 @@ import json
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 
 import numpy as np
 
 from mleops.errors import DataError
 from mleops.io import column, read_table
-from mleops.rollout.backends.local.router import PREDICT_PATH
+from mleops.rollout.backends.local.wire import SeldonV1, Wire
+from mleops.rollout.backends.local.wire import wire as wire_for
 
 
 def load_rows(path: str, columns: list[str] | None = None,
@@ -53,20 +55,34 @@ def load_rows(path: str, columns: list[str] | None = None,
 
 
 class Replayer:
-    """Sends ``rows`` in batches of ``batch`` to ``url`` at ``rate`` requests/s until stopped."""
+    """Sends ``rows`` in batches of ``batch`` to ``url`` at ``rate`` requests/s until stopped,
+    in the ``wire`` protocol of the plane (:meth:`for_plane` asks the router which)."""
 
     def __init__(self, url: str, rows: np.ndarray, names: list[str], *, rate: float = 20.0,
-                 batch: int = 20, timeout: float = 30.0):
+                 batch: int = 20, timeout: float = 30.0, wire: Wire | None = None):
         if not rate > 0 or batch < 1:
             raise DataError(f"replay needs rate > 0 and batch >= 1, got {rate}, {batch}")
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise DataError("nothing to replay")
         self.url, self.rows, self.names = url, rows, names
+        self.wire = wire or SeldonV1()
         self.rate, self.batch, self.timeout = float(rate), int(batch), timeout
         self.statuses: Counter[int] = Counter()
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="mleops-replay")
+
+    @classmethod
+    def for_plane(cls, url: str, rows: np.ndarray, names: list[str], **kw) -> Replayer:
+        """A replayer speaking whatever protocol the data plane at ``url`` speaks (its health
+        answer says which, and for which model)."""
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as r:
+                said = json.loads(r.read())
+        except (OSError, ValueError) as e:
+            raise DataError(f"no data plane answers at {url}: {e}") from e
+        return cls(url, rows, names, **kw,
+                   wire=wire_for(said.get("protocol", "v1"), said.get("model", "")))
 
     @property
     def sent(self) -> int:
@@ -91,10 +107,9 @@ class Replayer:
         while not self._stop.is_set():
             rows = self.rows.take(range(i, i + self.batch), axis=0, mode="wrap")
             i = (i + self.batch) % self.rows.shape[0]
-            body = json.dumps({"data": {"names": self.names,
-                                        "ndarray": rows.tolist()}}).encode()
+            body = json.dumps(self.wire.request(self.names, rows)).encode()
             try:
-                conn.request("POST", PREDICT_PATH, body=body,
+                conn.request("POST", self.wire.predict_path, body=body,
                              headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 text = resp.read()

@@ -1,7 +1,8 @@
 """A small weighted router / shadowing proxy in front of two model servers (local backend).
 
-It plays the part Istio/Ambassador play for a SeldonDeployment: clients POST Seldon messages
-to ``/api/v1.0/predictions``; in ``split`` mode a share ``weight``% of requests goes to the
+It plays the part Istio/Ambassador play for a SeldonDeployment or an InferenceService: clients
+POST predictions in the plane's wire protocol (:mod:`.wire`: OIP v2 on
+``/v2/models/{model}/infer`` by default, Seldon v1 on ``/api/v1.0/predictions``); in ``split`` mode a share ``weight``% of requests goes to the
 canary (exactly, by a smooth weighted counter, not by chance), in ``shadow`` mode the champion
 answers every request and ``weight``% are mirrored to the canary, whose answer is discarded
 but scored on the same rows. A request the canary fails (connection refused, timeout, 5xx, or
@@ -30,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from mleops.rollout.backends.base import MODES
+from mleops.rollout.backends.local.wire import SeldonV1, Wire
 
-PREDICT_PATH = "/api/v1.0/predictions"
+#: the Seldon v1 prediction path (the v2 one names the model: ``OipV2(model).predict_path``)
+PREDICT_PATH = SeldonV1.predict_path
 
 
 @dataclass
@@ -60,25 +63,6 @@ class ArmStats:
                 "p99_ms": float(np.percentile(lat, 99)) if lat.size else None}
 
 
-def loglik_rows(body: bytes) -> list[float] | None:
-    """Per-row log-likelihoods from a Seldon response, or None if it carries another output."""
-    try:
-        msg = json.loads(body)
-        data = msg["data"]
-        if data.get("names") != ["loglik"]:
-            return None
-        values = (data["tensor"]["values"] if "tensor" in data
-                  else [r[0] if isinstance(r, list) else r for r in data["ndarray"]])
-        return [float(v) for v in values]
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
-def _gateway_error(status: int, message: str) -> bytes:
-    return json.dumps({"status": {"status": 1, "code": status, "reason": "MLEOPS_UPSTREAM",
-                                  "info": message}}).encode()
-
-
 def _kind(status: int) -> str:
     return {502: "unreachable", 504: "timeout"}.get(status, f"HTTP {status}")
 
@@ -89,7 +73,8 @@ class _Pool:
     def __init__(self, timeout: float):
         self.timeout, self.local = timeout, threading.local()
 
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def post(self, url: str, path: str, body: bytes, headers: dict[str, str]
+             ) -> tuple[int, bytes]:
         conns = self.local.__dict__.setdefault("conns", {})
         parts = urllib.parse.urlsplit(url)
         for _ in (1, 2):  # a kept-alive connection the server closed: reconnect once
@@ -99,7 +84,7 @@ class _Pool:
                 conn = conns[url] = http.client.HTTPConnection(parts.hostname, parts.port,
                                                                timeout=self.timeout)
             try:
-                conn.request("POST", PREDICT_PATH, body=body, headers=headers)
+                conn.request("POST", path, body=body, headers=headers)
                 resp = conn.getresponse()
                 return resp.status, resp.read()
             except (OSError, http.client.HTTPException) as e:
@@ -115,9 +100,11 @@ class _Pool:
 class Router:
     """The routing table, the per-version stats and the record buffer; thread-safe."""
 
-    def __init__(self, champion: Upstream, *, timeout: float = 10.0, max_records: int = 200_000,
-                 max_body_bytes: int = 8 << 20, shadow_workers: int = 4):
+    def __init__(self, champion: Upstream, *, wire: Wire | None = None, timeout: float = 10.0,
+                 max_records: int = 200_000, max_body_bytes: int = 8 << 20,
+                 shadow_workers: int = 4):
         self.champion, self.canary = champion, None
+        self.wire = wire or SeldonV1()
         self.weight, self.mode = 0, "split"
         self.max_body_bytes = max_body_bytes
         self.stats: dict[str, ArmStats] = collections.defaultdict(ArmStats)
@@ -136,7 +123,8 @@ class Router:
         with self._lock:
             return {"champion": asdict(self.champion),
                     "canary": asdict(self.canary) if self.canary else None,
-                    "weight": self.weight, "mode": self.mode}
+                    "weight": self.weight, "mode": self.mode, "protocol": self.wire.name,
+                    "model": self.wire.model}
 
     def set_routes(self, weight: int, mode: str | None = None) -> dict[str, Any]:
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
@@ -180,17 +168,36 @@ class Router:
     def _call(self, up: Upstream, body: bytes, headers) -> tuple[int, bytes, float]:
         t0 = time.perf_counter()
         try:
-            status, out = self._pool.post(up.url, body, headers)
+            status, out = self._pool.post(up.url, self.wire.predict_path, body, headers)
         except TimeoutError:
-            status, out = 504, _gateway_error(504, f"model version {up.version} timed out")
+            status, out = 504, self._gateway_error(504, f"model version {up.version} timed out")
         except (OSError, http.client.HTTPException) as e:  # no internal address to clients
-            status, out = 502, _gateway_error(502, f"model version {up.version} unavailable "
-                                                   f"({type(e).__name__})")
+            status, out = 502, self._gateway_error(502, f"model version {up.version} "
+                                                        f"unavailable ({type(e).__name__})")
         return status, out, (time.perf_counter() - t0) * 1e3
+
+    def _gateway_error(self, status: int, message: str) -> bytes:
+        return json.dumps(self.wire.error(status, message, "MLEOPS_UPSTREAM")).encode()
+
+    def forward_get(self, path: str) -> tuple[int, bytes]:
+        """A metadata GET (e.g. OIP's model metadata) answered by the champion's server."""
+        with self._lock:
+            up = self.champion
+        parts = urllib.parse.urlsplit(up.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self._pool.timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            return 502, self._gateway_error(502, f"model version {up.version} unavailable "
+                                                 f"({type(e).__name__})")
+        finally:
+            conn.close()
 
     def _account(self, version: str, status: int, out: bytes, ms: float, *,
                  fault: bool) -> list[float] | None:
-        rows = loglik_rows(out) if status == 200 else None
+        rows = self.wire.loglik_rows(out) if status == 200 else None
         if status == 200 and rows is None and b'"loglik"' in out:
             fault = True  # a loglik answer without finite numbers is the model's fault
         with self._lock:
@@ -274,4 +281,4 @@ class Router:
         self._shadow.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["ArmStats", "Router", "Upstream", "loglik_rows", "MODES", "PREDICT_PATH"]
+__all__ = ["ArmStats", "Router", "Upstream", "MODES", "PREDICT_PATH"]
