@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from mleops._config import enable_compilation_cache
 from mleops.artifact import ModelArtifact
 from mleops.errors import DataError
 from mleops.fleet_artifact import FleetArtifact
@@ -46,6 +47,12 @@ from mleops.pipeline.trainjob import TrainJobSettings, check_plan, fit_on_trainj
 SCORES_FILE = "scores.npz"
 CALIB_FILE = "calibration.json"
 DECISION_FILE = "decision.json"
+
+
+def _warm_compiles() -> None:
+    """Each task is a fresh interpreter: JAX's persistent cache (``MLEOPS_JAX_CACHE``, as for
+    the CLI) lets a pipeline's next run reuse the kernels its last one compiled."""
+    enable_compilation_cache()
 
 
 def family_options(family: str, threshold=None, k=None) -> dict:
@@ -114,6 +121,7 @@ def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=Non
     TrainJob instead (``mleops.pipeline.trainjob``; ``api``: a CustomObjectsApi) and the
     artifact is built from its result the same way. A table larger than this process'
     memory (or any, with ``max_memory`` bytes) is streamed (``mleops.pipeline.streamed``)."""
+    _warm_compiles()
     from mleops.pipeline.overlap import sketch
     from mleops.pipeline.streamed import fit_table_streamed, streamed_source, table_meta
 
@@ -170,6 +178,7 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
              model_name: str = "", seed: int = 0) -> dict:
     """Per-row held-out log-likelihood of the candidate and of the champion on the same rows,
     plus calibration of the candidate. Writes scores.npz and calibration.json."""
+    _warm_compiles()
     from mleops.gate.calibration import calibration, heldout_loglik, summary_metrics
 
     held = read_dataset(heldout_path)
@@ -259,6 +268,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     gate, the candidate is re-gated against the new one on ``heldout_path``'s rows
     (:mod:`~mleops.pipeline.regate`) and registered or rejected on that.
     """
+    _warm_compiles()
     from mleops.gate.decision import outcome_of
     from mleops.registry import (
         CANDIDATE_TAG,
