@@ -2,7 +2,8 @@
 
 Servers, each started alone while measured (2 cores: the load generator needs the other):
 ``v1`` the Seldon Core microservice (serving venv), ``v2`` the mleops OIP v2 server on
-KServe's ModelServer (REST), and ``bare``: a ``kserve.Model`` that returns a constant, for
+KServe's ModelServer over REST, ``v2grpc`` the same server over gRPC (KServe's own
+``GRPCInferenceService`` stubs, one channel per client thread), and ``bare``: a ``kserve.Model`` that returns a constant, for
 the cost of the protocol stack alone. For each: an open-loop schedule at fixed rates
 (requests due at fixed times, not after the previous answer; latency counted from the due
 time, so queueing shows up) over keep-alive connections, reporting p50/p99 and errors; then
@@ -11,7 +12,7 @@ Baselines in the same run: the engine's own per-request compute (in-process logl
 same 100-row payload) and the bare KServe model.
 Usage: python benchmarks/serving.py [--rates 50,100,200] [--seconds 10] [--rows 100]
 Targets: v2 p99 < 15 ms at 200 requests/s with 100-row payloads and 0 errors on 2 cores;
-v2 maximum throughput >= v1's.
+v2 REST and gRPC maximum throughput >= v1 REST's.
 """
 
 from __future__ import annotations
@@ -41,18 +42,60 @@ def payload(protocol: str, rows: int) -> tuple[str, bytes]:
     return f"/v2/models/{'bench' if protocol == 'v2' else 'bare'}/infer", json.dumps(doc).encode()
 
 
-def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
-          clients: int = 32) -> dict:
-    """Open loop (``rate`` > 0): request i is due at start + i/rate, sent by a pool of
-    threads with keep-alive connections as a production client's pool would, latency from
-    the due time. Closed loop (``rate`` == 0): ``clients`` connections back to back for
-    ``seconds``: the maximum throughput."""
+def _http_sender(url: str, protocol: str, rows: int):
+    """A function sending the benchmark request once over one keep-alive connection: the
+    HTTP status (or raises)."""
     import http.client
-    import queue
     from urllib.parse import urlparse
 
     path, body = payload(protocol, rows)
     u = urlparse(url)
+    conn = [http.client.HTTPConnection(u.hostname, u.port, timeout=10)]
+
+    def send() -> int:
+        try:
+            conn[0].request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn[0].getresponse()
+            resp.read()
+            return resp.status
+        except Exception:
+            conn[0].close()  # reconnect for the next one
+            conn[0] = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+            raise
+
+    return send
+
+
+def _grpc_sender(target: str, rows: int):
+    """The same request as an OIP ``ModelInfer`` call on one gRPC channel: 200 when answered."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as stubs
+
+    x = np.random.default_rng(0).gamma(2.0, 1.5, rows).tolist()
+    request = pb.ModelInferRequest(model_name="bench", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="x", datatype="FP64", shape=[rows], contents=pb.InferTensorContents(fp64_contents=x))])
+    stub = stubs.GRPCInferenceServiceStub(grpc.insecure_channel(target))
+
+    def send() -> int:
+        stub.ModelInfer(request, timeout=10)
+        return 200
+
+    return send
+
+
+def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
+          clients: int = 32) -> dict:
+    """Open loop (``rate`` > 0): request i is due at start + i/rate, sent by a pool of
+    threads with keep-alive connections (gRPC: channels) as a production client's pool
+    would, latency from the due time. Closed loop (``rate`` == 0): ``clients`` connections
+    back to back for ``seconds``: the maximum throughput."""
+    import queue
+
+    def sender():
+        return _grpc_sender(url, rows) if protocol == "v2grpc" else _http_sender(url, protocol,
+                                                                                  rows)
+
     n = int(rate * seconds) if rate else 10 ** 9
     lat: list[float] = []
     errors: list = []
@@ -61,7 +104,7 @@ def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
     stop_at = start + seconds
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        send = sender()
         while (i := jobs.get() if rate else 0) is not None:
             due = start + i / rate if rate else time.perf_counter()
             if not rate and due > stop_at:
@@ -69,19 +112,13 @@ def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
             if (delay := due - time.perf_counter()) > 0:
                 time.sleep(delay)
             try:
-                conn.request("POST", path, body=body,
-                             headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status == 200:
+                status = send()
+                if status == 200:
                     lat.append(time.perf_counter() - due)
                 else:
-                    errors.append(resp.status)
-            except Exception as e:  # counted, reported; reconnect for the next one
-                errors.append(repr(e))
-                conn.close()
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        conn.close()
+                    errors.append(status)
+            except Exception as e:  # counted, reported
+                errors.append(type(e).__name__)
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for th in threads:
@@ -143,11 +180,11 @@ def _measure(name: str, url: str, a, engine_ms: float) -> dict:
         r = _run(url, name, rate, a.seconds, a.rows, 32)
         r["p99_over_engine"] = r["p99_ms"] / engine_ms if r["p99_ms"] else None
         runs.append(r)
-        print(f"{name:4s} rate {rate:5.0f}/s: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} "
+        print(f"{name:6s} rate {rate:5.0f}/s: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} "
               f"ms ({r['p99_over_engine']:.1f}x the engine's {engine_ms:.2f} ms), "
               f"throughput {r['throughput_rps']:.1f}/s, errors {r['errors']}", flush=True)
     top = _run(url, name, 0, a.seconds, a.rows, a.clients)
-    print(f"{name:4s} max throughput ({a.clients} clients): {top['throughput_rps']:.1f}/s, "
+    print(f"{name:6s} max throughput ({a.clients} clients): {top['throughput_rps']:.1f}/s, "
           f"p99 {top['p99_ms']:.2f} ms, errors {top['errors']}", flush=True)
     return {"runs": runs, "max": top}
 
@@ -162,7 +199,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100)
     ap.add_argument("--clients", type=int, default=8, help="connections for max throughput")
     ap.add_argument("--threads", type=int, default=4, help="threads of the v1 server")
-    ap.add_argument("--servers", default="v1,v2,bare")
+    ap.add_argument("--servers", default="v1,v2,v2grpc,bare")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "serving.json"))
     a = ap.parse_args()
     if a.drive:
@@ -204,12 +241,14 @@ def main() -> None:
                 continue
             server = (LocalServer(d, threads=a.threads) if name == "v1" else OipServer(d))
             with server:
-                results["servers"][name] = _measure(name, server.url, a, engine_ms)
+                where = server.grpc_target if name == "v2grpc" else server.url
+                results["servers"][name] = _measure(name, where, a, engine_ms)
     s = results["servers"]
-    if "v1" in s and "v2" in s:
-        results["v2_over_v1_max_throughput"] = (s["v2"]["max"]["throughput_rps"]
-                                                / s["v1"]["max"]["throughput_rps"])
-        print(f"v2 / v1 maximum throughput: {results['v2_over_v1_max_throughput']:.2f}x")
+    for v2 in ("v2", "v2grpc"):
+        if "v1" in s and v2 in s:
+            ratio = s[v2]["max"]["throughput_rps"] / s["v1"]["max"]["throughput_rps"]
+            results[f"{v2}_over_v1_max_throughput"] = ratio
+            print(f"{v2} / v1 REST maximum throughput: {ratio:.2f}x")
     write_json(a.out, results)
 
 

@@ -75,8 +75,23 @@ def live_data(tmp_path_factory):
 
 
 def _cli(*args, env=None, timeout=240):
-    return subprocess.run([*MLEOPS, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    """The CLI as its own process. A rollout it drives is bounded by the CLI's own
+    ``--timeout`` first (it then prints the state it stopped in), the process by ``timeout``;
+    a hang fails with everything the process printed."""
+    args = list(args)
+    if args[:1] == ["rollout"] and args[1:2] in (["start"], ["resume"]) and \
+            "--detach" not in args and "--timeout" not in args:
+        args += ["--timeout", str(timeout - 60)]
+    try:
+        return subprocess.run([*MLEOPS, *args], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) \
+            else e.stdout or ""
+        err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) \
+            else e.stderr or ""
+        pytest.fail(f"`mleops {' '.join(args)}` still running after {timeout} s\n"
+                    f"stdout: {out[-6000:]}\nstderr: {err[-3000:]}")
 
 
 def _routes(url):
@@ -207,8 +222,7 @@ def test_restarted_controller_resumes_and_decides(model, registry, live_data, tm
         first.wait(10)
         killed_at = store.load(model)
         assert killed_at.phase == "progressing" and killed_at.step_index >= 1
-        r = _cli("rollout", "resume", model, *common, "--interval", "0.3", "--timeout", "150",
-                 "--json", timeout=230)
+        r = _cli("rollout", "resume", model, *common, "--interval", "0.3", "--json")
         time.sleep(0.5)
     state = json.loads(r.stdout[r.stdout.index("{"):])
     assert r.returncode == 0 and state["phase"] == "promoted", (

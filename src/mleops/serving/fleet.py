@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mleops.errors import DataError
 from mleops.fleet_kernel import keyed_cdf, keyed_ppf
 from mleops.serving.contract import ContractError
 
@@ -75,6 +76,55 @@ def evaluate_rows(svc, cols: dict, keys, output: str, qs, record: bool
     return (p if output == "cdf" else 1.0 - p), [output]
 
 
+def load_canary(svc) -> None:
+    """The candidate table a fleet canary serves beside the champion's, if one is given."""
+    if not svc.canary_dir:
+        return
+    import json
+    import os
+
+    from mleops.fleet_artifact import FleetArtifact
+    from mleops.serving.fleet_canary import RoutingFile
+
+    svc.canary = FleetArtifact.load(svc.canary_dir)
+    if svc.canary.family != svc.fleet.family or svc.canary.key_names != svc.fleet.key_names:
+        raise DataError(f"a fleet canary must be the same family and keys as its champion: "
+                        f"{svc.canary.family} by {svc.canary.key_names} against "
+                        f"{svc.fleet.family} by {svc.fleet.key_names}")
+    info = os.path.join(svc.canary_dir, "serving.json")
+    if os.path.exists(info):
+        with open(info) as f:
+            svc.canary_version = str(json.load(f).get("version", ""))
+    svc.canary_version = svc.canary_version or "canary"
+    svc.routing = RoutingFile(svc.routing_path or os.path.join(svc.canary_dir, "routing.json"))
+
+
+def canary_rows(svc, cols: dict, keys, request_id: str):
+    """A fleet canary's answer to a log-likelihood request (validated ``cols``): each row
+    under its arm's table; the champion's totals count what the champion answered, the
+    candidate's what it answered (shadow: what it scored)."""
+    from mleops.serving.fleet_canary import score
+
+    x = cols["x"]
+    keys = key_columns(keys, svc.fleet.key_names, len(x), svc.max_rows)
+    svc._check_support(x)
+    routing = svc.routing.current()
+    out = score(svc.fleet, svc.canary, x, keys, request_id=request_id, routing=routing,
+                event=cols.get("event"))
+    out.loglik = svc._finite(out.loglik, x)
+    if out.loglik_canary is not None:
+        out.loglik_canary = svc._finite(out.loglik_canary, x)
+        mirrored = out.arm == 1
+        svc._record(out.loglik[~out.by_candidate])
+        if mirrored.any():
+            svc._record(out.loglik_canary[mirrored], canary=True)
+    else:
+        svc._record(out.loglik[~out.by_candidate])
+        if out.by_candidate.any():
+            svc._record(out.loglik[out.by_candidate], canary=True)
+    return out
+
+
 def warm(svc) -> None:
     """Compile the loglik kernel once on load (the first request is then not the slow one)."""
     art = svc.fleet
@@ -88,4 +138,4 @@ def warm(svc) -> None:
         svc.evaluate(x[:, None], None, "loglik", keys=keys, record=False)
 
 
-__all__ = ["evaluate_rows", "key_columns", "warm"]
+__all__ = ["canary_rows", "evaluate_rows", "key_columns", "load_canary", "warm"]

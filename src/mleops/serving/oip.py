@@ -251,8 +251,13 @@ class LikelihoodModel(Model):
 
     def get_output_types(self) -> list[dict]:
         """One tensor, chosen by ``parameters.output``; quantiles has a column per level."""
-        return [{"name": o, "datatype": "FP64", "shape": [-1, -1] if o == "quantiles" else [-1]}
-                for o in OUTPUTS]
+        out = [{"name": o, "datatype": "FP64", "shape": [-1, -1] if o == "quantiles" else [-1]}
+               for o in OUTPUTS]
+        if self.service.canary is not None:  # a fleet canary's loglik answer has these too
+            out += [{"name": "arm", "datatype": "INT64", "shape": [-1]},
+                    {"name": "key_index", "datatype": "INT64", "shape": [-1]},
+                    {"name": "loglik_canary", "datatype": "FP64", "shape": [-1]}]
+        return out
 
     def predict(self, payload: InferRequest, headers: dict | None = None) -> InferResponse:
         if payload.model_version and payload.model_version != self.version:
@@ -262,6 +267,9 @@ class LikelihoodModel(Model):
             output, levels = request_options(payload.parameters)
             if svc.key_names:  # a fleet: every row carries its key
                 X, names, keys = request_fleet_columns(payload, svc.key_names, svc.max_rows)
+                if svc.canary is not None and output == "loglik":
+                    rid = payload.id or str(uuid.uuid4())
+                    return self._canary(payload, rid, svc.evaluate_canary(X, names, keys, rid))
                 out, cols = svc.evaluate(X, names, output, levels, keys=keys)
             else:
                 X, names = request_columns(payload, ["x", *svc.covariates], svc.max_rows)
@@ -282,6 +290,25 @@ class LikelihoodModel(Model):
                              from_grpc=payload.from_grpc, use_binary_outputs=raw)
 
 
+    def _canary(self, payload: InferRequest, rid: str, ans) -> InferResponse:
+        """A fleet canary's answer: ``loglik``, and per row its ``arm`` (1 candidate, 0
+        champion, -1 no evidence), ``key_index`` (the key's row in the candidate's table) and
+        in shadow mode ``loglik_canary``: what a router needs to keep per-key evidence."""
+        n = [int(ans.loglik.size)]
+        outs = [InferOutput(name="loglik", shape=n, datatype="FP64",
+                            data=ans.loglik.tolist()),
+                InferOutput(name="arm", shape=n, datatype="INT64", data=ans.arm.tolist()),
+                InferOutput(name="key_index", shape=n, datatype="INT64",
+                            data=ans.key_index.tolist())]
+        if ans.loglik_canary is not None:
+            outs.append(InferOutput(name="loglik_canary", shape=n, datatype="FP64",
+                                    data=ans.loglik_canary.tolist()))
+        raw = bool(payload.from_grpc and payload.use_binary_outputs)
+        return InferResponse(response_id=rid, model_name=self.name, model_version=self.version,
+                             infer_outputs=outs, from_grpc=payload.from_grpc,
+                             use_binary_outputs=raw)
+
+
 class TotalsCollector:
     """The service's totals as Prometheus metrics, read at scrape time (so exact: no flush
     interval, no second copy), named and labelled as the Seldon server's."""
@@ -290,17 +317,21 @@ class TotalsCollector:
         self.service = service
 
     def collect(self):
-        t, values = self.service.snapshot(), [self.service.model_name,
-                                              self.service.model_version]
+        svc = self.service
+        series = [([svc.model_name, svc.model_version], svc.snapshot())]
+        if svc.canary is not None:  # a fleet canary: the candidate's rows under its version
+            series.append(([svc.model_name, svc.canary_version], svc.snapshot(canary=True)))
         for key, field in COUNTERS.items():
             m = CounterMetricFamily(key, f"mleops {field.replace('_', ' ')}",
                                     labels=METRIC_LABELS)
-            m.add_metric(values, float(getattr(t, field)))
+            for values, t in series:
+                m.add_metric(values, float(getattr(t, field)))
             yield m
         for key, field in GAUGES.items():
             m = GaugeMetricFamily(key, f"mleops {field.replace('_', ' ')} (cumulative)",
                                   labels=METRIC_LABELS)
-            m.add_metric(values, float(getattr(t, field)))
+            for values, t in series:
+                m.add_metric(values, float(getattr(t, field)))
             yield m
 
 

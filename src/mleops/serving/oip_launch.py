@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--http-port", type=int, default=8080)
     ap.add_argument("--grpc-port", type=int, default=8081)
+    ap.add_argument("--canary-model-dir", default="",
+                    help="A fleet canary: the candidate's table, served beside the fleet's.")
+    ap.add_argument("--routing-file", default="",
+                    help="The canary's routing JSON (default: routing.json in its directory).")
     a = ap.parse_args(argv)
     sys.argv = sys.argv[:1]  # kserve parses sys.argv at import: give it nothing of ours
 
@@ -149,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     limits = Limits.from_env()
     service = LikelihoodService(a.model_dir, limits=limits,
                                 model_name=os.environ.get("MLEOPS_MODEL_NAME", ""),
-                                model_version=os.environ.get("MLEOPS_MODEL_VERSION", ""))
+                                model_version=os.environ.get("MLEOPS_MODEL_VERSION", ""),
+                                canary_dir=a.canary_model_dir, routing_path=a.routing_file)
     service.load()
     model = LikelihoodModel(service)
     REGISTRY.register(TotalsCollector(service))

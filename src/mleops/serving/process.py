@@ -202,7 +202,8 @@ class OipServer(_ServerProcess):
     def __init__(self, model_dir: str, *, host: str = "127.0.0.1", http_port: int = 0,
                  grpc_port: int = 0, max_rows: int = 10_000, max_body_bytes: int = 8 << 20,
                  model_name: str = "", model_version: str = "", log_path: str | None = None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, canary_dir: str = "", routing_path: str = ""):
+        """``canary_dir``/``routing_path``: a fleet canary (:mod:`.fleet_canary`)."""
         self.host = host
         for port in (http_port, grpc_port):
             if port:
@@ -211,6 +212,10 @@ class OipServer(_ServerProcess):
         cmd = [sys.executable, "-m", "mleops.serving.oip_launch", "--model-dir",
                os.path.abspath(model_dir), "--http-port", str(self.http_port), "--grpc-port",
                str(self.grpc_port)]
+        if canary_dir:
+            cmd += ["--canary-model-dir", os.path.abspath(canary_dir)]
+        if routing_path:
+            cmd += ["--routing-file", os.path.abspath(routing_path)]
         env = _limits_env(limits, max_rows, max_body_bytes, host)
         env.update(MLEOPS_MODEL_NAME=model_name, MLEOPS_MODEL_VERSION=model_version)
         self._spawn(cmd, env, log_path)

@@ -61,14 +61,19 @@ class LikelihoodService:
     """One loaded model version and its running totals (thread-safe)."""
 
     def __init__(self, model_dir: str, *, max_rows: int | None = None, model_name: str = "",
-                 model_version: str = "", limits: Limits | None = None):
-        self.model_dir = model_dir
+                 model_version: str = "", limits: Limits | None = None,
+                 canary_dir: str = "", routing_path: str = ""):
+        """``canary_dir``: a fleet canary, the candidate version's table served beside this
+        fleet's and routed per key by the file at ``routing_path`` (:mod:`.fleet_canary`)."""
+        self.model_dir, self.canary_dir, self.routing_path = model_dir, canary_dir, routing_path
         self.limits = limits or Limits.from_env(**({"max_rows": max_rows} if max_rows else {}))
         self.max_rows = self.limits.max_rows
         self.model_name, self.model_version = model_name, model_version
         self.artifact: ModelArtifact | None = None
         self.fleet = None  # a FleetArtifact when the directory holds a fleet
         self.totals = Totals()
+        self.canary = None  # a fleet canary's candidate table (a FleetArtifact)
+        self.canary_version, self.canary_totals, self.routing = "", Totals(), None
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -94,8 +99,11 @@ class LikelihoodService:
         if self.fleet is not None:
             from mleops.serving import fleet
 
+            fleet.load_canary(self)
             fleet.warm(self)
             return
+        if self.canary_dir:
+            raise DataError("a canary table is served beside a fleet only; this model is one")
         warm = np.full((1, 1 + len(self.covariates)), self._inside_value())
         self.evaluate(warm, None, "loglik", record=False)
 
@@ -176,10 +184,22 @@ class LikelihoodService:
 
         ``keys``: for a fleet, each row's key (one array per key column, or a dict by key
         column name); a fleet refuses a payload without them, one model one with them."""
+        return self._guarded(record, self._evaluate, X, names, output, quantiles, record, keys)
+
+    def evaluate_canary(self, X, names, keys, request_id: str):
+        """A fleet canary's log-likelihood answer (:class:`.fleet_canary.CanaryAnswer`) for
+        the request ``request_id`` (its routing hashes it); ServingError on bad input."""
+        from mleops.serving import fleet
+
+        return self._guarded(True, lambda: fleet.canary_rows(self, self.columns(X, names),
+                                                             keys, request_id))
+
+    def _guarded(self, record: bool, fn, *args):
+        """``fn(*args)`` with every refusal a ServingError (4xx), counted if ``record``."""
         if not self.ready:
             raise ServingError("model not loaded yet", status=503)
         try:
-            return self._evaluate(X, names, output, quantiles, record, keys)
+            return fn(*args)
         except (DataError, ContractError) as e:
             err = ServingError(str(e), getattr(e, "status", 400))
         except ServingError as e:
@@ -255,17 +275,19 @@ class LikelihoodService:
         return np.asarray([fam.check_support(np.array([v])) is not None for v in x]) \
             if fam.check_support(x) else np.zeros(x.shape, bool)
 
-    def _record(self, ll: np.ndarray) -> None:
+    def _record(self, ll: np.ndarray, canary: bool = False) -> None:
         with self._lock:
-            self.totals.requests += 1
-            self.totals.rows += int(ll.size)
-            self.totals.loglik_sum += float(ll.sum())
-            self.totals.loglik_sq_sum += float(np.square(ll).sum())
+            t = self.canary_totals if canary else self.totals
+            t.requests += 1
+            t.rows += int(ll.size)
+            t.loglik_sum += float(ll.sum())
+            t.loglik_sq_sum += float(np.square(ll).sum())
 
-    def snapshot(self) -> Totals:
-        """A consistent copy of the totals (all fields from the same moment)."""
+    def snapshot(self, canary: bool = False) -> Totals:
+        """A consistent copy of the totals (all fields from the same moment); ``canary``: the
+        rows a fleet canary's candidate answered (or scored, in shadow mode)."""
         with self._lock:
-            return dataclasses.replace(self.totals)
+            return dataclasses.replace(self.canary_totals if canary else self.totals)
 
     def labels(self) -> dict[str, str]:
         return {"model_name": self.model_name, "model_version": self.model_version}
