@@ -19,9 +19,11 @@ from mleops.fleet_artifact import FleetArtifact, key_labels
 
 
 def merge_fleets(candidate: FleetArtifact, champion: FleetArtifact | None, take: dict,
-                 *, champion_version: str) -> FleetArtifact:
+                 *, champion_version: str, candidate_version: str = "") -> FleetArtifact:
     """The merged table. ``take``: key label -> "candidate" | "champion" | "excluded" (the
-    fleet gate's ``table["take"]``); ``champion_version``: the champion's registry version."""
+    fleet gate's ``table["take"]``, or a fleet rollout's decisions); ``champion_version``:
+    the champion's registry version; ``candidate_version``: the candidate's, when it is a
+    registered version already (a rollout's), so its keys' lineage names it."""
     if champion is not None:
         if champion.family != candidate.family or champion.key_names != candidate.key_names:
             raise DataError(f"cannot merge fleets of different families or keys: "
@@ -43,7 +45,8 @@ def merge_fleets(candidate: FleetArtifact, champion: FleetArtifact | None, take:
         if choice == "candidate" and key not in cand_at:
             raise DataError(f"take says key {key!r} takes the candidate, which lacks it")
         if choice == "candidate":
-            rows.append((candidate, cand_at[key], ""))
+            i = cand_at[key]
+            rows.append((candidate, i, str(candidate.source_version[i]) or candidate_version))
         elif choice == "champion":
             i = champ_at[key]
             rows.append((champion, i, str(champion.source_version[i]) or champion_version))
@@ -65,8 +68,8 @@ def merge_fleets(candidate: FleetArtifact, champion: FleetArtifact | None, take:
         status=np.array(col(lambda s, i: s.status[i]), dtype=object),
         source_version=np.array([v for _, _, v in rows], dtype=object),
         pooled=candidate.pooled, unknown_key=candidate.unknown_key,
-        metadata={**candidate.metadata, "merged_from": {"champion": champion_version,
-                                                       "candidate": "this version"}})
+        metadata={**candidate.metadata, "merged_from": {
+            "champion": champion_version, "candidate": candidate_version or "this version"}})
 
 
 __all__ = ["merge_fleets"]
