@@ -51,6 +51,7 @@ def _http_sender(url: str, protocol: str, rows: int):
     path, body = payload(protocol, rows)
     u = urlparse(url)
     conn = [http.client.HTTPConnection(u.hostname, u.port, timeout=10)]
+    conn[0].connect()  # connected before the schedule starts, as a warm client pool is
 
     def send() -> int:
         try:
@@ -75,7 +76,9 @@ def _grpc_sender(target: str, rows: int):
     x = np.random.default_rng(0).gamma(2.0, 1.5, rows).tolist()
     request = pb.ModelInferRequest(model_name="bench", inputs=[pb.ModelInferRequest.InferInputTensor(
         name="x", datatype="FP64", shape=[rows], contents=pb.InferTensorContents(fp64_contents=x))])
-    stub = stubs.GRPCInferenceServiceStub(grpc.insecure_channel(target))
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=30)  # connected before the schedule
+    stub = stubs.GRPCInferenceServiceStub(channel)
 
     def send() -> int:
         stub.ModelInfer(request, timeout=10)
@@ -96,15 +99,28 @@ def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
         return _grpc_sender(url, rows) if protocol == "v2grpc" else _http_sender(url, protocol,
                                                                                   rows)
 
+    if protocol == "v2grpc":  # imported once here, not by every worker thread at once
+        sys.argv = sys.argv[:1]  # kserve parses sys.argv at import: give it nothing of ours
+        import grpc  # noqa: F401
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc  # noqa: F401
     n = int(rate * seconds) if rate else 10 ** 9
     lat: list[float] = []
     errors: list = []
     jobs: queue.Queue = queue.Queue()
-    start = time.perf_counter() + 0.3
-    stop_at = start + seconds
+    ready, go = threading.Barrier(clients + 1), threading.Event()
+    clock: list[float] = []
 
     def worker() -> None:
-        send = sender()
+        try:
+            send = sender()  # every connection made before the first request is due
+        except Exception as e:
+            errors.append(f"connect: {type(e).__name__}: {e}")
+            ready.wait()
+            return
+        ready.wait()
+        go.wait()
+        start = clock[0]
+        stop_at = start + seconds
         while (i := jobs.get() if rate else 0) is not None:
             due = start + i / rate if rate else time.perf_counter()
             if not rate and due > stop_at:
@@ -123,6 +139,10 @@ def drive(url: str, protocol: str, rate: float, seconds: float, rows: int,
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for th in threads:
         th.start()
+    ready.wait()
+    start = time.perf_counter() + 0.1
+    clock.append(start)
+    go.set()
     if rate:
         for i in range(n):
             jobs.put(i)

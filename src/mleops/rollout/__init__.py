@@ -24,6 +24,7 @@ from mleops.rollout.control import (
     Controller,
     evaluate_fleet_stream,
     evaluate_stream,
+    finish_fleet_rollout,
     parse_steps,
 )
 from mleops.rollout.kernels import (
@@ -48,6 +49,6 @@ from mleops.rollout.state import (
 __all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
            "MODES", "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
            "TestConfig", "Verdict", "backend_from", "evaluate_fleet_stream", "evaluate_stream",
-           "open_backend", "parse_steps",
+           "finish_fleet_rollout", "open_backend", "parse_steps",
            "state_store", "FAILED", "PROGRESSING", "PROMOTED", "PROMOTING", "ROLLED_BACK",
            "WAITING"]
