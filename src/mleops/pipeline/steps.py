@@ -49,12 +49,6 @@ CALIB_FILE = "calibration.json"
 DECISION_FILE = "decision.json"
 
 
-def _warm_compiles() -> None:
-    """Each task is a fresh interpreter: JAX's persistent cache (``MLEOPS_JAX_CACHE``, as for
-    the CLI) lets a pipeline's next run reuse the kernels its last one compiled."""
-    enable_compilation_cache()
-
-
 def family_options(family: str, threshold=None, k=None) -> dict:
     """Pipeline parameters are never None (KFP): keep only the options the family takes
     (``Family.option_names``); 0 means "the family's default" for ``k``."""
@@ -121,7 +115,7 @@ def train(train_path: str, model_dir: str, *, family: str, threshold=None, k=Non
     TrainJob instead (``mleops.pipeline.trainjob``; ``api``: a CustomObjectsApi) and the
     artifact is built from its result the same way. A table larger than this process'
     memory (or any, with ``max_memory`` bytes) is streamed (``mleops.pipeline.streamed``)."""
-    _warm_compiles()
+    enable_compilation_cache()  # a task is a fresh interpreter: reuse the last run's kernels
     from mleops.pipeline.overlap import sketch
     from mleops.pipeline.streamed import fit_table_streamed, streamed_source, table_meta
 
@@ -178,7 +172,7 @@ def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: s
              model_name: str = "", seed: int = 0) -> dict:
     """Per-row held-out log-likelihood of the candidate and of the champion on the same rows,
     plus calibration of the candidate. Writes scores.npz and calibration.json."""
-    _warm_compiles()
+    enable_compilation_cache()
     from mleops.gate.calibration import calibration, heldout_loglik, summary_metrics
 
     held = read_dataset(heldout_path)
@@ -268,7 +262,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     gate, the candidate is re-gated against the new one on ``heldout_path``'s rows
     (:mod:`~mleops.pipeline.regate`) and registered or rejected on that.
     """
-    _warm_compiles()
+    enable_compilation_cache()
     from mleops.gate.decision import outcome_of
     from mleops.registry import (
         CANDIDATE_TAG,

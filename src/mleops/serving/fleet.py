@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mleops.errors import DataError
 from mleops.fleet_kernel import keyed_cdf, keyed_ppf
 from mleops.serving.contract import ContractError
 
@@ -80,22 +79,12 @@ def load_canary(svc) -> None:
     """The candidate table a fleet canary serves beside the champion's, if one is given."""
     if not svc.canary_dir:
         return
-    import json
     import os
 
     from mleops.fleet_artifact import FleetArtifact
-    from mleops.serving.fleet_canary import RoutingFile
+    from mleops.serving.fleet_canary import RoutingFile, check_pair
 
-    svc.canary = FleetArtifact.load(svc.canary_dir)
-    if svc.canary.family != svc.fleet.family or svc.canary.key_names != svc.fleet.key_names:
-        raise DataError(f"a fleet canary must be the same family and keys as its champion: "
-                        f"{svc.canary.family} by {svc.canary.key_names} against "
-                        f"{svc.fleet.family} by {svc.fleet.key_names}")
-    info = os.path.join(svc.canary_dir, "serving.json")
-    if os.path.exists(info):
-        with open(info) as f:
-            svc.canary_version = str(json.load(f).get("version", ""))
-    svc.canary_version = svc.canary_version or "canary"
+    svc.canary = check_pair(svc.fleet, FleetArtifact.load(svc.canary_dir))
     svc.routing = RoutingFile(svc.routing_path or os.path.join(svc.canary_dir, "routing.json"))
 
 
@@ -103,7 +92,7 @@ def canary_rows(svc, cols: dict, keys, request_id: str):
     """A fleet canary's answer to a log-likelihood request (validated ``cols``): each row
     under its arm's table; the champion's totals count what the champion answered, the
     candidate's what it answered (shadow: what it scored)."""
-    from mleops.serving.fleet_canary import score
+    from mleops.serving.fleet_canary import ARM_CANARY, score
 
     x = cols["x"]
     keys = key_columns(keys, svc.fleet.key_names, len(x), svc.max_rows)
@@ -114,14 +103,11 @@ def canary_rows(svc, cols: dict, keys, request_id: str):
     out.loglik = svc._finite(out.loglik, x)
     if out.loglik_canary is not None:
         out.loglik_canary = svc._finite(out.loglik_canary, x)
-        mirrored = out.arm == 1
-        svc._record(out.loglik[~out.by_candidate])
-        if mirrored.any():
-            svc._record(out.loglik_canary[mirrored], canary=True)
-    else:
-        svc._record(out.loglik[~out.by_candidate])
-        if out.by_candidate.any():
-            svc._record(out.loglik[out.by_candidate], canary=True)
+    svc._record(out.loglik[~out.by_candidate])
+    scored = (out.loglik_canary[out.arm == ARM_CANARY] if out.loglik_canary is not None
+              else out.loglik[out.by_candidate])
+    if scored.size:
+        svc._record(scored, canary=True)
     return out
 
 

@@ -124,16 +124,22 @@ class CanaryAnswer:
     loglik_canary: np.ndarray | None = None
 
 
+def check_pair(champion: FleetArtifact, candidate: FleetArtifact) -> FleetArtifact:
+    """``candidate``, if it can be a canary of ``champion`` (same family and keys)."""
+    if candidate.family != champion.family or candidate.key_names != champion.key_names:
+        raise DataError(f"a fleet canary must be the same family and keys as its champion: "
+                        f"{candidate.family} by {candidate.key_names} against "
+                        f"{champion.family} by {champion.key_names}")
+    return candidate
+
+
 def score(champion: FleetArtifact, candidate: FleetArtifact, x: np.ndarray, keys: list,
           *, request_id: str, routing: Routing, event=None) -> CanaryAnswer:
     """Per-row log-likelihoods of one request under the routing; a key neither table can
     answer is refused as the champion refuses it (or answered by its pooled fit)."""
     from mleops.fleet_kernel import keyed_loglik
 
-    if candidate.family != champion.family or candidate.key_names != champion.key_names:
-        raise DataError(f"a fleet canary must be the same family and keys as its champion: "
-                        f"{candidate.family} by {candidate.key_names} against "
-                        f"{champion.family} by {champion.key_names}")
+    check_pair(champion, candidate)
     x = np.asarray(x, np.float64)
     ev = None if event is None else np.asarray(event, np.float64)
     at_p, at_c = champion.positions(keys), candidate.positions(keys)
@@ -148,9 +154,12 @@ def score(champion: FleetArtifact, candidate: FleetArtifact, x: np.ndarray, keys
         return keyed_loglik(art.family, art.row_params(at), x[rows],
                             event=None if ev is None else ev[rows])
 
-    if to_p.any():  # the champion's own lookup: its refusal (or pooled fit) for unknown keys
-        ll_p[to_p] = under(champion, champion.rows_of([np.asarray(k)[to_p] for k in keys]),
-                           to_p)
+    if to_p.any():
+        at = at_p[to_p]
+        if (at < 0).any():  # keys neither table has: the champion's refusal (or pooled fit)
+            lost = to_p & (at_p < 0)
+            at[at < 0] = champion.rows_of([np.asarray(k)[lost] for k in keys])
+        ll_p[to_p] = under(champion, at, to_p)
     if to_c.any():
         ll_c[to_c] = under(candidate, at_c[to_c], to_c)
     arm = np.where(hit, ARM_CANARY, np.where(both, ARM_CHAMPION, ARM_NONE))
@@ -161,4 +170,4 @@ def score(champion: FleetArtifact, candidate: FleetArtifact, x: np.ndarray, keys
 
 
 __all__ = ["ARM_CANARY", "ARM_CHAMPION", "ARM_NONE", "CanaryAnswer", "Routing", "RoutingFile",
-           "routed", "score", "write_routing"]
+           "check_pair", "routed", "score", "write_routing"]

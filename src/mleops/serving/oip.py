@@ -282,13 +282,15 @@ class LikelihoodModel(Model):
         params = {"levels": ",".join(c[1:] for c in cols)} if output == "quantiles" else None
         tensor = InferOutput(name=output, shape=list(out.shape), datatype="FP64",
                              data=out.ravel().tolist(), parameters=params)
+        return self._response(payload, payload.id or str(uuid.uuid4()), [tensor])
+
+    def _response(self, payload: InferRequest, rid: str, outputs: list) -> InferResponse:
         # gRPC raw inputs get raw outputs back (tritonclient reads no typed contents); REST
         # answers JSON tensors whatever binary_data_output asks (the extension allows it)
         raw = bool(payload.from_grpc and payload.use_binary_outputs)
-        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
-                             model_version=self.version, infer_outputs=[tensor],
-                             from_grpc=payload.from_grpc, use_binary_outputs=raw)
-
+        return InferResponse(response_id=rid, model_name=self.name, model_version=self.version,
+                             infer_outputs=outputs, from_grpc=payload.from_grpc,
+                             use_binary_outputs=raw)
 
     def _canary(self, payload: InferRequest, rid: str, ans) -> InferResponse:
         """A fleet canary's answer: ``loglik``, and per row its ``arm`` (1 candidate, 0
@@ -303,10 +305,7 @@ class LikelihoodModel(Model):
         if ans.loglik_canary is not None:
             outs.append(InferOutput(name="loglik_canary", shape=n, datatype="FP64",
                                     data=ans.loglik_canary.tolist()))
-        raw = bool(payload.from_grpc and payload.use_binary_outputs)
-        return InferResponse(response_id=rid, model_name=self.name, model_version=self.version,
-                             infer_outputs=outs, from_grpc=payload.from_grpc,
-                             use_binary_outputs=raw)
+        return self._response(payload, rid, outs)
 
 
 class TotalsCollector:

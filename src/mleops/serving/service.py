@@ -86,10 +86,7 @@ class LikelihoodService:
             self.fleet = FleetArtifact.load(self.model_dir)
         else:
             self.artifact = ModelArtifact.load(self.model_dir)
-        info_path = os.path.join(self.model_dir, SERVING_INFO)
-        if os.path.exists(info_path):
-            with open(info_path) as f:
-                info = json.load(f)
+        if info := read_serving_info(self.model_dir):
             self.model_name = self.model_name or info.get("name", "")
             self.model_version = self.model_version or str(info.get("version", ""))
         # a bare model directory is named after itself (what an OIP client addresses)
@@ -100,6 +97,9 @@ class LikelihoodService:
             from mleops.serving import fleet
 
             fleet.load_canary(self)
+            if self.canary_dir:
+                self.canary_version = str(read_serving_info(self.canary_dir).get(
+                    "version", "")) or "canary"
             fleet.warm(self)
             return
         if self.canary_dir:
@@ -291,6 +291,15 @@ class LikelihoodService:
 
     def labels(self) -> dict[str, str]:
         return {"model_name": self.model_name, "model_version": self.model_version}
+
+
+def read_serving_info(model_dir: str) -> dict:
+    """The registered name and version a staged directory was served as ({} if unstaged)."""
+    path = os.path.join(model_dir, SERVING_INFO)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def stage_model(artifact: ModelArtifact, target_dir: str, *, name: str, version: str) -> str:

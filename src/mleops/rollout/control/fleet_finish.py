@@ -25,7 +25,7 @@ import numpy as np
 from mleops.errors import DataError, RolloutError
 from mleops.fleet_artifact import FleetArtifact, key_labels
 from mleops.fleet_merge import merge_fleets
-from mleops.rollout.kernels.fleet import PROMOTE, FleetEvidence
+from mleops.rollout.kernels.fleet import NAMES, PROMOTE, UNDECIDED, FleetEvidence
 
 ROLLOUT_KEY_PREFIX = "fleet-rollout:"
 
@@ -98,11 +98,10 @@ def worst_keys(candidate: FleetArtifact, evidence: FleetEvidence, n: int = 10
 
     a = evidence.a
     log_drop, _ = log_e(evidence.config.test, a["score"], a["info"])
-    drop = np.where(a["decision"] == 0, log_drop, a["log_drop"])
+    drop = np.where(a["decision"] == UNDECIDED, log_drop, a["log_drop"])
     order = np.argsort(-drop)[:n]
     labels = key_labels(candidate.keys)
-    names = {0: "undecided", 1: "rollback", 2: "promote"}
-    return [{"key": str(labels[i]), "decision": names[int(a["decision"][i])],
+    return [{"key": str(labels[i]), "decision": NAMES[int(a["decision"][i])],
              "log_e_drop": float(drop[i]), "rows_canary": int(a["n_c"][i]),
              "rows_champion": int(a["n_p"][i])} for i in order]
 

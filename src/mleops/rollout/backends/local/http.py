@@ -49,7 +49,7 @@ class _DataHandler(_RouterHandler):
         if path in wire.health_paths:
             self._send(200, {"live": True, "ready": True, "protocol": wire.name,
                              "model": wire.model})
-        elif path in getattr(wire, "metadata_paths", tuple)():
+        elif path in wire.metadata_paths():
             status, out = self.router.forward_get(path)
             self._send(status, out)
         elif wire.route(path):

@@ -22,7 +22,19 @@ PROTOCOLS = ("v2", "v1")
 DEFAULT_PROTOCOL = "v2"
 
 
-class SeldonV1:
+class _Wire:
+    predict_path: str
+
+    def route(self, path: str) -> str | None:
+        """The path to forward a client's POST to, or None (not a prediction route)."""
+        return self.predict_path if path == self.predict_path else None
+
+    def metadata_paths(self) -> tuple[str, ...]:
+        """GETs answered by the champion (what a client asks before inferring)."""
+        return ()
+
+
+class SeldonV1(_Wire):
     """Seldon Core v1 messages on ``/api/v1.0/predictions``."""
 
     name = "v1"
@@ -31,10 +43,6 @@ class SeldonV1:
 
     def __init__(self, model: str = ""):
         self.model = model
-
-    def route(self, path: str) -> str | None:
-        """The path to forward a client's POST to, or None (not a prediction route)."""
-        return self.predict_path if path == self.predict_path else None
 
     def check(self, body: bytes, limits: Limits) -> None:
         seldon_request(parse_body(body, limits), limits)
@@ -63,7 +71,7 @@ class SeldonV1:
         return LocalServer(model_dir, threads=threads, log_path=log_path)
 
 
-class OipV2:
+class OipV2(_Wire):
     """Open Inference Protocol v2 REST: ``POST /v2/models/{model}/infer``; every version of
     the plane's model is served under the model's registered name."""
 
@@ -74,11 +82,7 @@ class OipV2:
         self.model = model
         self.predict_path = f"/v2/models/{model}/infer"
 
-    def route(self, path: str) -> str | None:
-        return self.predict_path if path == self.predict_path else None
-
     def metadata_paths(self) -> tuple[str, ...]:
-        """GETs answered by the champion (what a client asks before inferring)."""
         return (f"/v2/models/{self.model}", f"/v2/models/{self.model}/ready", "/v2/models",
                 "/v2")
 
