@@ -117,4 +117,19 @@ def test_the_routing_file_is_reread_on_change_and_fails_safe(tmp_path):
     with pytest.raises(DataError, match="0..100"):
         Routing(True)
     write_routing(path, Routing(10))
-    assert json.load(open(path)) == {"weight": 10, "mode": "split"} and rf.current().weight == 10
+    write_routing(path, Routing(10, held=(3, 1)))
+    assert json.load(open(path)) == {"weight": 10, "mode": "split", "held": [3, 1]}
+    assert rf.current() == Routing(10, "split", (3, 1))
+
+
+def test_held_keys_are_answered_by_the_champion_and_give_no_canary_rows(tables):
+    champion, candidate = tables
+    keys = [np.array(["a", "b", "c", "new"] * 3)]
+    x = np.linspace(0.5, 6.0, 12)
+    b = int(candidate.positions([np.array(["b"])])[0])
+    out = score(champion, candidate, x, keys, request_id="r", routing=Routing(100, held=(b,)))
+    is_b = keys[0] == "b"
+    assert (out.arm[is_b] == ARM_CHAMPION).all() and not out.by_candidate[is_b].any()
+    assert (out.arm[np.isin(keys[0], ["a", "c"])] == ARM_CANARY).all()
+    np.testing.assert_allclose(out.loglik[is_b],
+                               champion.loglik_rows(x[is_b], [keys[0][is_b]]), rtol=1e-12)

@@ -68,7 +68,7 @@ def test_the_merge_takes_each_key_from_its_decided_parent_and_moves_the_champion
                                  candidate_version="2", evidence=ev)
     assert again["version"] == "3" and len(reg.list_versions(name)) == 3
     assert reg.load_fleet(name)[0] == "3"
-    assert worst_keys(candidate, ev, 1)[0]["key"] == "b"
+    assert worst_keys(key_labels(candidate.keys).tolist(), ev, 1)[0]["key"] == "b"
 
 
 def test_a_champion_that_moved_meanwhile_registers_nothing(registered):

@@ -300,3 +300,8 @@ def serve_cmd(name, port, admin_port, tracking_uri, log_dir, protocol) -> None:
                                "credentials": str(plane_dir()), **plane.router.routes()}))
         sys.stdout.flush()
         done.wait()
+
+
+from mleops.cli.rollout_fleet import fleet  # noqa: E402  (a subgroup: `mleops rollout fleet`)
+
+rollout.add_command(fleet)

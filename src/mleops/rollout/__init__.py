@@ -22,6 +22,7 @@ from mleops.rollout.backends import (
 )
 from mleops.rollout.control import (
     Controller,
+    FleetRollout,
     evaluate_fleet_stream,
     evaluate_stream,
     finish_fleet_rollout,
@@ -46,7 +47,7 @@ from mleops.rollout.state import (
     RolloutState,
 )
 
-__all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "Guardrails",
+__all__ = ["AnnotationStateStore", "Backend", "Controller", "FileStateStore", "FleetRollout", "Guardrails",
            "MODES", "Observation", "RolloutError", "RolloutState", "SequentialTest", "Summary",
            "TestConfig", "Verdict", "backend_from", "evaluate_fleet_stream", "evaluate_stream",
            "finish_fleet_rollout", "open_backend", "parse_steps",

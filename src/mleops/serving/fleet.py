@@ -75,23 +75,26 @@ def evaluate_rows(svc, cols: dict, keys, output: str, qs, record: bool
     return (p if output == "cdf" else 1.0 - p), [output]
 
 
-def load_canary(svc) -> None:
-    """The candidate table a fleet canary serves beside the champion's, if one is given."""
-    if not svc.canary_dir:
-        return
+def load_canary(svc, version: str) -> None:
+    """The candidate table (registered ``version``) a fleet canary serves beside the
+    champion's, its routing file and its per-key tally."""
     import os
 
     from mleops.fleet_artifact import FleetArtifact
     from mleops.serving.fleet_canary import RoutingFile, check_pair
+    from mleops.serving.fleet_tally import KeyTally
 
     svc.canary = check_pair(svc.fleet, FleetArtifact.load(svc.canary_dir))
+    svc.canary_version = version
     svc.routing = RoutingFile(svc.routing_path or os.path.join(svc.canary_dir, "routing.json"))
+    svc.tally = KeyTally(len(svc.canary), svc.canary_version)
 
 
 def canary_rows(svc, cols: dict, keys, request_id: str):
     """A fleet canary's answer to a log-likelihood request (validated ``cols``): each row
     under its arm's table; the champion's totals count what the champion answered, the
-    candidate's what it answered (shadow: what it scored)."""
+    candidate's what it answered (shadow: what it scored), and the per-key tally
+    (:mod:`.fleet_tally`) each key's evidence."""
     from mleops.serving.fleet_canary import ARM_CANARY, score
 
     x = cols["x"]
@@ -108,6 +111,7 @@ def canary_rows(svc, cols: dict, keys, request_id: str):
               else out.loglik[out.by_candidate])
     if scored.size:
         svc._record(scored, canary=True)
+    svc.tally.add(out.arm, out.key_index, out.loglik, out.loglik_canary)
     return out
 
 

@@ -12,7 +12,9 @@ scored under the candidate as well (paired evidence on the same rows).
 Each answered row carries its arm: 1 candidate, 0 champion, -1 a key only one of the two
 tables can answer (a new key, or one the other could not fit): no comparison, no evidence.
 
-The routing is a small JSON file (``{"weight": 10, "mode": "split"}``) read again whenever
+The routing is a small JSON file (``{"weight": 10, "mode": "split", "held": [3, 17]}``:
+``held`` are keys, by their row in the candidate's table, a rollout has already rolled back,
+so the candidate answers none of their rows) read again whenever
 it changes (one ``stat`` per request): the local data plane replaces it atomically; on a
 cluster it is a mounted ConfigMap, which the kubelet updates in place without a restart. A
 missing or unreadable file routes nothing to the candidate (fail safe: the champion answers).
@@ -41,6 +43,7 @@ class Routing:
 
     weight: int = 0
     mode: str = "split"
+    held: tuple[int, ...] = ()  # key indices (the candidate's rows) kept on the champion
 
     def __post_init__(self) -> None:
         if isinstance(self.weight, bool) or not isinstance(self.weight, int) or \
@@ -48,19 +51,27 @@ class Routing:
             raise DataError(f"routing weight must be an integer in 0..100, got {self.weight!r}")
         if self.mode not in MODES:
             raise DataError(f"routing mode must be one of {list(MODES)}, got {self.mode!r}")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                   for i in self.held):
+            raise DataError("routing held must be a list of key indices (integers >= 0)")
 
     @classmethod
     def from_dict(cls, doc: dict) -> Routing:
         if not isinstance(doc, dict):
             raise DataError("routing must be a JSON object")
-        return cls(weight=doc.get("weight", 0), mode=doc.get("mode", "split"))
+        held = doc.get("held", [])
+        if not isinstance(held, list):
+            raise DataError("routing held must be a list of key indices")
+        return cls(weight=doc.get("weight", 0), mode=doc.get("mode", "split"),
+                   held=tuple(held))
 
 
 def write_routing(path: str, routing: Routing) -> None:
     """Replace the routing file atomically (a reader sees the old or the new one)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
-        json.dump({"weight": routing.weight, "mode": routing.mode}, f)
+        json.dump({"weight": routing.weight, "mode": routing.mode,
+                   "held": list(routing.held)}, f)
     os.replace(tmp, path)
 
 
@@ -145,6 +156,8 @@ def score(champion: FleetArtifact, candidate: FleetArtifact, x: np.ndarray, keys
     at_p, at_c = champion.positions(keys), candidate.positions(keys)
     both, only_c = (at_p >= 0) & (at_c >= 0), (at_p < 0) & (at_c >= 0)
     hit = both & routed(key_labels(keys), request_id, routing.weight)
+    if routing.held:  # keys already rolled back: the champion answers them, no evidence
+        hit &= ~np.isin(at_c, routing.held)
     shadow = routing.mode == "shadow"
     to_c = hit | only_c
     to_p = ~only_c if shadow else ~to_c

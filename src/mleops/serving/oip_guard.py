@@ -28,7 +28,7 @@ SERVER_ID_HEADER = "x-mleops-server-id"
 BINARY_HEADER = "inference-header-content-length"  # OIP's binary tensor data extension
 OPEN = ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models", "/metrics")
 MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-                        r"(?P<rest>|/ready|/infer)$")
+                        r"(?P<rest>|/ready|/infer|/evidence)$")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -72,8 +72,8 @@ class Guard:
         match = MODEL_PATH.match(path)
         if path not in OPEN and match is None:
             raise ContractError(f"no route {path}: this server answers the Open Inference "
-                                "Protocol v2 (/v2/models/{name}/infer, health, metadata) "
-                                "and /metrics", 404)
+                                "Protocol v2 (/v2/models/{name}/infer, health, metadata), "
+                                "/metrics and a fleet canary's /v2/models/{name}/evidence", 404)
         wanted = "POST" if match and match["rest"] == "/infer" else "GET"
         if method != wanted and not (wanted == "GET" and method == "HEAD"):
             raise ContractError(f"{path} takes {wanted}, not {method}", 405)

@@ -115,6 +115,18 @@ def conformant_answers() -> None:
     V2Endpoints.infer = infer
 
 
+def evidence_route(app, service) -> None:
+    """``GET /v2/models/{name}/evidence``: a fleet canary's per-key counters
+    (:class:`~mleops.serving.fleet_tally.KeyTally`), what a fleet rollout's controller or
+    judge reads each tick (aggregates only, like ``/metrics``; the guard checks the name)."""
+    from fastapi.responses import JSONResponse
+
+    async def evidence(model_name: str) -> JSONResponse:
+        return JSONResponse(service.tally.snapshot())
+
+    app.add_api_route("/v2/models/{model_name}/evidence", evidence, methods=["GET"])
+
+
 def quiet_request_logs() -> None:
     """KServe logs two trace lines and an access line per request at INFO: at hundreds of
     requests a second that is most of the server's time. Errors are still logged;
@@ -164,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         Guard, models={model.name: model.version}, limits=limits, bound=host,
         server_id=os.environ.get(lifetime.SERVER_ID_ENV, ""))
     _error_handlers(model_server.app)
+    if service.tally is not None:
+        evidence_route(model_server.app, service)
     conformant_answers()
     server = ModelServer(http_port=a.http_port, grpc_port=a.grpc_port, workers=1,
                          enable_docs_url=False, enable_latency_logging=False)

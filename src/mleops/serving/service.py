@@ -74,6 +74,7 @@ class LikelihoodService:
         self.totals = Totals()
         self.canary = None  # a fleet canary's candidate table (a FleetArtifact)
         self.canary_version, self.canary_totals, self.routing = "", Totals(), None
+        self.tally = None  # a fleet canary's per-key evidence (a fleet_tally.KeyTally)
         self._lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -96,10 +97,9 @@ class LikelihoodService:
         if self.fleet is not None:
             from mleops.serving import fleet
 
-            fleet.load_canary(self)
             if self.canary_dir:
-                self.canary_version = str(read_serving_info(self.canary_dir).get(
-                    "version", "")) or "canary"
+                fleet.load_canary(self, str(read_serving_info(self.canary_dir).get(
+                    "version", "")) or "canary")
             fleet.warm(self)
             return
         if self.canary_dir:

@@ -91,17 +91,18 @@ def _fleet(registry, name: str, version: str) -> FleetArtifact:
     return found[1]
 
 
-def worst_keys(candidate: FleetArtifact, evidence: FleetEvidence, n: int = 10
+def worst_keys(labels: list[str], evidence: FleetEvidence, n: int | None = 10
                ) -> list[dict[str, Any]]:
-    """The keys with the most evidence of a drop (what `rollout status` shows first)."""
+    """The keys (``labels``: by evidence index) with the most evidence of a drop first
+    (what `rollout fleet status` shows); ``n`` None: every key."""
     from mleops.rollout.kernels.evidence import log_e
 
     a = evidence.a
     log_drop, _ = log_e(evidence.config.test, a["score"], a["info"])
     drop = np.where(a["decision"] == UNDECIDED, log_drop, a["log_drop"])
-    order = np.argsort(-drop)[:n]
-    labels = key_labels(candidate.keys)
+    order = np.argsort(-drop, kind="stable")[:n]
     return [{"key": str(labels[i]), "decision": NAMES[int(a["decision"][i])],
+             "tick": int(a["tick"][i]) if a["tick"][i] >= 0 else None,
              "log_e_drop": float(drop[i]), "rows_canary": int(a["n_c"][i]),
              "rows_champion": int(a["n_p"][i])} for i in order]
 

@@ -1,0 +1,88 @@
+"""Per-key evidence of a fleet canary, kept where the rows are answered: the server.
+
+A fleet's decisions are per key, and on a cluster no mleops process sits in the data path
+(traffic reaches the server through a Service, an InferenceService, a SeldonDeployment).
+Per-key Prometheus series would be unbounded labels. So the server that routes each key
+(:mod:`.fleet_canary`) also counts, per key of the candidate's table, what the controller's
+e-processes (:class:`mleops.rollout.kernels.fleet.FleetEvidence`) consume: per arm the
+number of (key, request) units, the sum and the sum of squares of their mean
+log-likelihoods, and the rows; in shadow mode the same of the paired differences (canary
+minus champion on the same rows). Counters only grow, so the difference of two reads is
+exactly the block between them; ``epoch`` changes when the server restarts (its counters
+start again from zero), which a reader takes as a reset, as Prometheus does.
+
+O(keys) numbers, whatever the traffic; read at ``GET /v2/models/{name}/evidence``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import numpy as np
+
+ARMS = ("canary", "champion", "paired")
+STATS = ("units", "sum", "sumsq", "rows")
+
+
+def unit_sums(key: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
+    """Per key of ``k``: (units, sum of unit means, sum of their squares, rows), where the
+    rows of one key in one request are one unit (their mean counts once)."""
+    out = np.zeros((4, k))
+    if key.size == 0:
+        return out
+    uniq, inv = np.unique(key, return_inverse=True)
+    n = np.bincount(inv).astype(float)
+    mean = np.bincount(inv, weights=value) / n
+    out[0, uniq], out[1, uniq], out[2, uniq], out[3, uniq] = 1.0, mean, mean * mean, n
+    return out
+
+
+class KeyTally:
+    """The cumulative per-key counters of one server's fleet canary (thread-safe)."""
+
+    def __init__(self, n_keys: int, version: str = ""):
+        self.k, self.version = int(n_keys), str(version)
+        self.epoch = uuid.uuid4().hex
+        self._a = np.zeros((len(ARMS), len(STATS), self.k))
+        self._lock = threading.Lock()
+
+    def add(self, arm: np.ndarray, key_index: np.ndarray, loglik: np.ndarray,
+            loglik_canary: np.ndarray | None = None) -> None:
+        """One request's answer (:class:`.fleet_canary.CanaryAnswer`'s columns)."""
+        arm, key = np.asarray(arm), np.asarray(key_index, np.int64)
+        ll = np.asarray(loglik, float)
+        ok = (key >= 0) & (key < self.k)
+        c, p = ok & (arm == 1), ok & (arm == 0)
+        blocks = [unit_sums(key[c], ll[c] if loglik_canary is None else
+                            np.asarray(loglik_canary, float)[c], self.k),
+                  unit_sums(key[p], ll[p], self.k)]
+        if loglik_canary is not None:  # shadow: the same rows under both tables
+            blocks.append(unit_sums(key[c], np.asarray(loglik_canary, float)[c] - ll[c],
+                                    self.k))
+        with self._lock:
+            for i, b in enumerate(blocks):
+                self._a[i] += b
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy, JSON-ready: ``{"epoch", "version", "keys", ARM: {STAT: [...]}}``."""
+        with self._lock:
+            a = self._a.copy()
+        return {"epoch": self.epoch, "version": self.version, "keys": self.k,
+                **{arm: {s: a[i, j].tolist() for j, s in enumerate(STATS)}
+                   for i, arm in enumerate(ARMS)}}
+
+
+def increment(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """What a server counted between two snapshots (``before`` None, or from an earlier
+    epoch: everything since its start), per arm as a (4, K) array."""
+    same = before is not None and before.get("epoch") == now["epoch"]
+    out = {}
+    for arm in ARMS:
+        cur = np.array([now[arm][s] for s in STATS], float)
+        out[arm] = cur - np.array([before[arm][s] for s in STATS], float) if same else cur
+    return out
+
+
+__all__ = ["ARMS", "KeyTally", "STATS", "increment", "unit_sums"]
