@@ -45,11 +45,7 @@ def test_increments_of_the_counters_decide_as_the_rows_do(mode):
         now = tally.snapshot()
         inc = increment(now, before)
         before = now
-        if mode == "paired":
-            d = inc["paired"]
-            by_tally.update(tuple(d), (d[0], np.zeros(k), np.zeros(k), d[3]))
-        else:
-            by_tally.update(tuple(inc["canary"]), tuple(inc["champion"]))
+        by_tally.update_counters(inc)
     for f in ("decision", "tick", "n_c", "u_c", "blocks"):
         np.testing.assert_array_equal(by_rows.a[f], by_tally.a[f], err_msg=f)
     np.testing.assert_allclose(by_rows.a["score"], by_tally.a["score"], rtol=1e-9)

@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 
 import numpy as np
@@ -155,3 +157,63 @@ def test_a_fleet_rollout_killed_anywhere_and_resumed_decides_the_same(mlflow_ser
         doc = json.loads(r.stdout)
         assert doc["counts"] == {"undecided": 0, "rollback": 3, "promote": 9}
         assert len(doc["keys"]) == len(KEYS) and {k["key"] for k in doc["keys"][:3]} == BAD
+
+
+def test_the_judge_answers_a_fleet_as_a_whole_with_its_per_key_counts(fleets, tmp_path):
+    """Argo's web metric / Flagger's view: rollback once more than the allowed share of keys
+    is worse (3 of 12 > 10%), promote when a 30% share is allowed and every key is decided;
+    JSON always, also for a bad request; a restarted judge resumes from its state."""
+    from mleops.rollout.judge import FleetJudge, Judge, JudgeServer
+    from mleops.serving.fleet_canary import write_routing
+
+    champion, candidate = fleets
+    name = "jf"
+    routing = str(tmp_path / "routing.json")
+    write_routing(routing, Routing(50))
+    server = OipServer(stage_fleet(champion, str(tmp_path / "v1"), name=name, version="1"),
+                       canary_dir=stage_fleet(candidate, str(tmp_path / "v2"), name=name,
+                                              version="2"),
+                       routing_path=routing, log_path=str(tmp_path / "oip.log"))
+    cfg = FleetConfig(min_drop=0.2, fdr=0.05, min_rows=60, min_units=20)  # split: unpaired
+    url = "http://127.0.0.1:{port}/v2/models/{model}/evidence"
+    answers = {}
+    with server:
+        judges = {share: FleetJudge(url.replace("{port}", str(server.http_port)), config=cfg,
+                                    max_rollback_share=share, min_interval_s=0,
+                                    state_dir=str(tmp_path / f"judge{share}"))
+                  for share in (0.1, 0.3)}
+        first = {s: j.judge(name, "2", "1") for s, j in judges.items()}
+        assert all(a["decision"] == "continue" and a["ticks"] == 0 for a in first.values())
+        for i in range(30):
+            _batch(server, name, i)
+            for share in list(judges):
+                if share in answers:
+                    continue
+                if i == 2:  # a judge restarted mid-way resumes from its state
+                    judges[share] = FleetJudge(url.replace("{port}", str(server.http_port)),
+                                               config=cfg, max_rollback_share=share,
+                                               min_interval_s=0,
+                                               state_dir=str(tmp_path / f"judge{share}"))
+                a = judges[share].judge(name, "2", "1")
+                assert a["ticks"] == i + 1
+                if a["decision"] != "continue":
+                    answers[share] = a
+            if len(answers) == 2:
+                break
+        assert answers[0.1]["decision"] == "rollback", answers
+        assert answers[0.1]["counts"]["rollback"] >= 2
+        assert answers[0.3]["decision"] == "promote" and answers[0.3]["counts"] == {
+            "undecided": 0, "rollback": 3, "promote": 9}, answers[0.3]
+        bad = {i for i, k in enumerate(key_labels(candidate.keys)) if k in BAD}
+        assert {w["key_index"] for w in answers[0.3]["worst_keys"][:3]} == bad
+        with JudgeServer(Judge("http://127.0.0.1:9"), fleet=judges[0.3]) as js:
+            for query, status, decision in (("?canary=2&champion=1", 200, "promote"),
+                                            ("?canary=2", 400, "error")):
+                try:
+                    with urllib.request.urlopen(f"{js.url}/v1/judge/fleet/{name}{query}",
+                                                timeout=10) as r:
+                        code, doc = r.status, json.load(r)
+                except urllib.error.HTTPError as e:
+                    code, doc = e.code, json.load(e)
+                assert (code, doc["decision"]) == (status, decision), doc
+                assert doc.get("cached", True)

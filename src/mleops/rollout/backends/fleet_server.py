@@ -27,8 +27,9 @@ class FleetServer:
         self.evidence_url, self.routing_path, self.timeout_s = (
             evidence_url, routing_path, float(timeout_s))
 
-    def read(self, n_keys: int, version: str) -> dict[str, Any]:
-        """The counters, checked to be this rollout's candidate (``version``, ``n_keys``)."""
+    def read(self, n_keys: int | None, version: str) -> dict[str, Any]:
+        """The counters, checked to be this rollout's candidate (``version``, ``n_keys``;
+        None: whatever it has, the first read)."""
         try:
             with urllib.request.urlopen(self.evidence_url, timeout=self.timeout_s) as r:
                 body = r.read(MAX_BYTES + 1)
@@ -38,8 +39,8 @@ class FleetServer:
             raise DataError(f"fleet evidence at {self.evidence_url} is over {MAX_BYTES} bytes")
         try:
             doc = json.loads(body)
-            ok = (doc["keys"] == n_keys and all(len(doc[a][s]) == n_keys
-                                                for a in ARMS for s in STATS))
+            k = int(doc["keys"])
+            ok = (n_keys in (None, k) and all(len(doc[a][s]) == k for a in ARMS for s in STATS))
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"fleet evidence at {self.evidence_url} is not a tally: {e}") from e
         if not ok:

@@ -177,12 +177,7 @@ class FleetRollout:
 
     def _apply(self, st: FleetRolloutState) -> None:
         ev = FleetEvidence.from_dict(st.evidence)
-        inc = increment(st.pending, st.applied)
-        if ev.config.mode == "paired":
-            d = inc["paired"]
-            decided = ev.update(tuple(d), (d[0], np.zeros(st.keys), np.zeros(st.keys), d[3]))
-        else:
-            decided = ev.update(tuple(inc["canary"]), tuple(inc["champion"]))
+        decided = ev.update_counters(increment(st.pending, st.applied))
         st.evidence, st.applied, st.pending = ev.to_dict(), st.pending, None
         st.ticks += 1
         if decided.size:

@@ -8,6 +8,8 @@
   up to 202 as "yes", so: 200 when the judge says roll back (resp. promote), 409 otherwise;
   a payload it cannot use is a 4xx, which Flagger reads as "no" (neither rolls back nor
   promotes on a broken hook).
+* ``GET /v1/judge/fleet/{model}?canary=V&champion=W`` (with ``--fleet-evidence``): a fleet's
+  verdict for the service as a whole, with its per-key counts (:mod:`.fleet`).
 * ``GET /metrics`` (``mleops_judge_log_e``) and ``GET /healthz``.
 
 Every answer is a JSON verdict, errors included: ``{"decision": "error", "error": ...}`` (one
@@ -27,10 +29,12 @@ from typing import Any
 
 from mleops.errors import DataError, MleopsError
 from mleops.rollout.judge.core import Judge, JudgeFull
+from mleops.rollout.judge.fleet import FleetJudge
 from mleops.serving.contract import ContractError, check_content_type
 from mleops.serving.httpd import BoundedServer, JsonHandler
 
 PREFIX = "/v1/judge/"
+FLEET_PREFIX = "/v1/judge/fleet/"
 HOOKS = {"/v1/flagger/rollback": "rollback", "/v1/flagger/confirm-promotion": "promote"}
 PARAMS = ("canary", "champion")
 METADATA = ("model", "canary", "champion")
@@ -40,6 +44,7 @@ ERROR = "error"  # the decision of an answer that is not a verdict (never contin
 
 class _Handler(JsonHandler):
     judge: Judge
+    fleet: FleetJudge | None = None
     max_body_bytes = MAX_BODY_BYTES
 
     def _error(self, status: int, message: str) -> None:  # a verdict too: never fails open
@@ -53,6 +58,9 @@ class _Handler(JsonHandler):
             self._send(200, {"ok": True})
         elif url.path == "/metrics":
             self._text(self.judge.metrics())
+        elif url.path.startswith(FLEET_PREFIX) and self.fleet is not None:
+            self._decide(lambda: self.fleet.judge(_model(url.path, FLEET_PREFIX),
+                                                  *_versions(url.query)))
         elif url.path.startswith(PREFIX):
             self._decide(lambda: self.judge.judge(_model(url.path), *_versions(url.query)))
         else:
@@ -102,10 +110,10 @@ class _Handler(JsonHandler):
     do_PUT = do_DELETE = do_PATCH = _refuse
 
 
-def _model(path: str) -> str:
-    model = urllib.parse.unquote(path[len(PREFIX):])
+def _model(path: str, prefix: str = PREFIX) -> str:
+    model = urllib.parse.unquote(path[len(prefix):])
     if not model or "/" in model:
-        raise DataError(f"no route {path}: {PREFIX}<model> names one model")
+        raise DataError(f"no route {path}: {prefix}<model> names one model")
     return model
 
 
@@ -141,10 +149,12 @@ def _flagger_key(body: bytes) -> tuple[str, str, str]:
 class JudgeServer:
     """``judge`` on ``host:port`` (port 0 picks a free one), 127.0.0.1 by default."""
 
-    def __init__(self, judge: Judge, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, judge: Judge, host: str = "127.0.0.1", port: int = 0, *,
+                 fleet: FleetJudge | None = None):
+        """``fleet``: also answer ``GET /v1/judge/fleet/{model}?canary=V&champion=W``."""
         self.judge = judge
         self.server = BoundedServer((host, port), type("JudgeHandler", (_Handler,),
-                                                 {"judge": judge}))
+                                                 {"judge": judge, "fleet": fleet}))
         self._thread: threading.Thread | None = None
 
     @property

@@ -163,6 +163,16 @@ class FleetEvidence:
             a[name] += np.where(a["decision"] == UNDECIDED, val, 0.0)
         return self._decide()
 
+    def update_counters(self, inc: dict[str, np.ndarray]) -> np.ndarray:
+        """One tick from a fleet canary server's counters between two reads
+        (:func:`mleops.serving.fleet_tally.increment`: arm -> (units, sum, sumsq, rows) x K):
+        the paired differences in paired mode, else each arm's request means."""
+        if self.config.mode == "paired":
+            d = np.asarray(inc["paired"], float)
+            return self.update(tuple(d), (d[0], np.zeros(self.k), np.zeros(self.k), d[3]))
+        return self.update(tuple(np.asarray(inc["canary"], float)),
+                           tuple(np.asarray(inc["champion"], float)))
+
     def _prior_var(self, u, s, ss, n_new, s_new, ss_new) -> np.ndarray:
         """Variance of one request mean, from the key's earlier requests only (predictable:
         a block weighted by its own spread would overweight the blocks that look precise),
