@@ -43,9 +43,25 @@ def _retrain_with(pipeline_args: str):
     return retrain
 
 
+def _print_fleet(out: dict) -> None:
+    click.echo(f"fleet {out['model']} version {out['version']}: {out['keys']} keys, "
+               f"{out['keys_with_windows']} with windows, {out['rows']} rows "
+               f"({out['unknown_key_rows']} of unknown keys); baseline {out['baseline']}")
+    alarmed = out["alarmed_keys"]
+    click.echo((f"DRIFT  {len(alarmed)} key(s) drifted (BH at FDR {out['fdr']}): "
+                + ", ".join(alarmed[:20]) + (" ..." if len(alarmed) > 20 else ""))
+               if alarmed else f"ok  no key drifted (BH at FDR {out['fdr']})")
+    if "retrain" in out:
+        r = out["retrain"]
+        click.echo(f"retrain: {len(r['keys_retrained'])} key(s) refitted, registered version "
+                   f"{r['registered_version']} (the challenger)")
+
+
 def _print(out: dict) -> None:
     from mleops.gate import outcome_of
 
+    if out.get("fleet"):
+        return _print_fleet(out)
     b = out["baseline"]
     click.echo(f"model {out['model']} version {out['version']}: baseline mean {b['mean']:.5g} "
                f"sd {b['sd']:.4g} ({b['source']})")
@@ -94,13 +110,16 @@ def _print(out: dict) -> None:
 @click.option("--pit-plot", default="", help="PNG: PIT histogram and coverage of --data.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--on-drift", type=click.Choice(["none", "retrain"]), default="none",
-              help="retrain: run the training pipeline when drift is detected.")
+              help="retrain: run the training pipeline when drift is detected (a fleet: "
+                   "refit the drifted keys only, into one new version).")
+@click.option("--fdr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              show_default=True, help="A fleet: false discovery rate of the keys that alarm.")
 @click.option("--pipeline-args", default="",
               help="Extra 'mleops pipeline run' options for the retrain, one quoted string.")
 def monitor_cmd(name, tracking_uri, alias, model_dir, data_path, column, censor_column,
                 baseline_data, prometheus, registered_version, interval, duration, window,
                 min_rows, false_alarm, horizon, state_path, plot, pit_plot, as_json, on_drift,
-                pipeline_args) -> None:
+                fdr, pipeline_args) -> None:
     """Detect drift of NAME's live log-likelihood; exit 0 no drift, 4 drift."""
     from mleops.monitor import MonitorRequest, run_monitor
 
@@ -109,7 +128,7 @@ def monitor_cmd(name, tracking_uri, alias, model_dir, data_path, column, censor_
         column=column, censor_column=censor_column, baseline_data=baseline_data,
         prometheus=prometheus, registered_version=registered_version, interval=interval,
         duration=duration, window=window, min_rows=min_rows, false_alarm=false_alarm,
-        horizon=horizon, state_path=state_path, plot=plot, pit_plot=pit_plot)
+        horizon=horizon, state_path=state_path, plot=plot, pit_plot=pit_plot, fdr=fdr)
     out = run_monitor(req, retrain=_retrain_with(pipeline_args) if on_drift == "retrain"
                       else None)
     if as_json:

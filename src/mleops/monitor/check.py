@@ -47,6 +47,7 @@ class MonitorRequest:
     state_path: str = ""
     plot: str = ""
     pit_plot: str = ""
+    fdr: float = 0.05  # a fleet: false discovery rate of the keys that alarm
 
     def validate(self) -> None:
         if bool(self.data_path) == bool(self.prometheus):
@@ -128,6 +129,10 @@ def run_monitor(req: MonitorRequest, *,
     """Score or poll, update the (resumed) detector, save it, plot; on drift call ``retrain``
     with :func:`retrain_request`'s options. The report as a dict (``alarm`` says drift)."""
     req.validate()
+    from mleops.monitor.fleet_check import fleet_champion, run_fleet_monitor
+
+    if (fleet := fleet_champion(req)) is not None:  # per-key drift, FDR across keys
+        return run_fleet_monitor(req, fleet[1], fleet[0], fleet[2], retrain=retrain is not None)
     version, art, reg = load_model(req.name, req.model_dir, req.tracking_uri, req.alias)
     rows = ll = None
     if req.data_path:
