@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 SHELLS = ("components", "pipelines", "mleops_components", "mleops_pipelines")
 BASE = ("mleops.errors", "mleops._config", "mleops._version", "mleops._lazy",
-        "mleops.multiplicity", "mleops.failpoints")
+        "mleops.multiplicity", "mleops.failpoints", "mleops.atomic")
 #: layer rank of every room (higher may import lower, never the reverse)
 LAYERS = {
     **dict.fromkeys(BASE, 0),

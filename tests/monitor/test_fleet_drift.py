@@ -62,3 +62,12 @@ def test_p_values_fall_with_the_maximum_and_an_estimated_baseline_is_lowered():
         KeyBaselines(np.array([-1.0]), np.array([0.0]))
     with pytest.raises(DataError):
         _detector(fdr=1.5)
+
+
+def test_p_values_are_siegmunds_and_never_overflow():
+    from mleops.monitor.cusum import siegmund_arl
+
+    for h in (0.0, 1.0, 4.0, 9.0):
+        assert p_values(np.array([h]), 0.5, 300)[0] == pytest.approx(
+            -np.expm1(-300 / siegmund_arl(0.5, h)), rel=1e-12)
+    assert p_values(np.array([1e6]), 0.5, 300)[0] == 0.0

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mleops.atomic import write_json_atomic
 from mleops.errors import DataError
 from mleops.fleet_artifact import FleetArtifact, key_labels
 from mleops.io import read_arrow
@@ -124,13 +125,14 @@ def run_fleet_monitor(req, art: FleetArtifact, version: str, reg=None, *,
     if det is None:
         base = (data_baselines(art, req.baseline_data, req.column) if req.baseline_data
                 else model_baselines(art))
-        det = FleetDrift(base, CusumConfig(horizon=req.horizon or 1000, window=req.window,
-                                           min_rows=req.min_rows), fdr=req.fdr)
+        # the horizon is per key, in windows: by default 10x the busiest key's in these rows
+        busiest = int(np.bincount(at[ok]).max()) // req.window if ok.any() else 0
+        det = FleetDrift(base, CusumConfig(horizon=req.horizon or max(1000, 10 * busiest),
+                                           window=req.window, min_rows=req.min_rows),
+                         fdr=req.fdr)
     det.update(at, ll)
     if req.state_path:
         os.makedirs(os.path.dirname(os.path.abspath(req.state_path)), exist_ok=True)
-        from mleops.rollout.state.store import write_json_atomic
-
         write_json_atomic(req.state_path, {"model": model_key, "detector": det.to_dict()})
     labels = key_labels(art.keys).tolist()
     out = {"model": req.name, "version": version, "fleet": True,

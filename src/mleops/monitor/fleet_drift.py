@@ -33,7 +33,8 @@ import numpy as np
 from scipy import stats
 
 from mleops.errors import DataError
-from mleops.monitor.cusum import CusumConfig, siegmund_arl
+from mleops.monitor.cusum import _OVERSHOOT as OVERSHOOT
+from mleops.monitor.cusum import CusumConfig
 from mleops.multiplicity import bh
 
 FIELDS = ("s", "s_max", "n_p", "s_p", "windows", "rows", "alarm", "alarm_window")
@@ -57,7 +58,9 @@ class KeyBaselines:
 
 def p_values(s_max: np.ndarray, k: float, horizon: int) -> np.ndarray:
     """P(a CUSUM in control reaches ``s_max`` within ``horizon`` windows), per key."""
-    arl = np.array([siegmund_arl(k, float(h)) for h in np.maximum(s_max, 0.0)])
+    b = 2.0 * k * (np.maximum(np.asarray(s_max, float), 0.0) + OVERSHOOT)
+    with np.errstate(over="ignore"):  # an ARL past float64: p is 0 to machine precision
+        arl = (np.expm1(b) - b) / (2.0 * k * k)  # Siegmund's, as cusum.siegmund_arl
     return -np.expm1(-horizon / arl)
 
 
@@ -137,6 +140,8 @@ class FleetDrift:
                 "alarmed_keys": [labels[i] for i in self.alarmed],
                 "fdr": self.fdr, "bh_level": self.q, "horizon": self.config.horizon,
                 "keys_with_windows": int((self.a["windows"] > 0).sum()),
+                # beyond its horizon a key's p-value no longer holds: start a new detector
+                "keys_past_horizon": int((self.a["windows"] > self.config.horizon).sum()),
                 "rows": int(self.a["rows"].sum()), "baseline": self.b.source,
                 "worst_keys": [row(int(i)) for i in order]}
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mleops.atomic import write_json_atomic
 from mleops.errors import DataError
 from mleops.fleet_artifact import FleetArtifact, key_labels
 
@@ -68,11 +69,8 @@ class Routing:
 
 def write_routing(path: str, routing: Routing) -> None:
     """Replace the routing file atomically (a reader sees the old or the new one)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"weight": routing.weight, "mode": routing.mode,
-                   "held": list(routing.held)}, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, {"weight": routing.weight, "mode": routing.mode,
+                             "held": list(routing.held)})
 
 
 class RoutingFile:

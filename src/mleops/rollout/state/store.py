@@ -17,13 +17,13 @@ import fcntl
 import json
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mleops.atomic import write_json_atomic
 from mleops.errors import DataError
 
 PROGRESSING, WAITING = "progressing", "waiting_confirmation"
@@ -34,17 +34,6 @@ TERMINAL = (PROMOTED, ROLLED_BACK, FAILED)
 # outside the manifests' ``mleops.io/`` prefix: applying a manifest must not remove it
 ANNOTATION = "rollout.mleops.io/state"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def write_json_atomic(path: str, doc: Any, indent: int | None = None) -> None:
-    """``doc`` at ``path`` or not at all: a process killed mid-write leaves the old file
-    (written to a temporary beside it, synced, then renamed over it)."""
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=indent)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
