@@ -12,7 +12,7 @@ Each repetition streams ticks of requests (1-3 rows each, a request effect share
 rows, a drift both arms share: -0.3 nats over the ramp plus a step at its middle) with the
 canary's share ramping 10% -> 25% -> 50%, straight into ``FleetEvidence.tick`` (the code
 ``evaluate_fleet_stream`` runs per tick). Writes ``benchmarks/results/fleet_rollout.json``.
-Usage: ``python benchmarks/fleet_rollout.py [--quick] [--reps N] [--sweep]``.
+Usage: ``python benchmarks/fleet_rollout.py [--quick] [--reps N] [--sweep] [--controller]``.
 """
 
 from __future__ import annotations
@@ -138,6 +138,49 @@ def tick_cost(keys: int = 10_000, rows_per_tick: int = 20_000) -> dict:
             "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
 
 
+def controller_cost(keys: int = 10_000, ticks: int = 20) -> dict:
+    """The live controller's tick over ``keys`` keys: read a server's counters (a KeyTally's
+    JSON snapshot, as the HTTP endpoint serves it), write-ahead, apply, save, route."""
+    import json
+    import tempfile
+
+    from mleops.rollout.control.fleet_controller import FleetRollout
+    from mleops.serving.fleet_tally import KeyTally
+
+    class Server:  # the HTTP read without the socket: the same JSON parse (the server
+        def __init__(self, tally):  # encodes its snapshot in its own process, untimed here)
+            self.tally, self.routed, self.body = tally, None, "{}"
+
+        def read(self, n_keys, version):
+            return json.loads(self.body)
+
+        def route(self, routing):
+            self.routed = routing
+
+    rng = np.random.default_rng(0)
+    tally = KeyTally(keys, "2")
+    server = Server(tally)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctl = FleetRollout(tmp, "bench", server=server)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        st = ctl.start(champion_version="1", candidate_version="2",
+                       labels=[f"k{i}" for i in range(keys)], evidence_url="-",
+                       routing_path="-", config=FleetConfig(min_drop=DELTA, fdr=Q),
+                       steps=[10, 25, 50], ticks_per_step=10, max_ticks=10_000)
+        times = []
+        for _ in range(ticks):
+            k = rng.integers(0, keys, 20_000)
+            tally.add(rng.integers(0, 2, k.size), k, rng.normal(-1.0, 1.0, k.size))
+            server.body = json.dumps(tally.snapshot())
+            t0 = time.perf_counter()
+            st = ctl.tick(st)
+            times.append(time.perf_counter() - t0)
+        size = os.path.getsize(ctl.path)
+    return {"keys": keys, "tick_ms_median": 1e3 * float(np.median(times)),
+            "tick_ms_max": 1e3 * float(np.max(times)), "state_file_bytes": size,
+            "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
+
+
 def sweep(reps: int, out: str) -> None:
     """Power and rows-to-decision against traffic: the tail keys of a Zipf fleet see too
     few requests in 1,000 ticks of 20,000; how much traffic makes 90% of worse keys decide."""
@@ -162,11 +205,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20 repetitions, shorter rollouts")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "fleet_rollout.json"))
+    ap.add_argument("--controller", action="store_true", help="only the live controller's "
+                    "tick over 10,000 keys, merged into --out")
     ap.add_argument("--sweep", action="store_true", help="only the traffic sweep (20 worse "
                     "keys at 20k..200k requests per tick), merged into --out")
     args = ap.parse_args()
     if args.sweep:
         return sweep(args.reps or 50, args.out)
+    if args.controller:
+        import json
+
+        res = json.load(open(args.out)) if os.path.exists(args.out) else {}
+        c = res["controller"] = controller_cost()
+        print(f"controller tick over {c['keys']} keys (read, write-ahead, apply, save, route): "
+              f"median {c['tick_ms_median']:.1f} ms (max {c['tick_ms_max']:.1f}); state file "
+              f"{c['state_file_bytes'] / 1e6:.2f} MB; RSS growth {c['rss_growth_mb']:.1f} MB")
+        return write_json(args.out, res)
     reps = args.reps or (20 if args.quick else 200)
     ticks, per_tick = (300, 10_000) if args.quick else (1000, 20_000)
     res = {"machine": platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg(),

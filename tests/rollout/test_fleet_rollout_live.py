@@ -127,6 +127,7 @@ def test_a_fleet_rollout_killed_anywhere_and_resumed_decides_the_same(mlflow_ser
         kb = killed.load()
         assert st.phase == DONE and kb.phase == DONE, (st.history[-3:], kb.history[-3:])
         assert held_seen, "rolled-back keys were held on the champion during the rollout"
+        st = ref.load()  # as saved (in memory the per-key fields are arrays)
         assert kb.evidence["decision"] == st.evidence["decision"]
         assert kb.evidence["tick"] == st.evidence["tick"]
         decision = dict(zip(labels, st.evidence["decision"]))

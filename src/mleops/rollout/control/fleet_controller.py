@@ -28,6 +28,7 @@ process dies, however it dies).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -35,7 +36,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from mleops.serving.fleet_canary import Routing
 from mleops.serving.fleet_tally import increment
 
 RUNNING, FINISHING, DONE, ABORTED = "running", "finishing", "done", "aborted"
+SEP = "\x1f"  # joins key labels in the state file (a label holding it stays a list)
 HISTORY = 50  # events kept (the evidence itself is the bounded per-key state)
 
 
@@ -89,6 +91,46 @@ class FleetRolloutState:
         return self.steps[min(self.ticks // self.ticks_per_step, len(self.steps) - 1)]
 
 
+def pack(doc: Any) -> Any:
+    """``doc`` with every long list of numbers as its float64 bytes in base64 (exact, and a
+    tick over 10,000 keys would otherwise spend most of its time printing floats)."""
+    if isinstance(doc, dict):
+        return {k: pack(v) for k, v in doc.items()}
+    if isinstance(doc, np.ndarray):
+        return {"f8": base64.b64encode(doc.astype("<f8").tobytes()).decode()}
+    if isinstance(doc, list) and len(doc) > 64:
+        if isinstance(doc[0], str):  # key labels: one string, if none holds the separator
+            try:
+                joined = SEP.join(doc)
+            except TypeError:
+                return doc
+            return {"str": joined} if joined.count(SEP) == len(doc) - 1 else doc
+        a = np.asarray(doc) if isinstance(doc[0], int | float) else None
+        if a is not None and a.ndim == 1 and a.dtype.kind in "fi":
+            return {"f8": base64.b64encode(a.astype("<f8").tobytes()).decode()}
+    return doc
+
+
+def arrays(doc: Any) -> Any:
+    """``doc`` with its lists of numbers as numpy arrays (kept so between ticks)."""
+    if isinstance(doc, dict):
+        return {k: arrays(v) for k, v in doc.items()}
+    if isinstance(doc, list) and doc and isinstance(doc[0], int | float):
+        return np.asarray(doc, float)
+    return doc
+
+
+def unpack(doc: Any) -> Any:
+    """:func:`pack` undone (lists of floats again)."""
+    if isinstance(doc, dict):
+        if set(doc) == {"f8"}:
+            return np.frombuffer(base64.b64decode(doc["f8"]), "<f8").tolist()
+        if set(doc) == {"str"}:
+            return doc["str"].split(SEP)
+        return {k: unpack(v) for k, v in doc.items()}
+    return doc
+
+
 class FleetRollout:
     """Drives one fleet rollout kept in ``<state_dir>/<name>.fleet.json``."""
 
@@ -101,7 +143,7 @@ class FleetRollout:
     def load(self) -> FleetRolloutState | None:
         try:
             with open(self.path) as f:
-                return FleetRolloutState(**json.load(f))
+                return FleetRolloutState(**unpack(json.load(f)))
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as e:
@@ -109,8 +151,8 @@ class FleetRollout:
 
     def save(self, st: FleetRolloutState) -> None:
         os.makedirs(self.dir, exist_ok=True)
-        st.updated_at = time.time()
-        write_json_atomic(self.path, asdict(st))
+        st.updated_at = time.time()  # fields one level deep: asdict would deep-copy O(keys)
+        write_json_atomic(self.path, pack({f.name: getattr(st, f.name) for f in fields(st)}))
 
     @contextlib.contextmanager
     def driving(self) -> Iterator[None]:
@@ -160,7 +202,7 @@ class FleetRollout:
         """One look at the server (or the end, once everything is decided or time is up)."""
         if st.phase == RUNNING and st.pending is None:
             try:
-                st.pending = self.server(st).read(st.keys, st.candidate_version)
+                st.pending = arrays(self.server(st).read(st.keys, st.candidate_version))
             except EvidenceUnavailable as e:
                 st.event("no evidence", error=str(e))
                 self.save(st)
@@ -178,7 +220,7 @@ class FleetRollout:
     def _apply(self, st: FleetRolloutState) -> None:
         ev = FleetEvidence.from_dict(st.evidence)
         decided = ev.update_counters(increment(st.pending, st.applied))
-        st.evidence, st.applied, st.pending = ev.to_dict(), st.pending, None
+        st.evidence, st.applied, st.pending = ev.to_dict(arrays=True), st.pending, None
         st.ticks += 1
         if decided.size:
             st.event("decided", tick=st.ticks, **{NAMES[c]: int(

@@ -86,9 +86,10 @@ class FleetEvidence:
         self.ticks = 0
 
     # --- state ---------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        """JSON-ready (``arrays``: the per-key fields as numpy arrays, copied)."""
         return {"config": asdict(self.config), "ticks": self.ticks,
-                **{f: self.a[f].tolist() for f in FIELDS}}
+                **{f: self.a[f].copy() if arrays else self.a[f].tolist() for f in FIELDS}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FleetEvidence:
