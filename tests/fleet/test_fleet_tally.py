@@ -9,7 +9,7 @@ import pytest
 from mleops.errors import DataError
 from mleops.rollout.kernels.fleet import FleetConfig, FleetEvidence
 from mleops.serving.fleet_canary import Routing
-from mleops.serving.fleet_tally import KeyTally, increment
+from mleops.serving.fleet_tally import KeyTally, increment, values
 
 
 def _requests(rng, k, n):
@@ -56,8 +56,13 @@ def test_a_new_epoch_counts_from_zero_and_out_of_range_keys_are_no_evidence():
     t = KeyTally(3)
     t.add(np.array([1, 0, 1, -1]), np.array([0, 1, 7, 2]), np.array([-1.0, -2.0, -3.0, -4.0]))
     first = t.snapshot()
-    assert first["canary"]["rows"] == [1.0, 0.0, 0.0] and first["champion"]["rows"] == [
-        0.0, 1.0, 0.0]
+    counts = values(first)
+    assert counts["canary"][3].tolist() == [1.0, 0.0, 0.0]
+    assert counts["champion"][3].tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(DataError, match="does not hold"):
+        values({**first, "keys": 4})
+    with pytest.raises(DataError, match="unreadable"):
+        values({**first, "paired": {"units": "!!"}})
     restarted = KeyTally(3)
     restarted.add(np.array([1]), np.array([0]), np.array([-5.0]))
     inc = increment(restarted.snapshot(), first)

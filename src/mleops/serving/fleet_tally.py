@@ -16,12 +16,14 @@ O(keys) numbers, whatever the traffic; read at ``GET /v2/models/{name}/evidence`
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from typing import Any
 
 import numpy as np
 
+ENCODING = "float64-le-base64"
 ARMS = ("canary", "champion", "paired")
 STATS = ("units", "sum", "sumsq", "rows")
 
@@ -66,23 +68,45 @@ class KeyTally:
                 self._a[i] += b
 
     def snapshot(self) -> dict[str, Any]:
-        """A consistent copy, JSON-ready: ``{"epoch", "version", "keys", ARM: {STAT: [...]}}``."""
+        """A consistent copy, JSON-ready: ``{"epoch", "version", "keys", "encoding",
+        ARM: {STAT: base64 of K little-endian float64}}`` (exact, and 10,000 keys parse in a
+        millisecond where printed floats take tens)."""
         with self._lock:
             a = self._a.copy()
         return {"epoch": self.epoch, "version": self.version, "keys": self.k,
-                **{arm: {s: a[i, j].tolist() for j, s in enumerate(STATS)}
-                   for i, arm in enumerate(ARMS)}}
+                "encoding": ENCODING,
+                **{arm: {s: base64.b64encode(a[i, j].astype("<f8").tobytes()).decode()
+                         for j, s in enumerate(STATS)} for i, arm in enumerate(ARMS)}}
+
+
+def values(snapshot: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A snapshot's counters, per arm as a (4, K) array (DataError if malformed)."""
+    from mleops.errors import DataError
+
+    k = snapshot.get("keys")
+    if snapshot.get("encoding") != ENCODING or not isinstance(k, int):
+        raise DataError(f"not a fleet tally snapshot (encoding {snapshot.get('encoding')!r})")
+    out = {}
+    for arm in ARMS:
+        try:
+            rows = [np.frombuffer(base64.b64decode(snapshot[arm][s], validate=True), "<f8")
+                    for s in STATS]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"fleet tally snapshot: arm {arm!r} unreadable ({e})") from None
+        if any(r.size != k for r in rows):
+            raise DataError(f"fleet tally snapshot: arm {arm!r} does not hold {k} keys")
+        out[arm] = np.vstack(rows)
+    return out
 
 
 def increment(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, np.ndarray]:
     """What a server counted between two snapshots (``before`` None, or from an earlier
     epoch: everything since its start), per arm as a (4, K) array."""
-    same = before is not None and before.get("epoch") == now["epoch"]
-    out = {}
-    for arm in ARMS:
-        cur = np.array([now[arm][s] for s in STATS], float)
-        out[arm] = cur - np.array([before[arm][s] for s in STATS], float) if same else cur
-    return out
+    cur = values(now)
+    if before is None or before.get("epoch") != now["epoch"]:
+        return cur
+    old = values(before)
+    return {arm: cur[arm] - old[arm] for arm in ARMS}
 
 
-__all__ = ["ARMS", "KeyTally", "STATS", "increment", "unit_sums"]
+__all__ = ["ARMS", "ENCODING", "KeyTally", "STATS", "increment", "unit_sums", "values"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from mleops.errors import DataError, RolloutError
 from mleops.serving.fleet_canary import Routing, RoutingFile, write_routing
-from mleops.serving.fleet_tally import ARMS, STATS
+from mleops.serving.fleet_tally import values
 
 MAX_BYTES = 64 << 20  # 10,000 keys are ~1.3 MB of JSON: far more than that is not a tally
 
@@ -39,9 +39,9 @@ class FleetServer:
             raise DataError(f"fleet evidence at {self.evidence_url} is over {MAX_BYTES} bytes")
         try:
             doc = json.loads(body)
-            k = int(doc["keys"])
-            ok = (n_keys in (None, k) and all(len(doc[a][s]) == k for a in ARMS for s in STATS))
-        except (ValueError, KeyError, TypeError) as e:
+            values(doc)  # decodes and checks every arm
+            ok = n_keys in (None, doc["keys"])
+        except (ValueError, KeyError, TypeError, DataError) as e:
             raise DataError(f"fleet evidence at {self.evidence_url} is not a tally: {e}") from e
         if not ok:
             raise DataError(f"fleet evidence at {self.evidence_url} covers {doc['keys']} keys; "

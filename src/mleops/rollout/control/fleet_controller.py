@@ -21,7 +21,8 @@ becomes exactly that version's table: weight 100 for the promoted keys (and keys
 candidate has), every other key held on the champion's table. Registry and traffic then
 agree without a restart; redeploying the merged version later changes no answer.
 
-State is O(keys) numbers (the evidence and one read of the counters), JSON, atomically
+State is O(keys) numbers (the evidence and one read of the counters; the write-ahead read
+in a file beside it, applied only if it is for the state's next tick), JSON, atomically
 replaced; one controller per rollout at a time (an flock, released by the kernel when the
 process dies, however it dies).
 """
@@ -73,7 +74,7 @@ class FleetRolloutState:
     ticks: int = 0
     evidence: dict[str, Any] = field(default_factory=dict)
     applied: dict[str, Any] | None = None  # the last read applied (the cursor)
-    pending: dict[str, Any] | None = None  # a read saved, not yet applied (write-ahead)
+    pending: dict[str, Any] | None = None  # a read saved, not yet applied (in .read.json)
     result: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
@@ -111,15 +112,6 @@ def pack(doc: Any) -> Any:
     return doc
 
 
-def arrays(doc: Any) -> Any:
-    """``doc`` with its lists of numbers as numpy arrays (kept so between ticks)."""
-    if isinstance(doc, dict):
-        return {k: arrays(v) for k, v in doc.items()}
-    if isinstance(doc, list) and doc and isinstance(doc[0], int | float):
-        return np.asarray(doc, float)
-    return doc
-
-
 def unpack(doc: Any) -> Any:
     """:func:`pack` undone (lists of floats again)."""
     if isinstance(doc, dict):
@@ -141,18 +133,39 @@ class FleetRollout:
 
     # --- state -----------------------------------------------------------------------------
     def load(self) -> FleetRolloutState | None:
+        """The state, with the read a killed controller saved but did not apply."""
         try:
             with open(self.path) as f:
-                return FleetRolloutState(**unpack(json.load(f)))
+                st = FleetRolloutState(**unpack(json.load(f)))
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as e:
             raise DataError(f"fleet rollout state {self.path} is unreadable: {e}") from e
+        try:
+            with open(self.pending_path) as f:
+                ahead = json.load(f)
+        except FileNotFoundError:
+            return st
+        except ValueError as e:
+            raise DataError(f"fleet rollout read {self.pending_path} is unreadable: {e}") from e
+        if st.phase == RUNNING and ahead.get("tick") == st.ticks:  # else applied already
+            st.pending = ahead["snapshot"]
+        return st
 
     def save(self, st: FleetRolloutState) -> None:
         os.makedirs(self.dir, exist_ok=True)
         st.updated_at = time.time()  # fields one level deep: asdict would deep-copy O(keys)
-        write_json_atomic(self.path, pack({f.name: getattr(st, f.name) for f in fields(st)}))
+        doc = {f.name: getattr(st, f.name) for f in fields(st)}
+        write_json_atomic(self.path, pack({**doc, "pending": None}))
+
+    @property
+    def pending_path(self) -> str:
+        return os.path.join(self.dir, f"{self.name}.fleet.read.json")
+
+    def save_read(self, st: FleetRolloutState) -> None:
+        """Write-ahead: the read the next tick applies, beside the state (the state's own
+        file is rewritten once per tick, after applying)."""
+        write_json_atomic(self.pending_path, {"tick": st.ticks, "snapshot": st.pending})
 
     @contextlib.contextmanager
     def driving(self) -> Iterator[None]:
@@ -202,12 +215,12 @@ class FleetRollout:
         """One look at the server (or the end, once everything is decided or time is up)."""
         if st.phase == RUNNING and st.pending is None:
             try:
-                st.pending = arrays(self.server(st).read(st.keys, st.candidate_version))
+                st.pending = self.server(st).read(st.keys, st.candidate_version)
             except EvidenceUnavailable as e:
                 st.event("no evidence", error=str(e))
                 self.save(st)
                 return st
-            self.save(st)  # write-ahead: this read is the next block, killed or not
+            self.save_read(st)  # write-ahead: this read is the next block, killed or not
             failpoints.hit("fleet.read_saved")
         if st.phase == RUNNING:
             self._apply(st)
