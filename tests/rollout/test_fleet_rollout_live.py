@@ -158,6 +158,11 @@ def test_a_fleet_rollout_killed_anywhere_and_resumed_decides_the_same(mlflow_ser
         doc = json.loads(r.stdout)
         assert doc["counts"] == {"undecided": 0, "rollback": 3, "promote": 9}
         assert len(doc["keys"]) == len(KEYS) and {k["key"] for k in doc["keys"][:3]} == BAD
+        r = subprocess.run([sys.executable, "-m", "mleops.cli.main", "rollout", "status", b,
+                            "--state-dir", str(tmp_path / "killed")], capture_output=True,
+                           text=True, timeout=120)  # the plain status knows fleet rollouts
+        assert r.returncode == 0 and "rolled back 3, undecided 0" in r.stdout, r.stdout
+        assert len([ln for ln in r.stdout.splitlines() if "rollback" in ln]) == 3
 
 
 def test_the_judge_answers_a_fleet_as_a_whole_with_its_per_key_counts(fleets, tmp_path):

@@ -222,11 +222,20 @@ def resume_cmd(name, kubernetes, target, namespace, prometheus, tracking_uri, st
 @click.argument("name")
 @_cluster_options
 @_state_dir_option
+@click.option("--keys", "all_keys", is_flag=True,
+              help="A fleet rollout: every key, worst first (default: the 10 worst).")
 @click.option("--json", "as_json", is_flag=True)
-def status_cmd(name, kubernetes, target, namespace, prometheus, state_dir, as_json) -> None:
-    """Phase, traffic, the test's numbers and the last reason."""
+def status_cmd(name, kubernetes, target, namespace, prometheus, state_dir, all_keys,
+               as_json) -> None:
+    """Phase, traffic, the test's numbers and the last reason (a fleet rollout: counts of
+    promoted, rolled back and undecided keys, and the worst keys)."""
     from mleops.rollout import Controller
 
+    if not kubernetes and target == "seldon":
+        from mleops.cli.rollout_fleet import echo_fleet_status
+
+        if echo_fleet_status(state_dir, name, all_keys, as_json):
+            return
     _print(Controller(_store(kubernetes, namespace, state_dir, target), None, None).status(name),
            as_json)
 

@@ -160,12 +160,20 @@ def resume_cmd(name, state_dir, interval, timeout, max_now, tracking_uri, as_jso
 def status_cmd(name, all_keys, state_dir, as_json) -> None:
     """Counts (promoted, rolled back, undecided) and the worst keys."""
     from mleops.errors import DataError
+
+    if not echo_fleet_status(state_dir, name, all_keys, as_json):
+        raise DataError(f"no fleet rollout {name!r} in {state_dir}")
+
+
+def echo_fleet_status(state_dir: str, name: str, all_keys: bool, as_json: bool) -> bool:
+    """Print the fleet rollout ``name``'s status; False if there is none (also what
+    `mleops rollout status` asks first)."""
     from mleops.rollout.control.fleet_controller import FleetRollout, summary
 
     st = FleetRollout(state_dir, name).load()
-    if st is None:
-        raise DataError(f"no fleet rollout {name!r} in {state_dir}")
-    _echo(summary(st, all_keys=all_keys), as_json)
+    if st is not None:
+        _echo(summary(st, all_keys=all_keys), as_json)
+    return st is not None
 
 
 @fleet.command("abort")
