@@ -6,8 +6,8 @@ hundred), 2,000,000 live rows per repetition fed in 10 chunks (10 looks: alarms 
 sticky), windows of 50 rows, a per-key horizon of 10,000 windows, BH at q = 0.05 on
 p-values from each key's CUSUM maximum. Scenarios: Gaussian per-row log-likelihoods;
 skewed ones (a standardized negative gamma, skewness -2: a long tail of bad rows); 50 keys
-drifted by 0.3 baseline sds from the middle of the stream; the same drift on skewed rows; and,
-outside the stated conditions, rows AR(1)-correlated within each key (rho 0.3). Writes
+drifted by 0.3 baseline sds from the middle of the stream; the same drift on skewed rows; and
+rows AR(1)-correlated within each key (rho 0.3), which the pooled serial factor absorbs. Writes
 ``benchmarks/results/fleet_drift.json``. Usage: ``python benchmarks/fleet_drift.py [--reps N]``.
 """
 

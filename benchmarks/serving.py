@@ -11,6 +11,8 @@ the maximum throughput (closed loop: ``--clients`` connections sending back to b
 Baselines in the same run: the engine's own per-request compute (in-process loglik of the
 same 100-row payload) and the bare KServe model.
 Usage: python benchmarks/serving.py [--rates 50,100,200] [--seconds 10] [--rows 100]
+[--servers v1,v2,v2grpc,bare,v2fleet] (v2fleet: a 10,000-key fleet, 100-row requests mixing
+20 keys; its RSS and p99 at 200 req/s against the one-model v2 server's)
 Targets: v2 p99 < 15 ms at 200 requests/s with 100-row payloads and 0 errors on 2 cores;
 v2 REST and gRPC maximum throughput >= v1 REST's.
 """
@@ -32,9 +34,20 @@ from _results import write_json
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+FLEET_KEYS, KEYS_PER_REQUEST = 10_000, 20
+
+
 def payload(protocol: str, rows: int) -> tuple[str, bytes]:
-    """(path, body) of the benchmark request in each protocol."""
+    """(path, body) of the benchmark request in each protocol (``v2fleet``: the rows of 20
+    keys of a 10,000-key fleet, as a BYTES key tensor)."""
     x = np.random.default_rng(0).gamma(2.0, 1.5, rows).tolist()
+    if protocol == "v2fleet":
+        keys = np.random.default_rng(0).choice(FLEET_KEYS, KEYS_PER_REQUEST, replace=False)
+        doc = {"inputs": [
+            {"name": "key", "datatype": "BYTES", "shape": [rows],
+             "data": [f"k{keys[i % KEYS_PER_REQUEST]}" for i in range(rows)]},
+            {"name": "x", "datatype": "FP64", "shape": [rows], "data": x}]}
+        return "/v2/models/fleet/infer", json.dumps(doc).encode()
     if protocol == "v1":
         return "/api/v1.0/predictions", json.dumps({"data": {"ndarray": [[v] for v in x]}}
                                                    ).encode()
@@ -246,6 +259,9 @@ def main() -> None:
                "v1_threads": a.threads, "servers": {}}
     with tempfile.TemporaryDirectory() as d:
         stage_model(art, d, name="bench", version="1")
+        fleet_dir = os.path.join(d, "fleet")
+        if "v2fleet" in a.servers.split(","):
+            _stage_fleet(fleet_dir)
         for name in a.servers.split(","):
             if name == "bare":
                 port = free_port()
@@ -259,17 +275,54 @@ def main() -> None:
                     proc.terminate()
                     proc.wait(30)
                 continue
-            server = (LocalServer(d, threads=a.threads) if name == "v1" else OipServer(d))
+            server = (LocalServer(d, threads=a.threads) if name == "v1" else
+                      OipServer(fleet_dir if name == "v2fleet" else d))
             with server:
                 where = server.grpc_target if name == "v2grpc" else server.url
-                results["servers"][name] = _measure(name, where, a, engine_ms)
+                rss = _rss_mb(server.proc.pid)  # loaded and warmed, before any traffic
+                results["servers"][name] = {"rss_mb": rss, **_measure(name, where, a,
+                                                                     engine_ms)}
+                print(f"{name:6s} server RSS {rss:.1f} MB (before traffic)", flush=True)
     s = results["servers"]
     for v2 in ("v2", "v2grpc"):
         if "v1" in s and v2 in s:
             ratio = s[v2]["max"]["throughput_rps"] / s["v1"]["max"]["throughput_rps"]
             results[f"{v2}_over_v1_max_throughput"] = ratio
             print(f"{v2} / v1 REST maximum throughput: {ratio:.2f}x")
+    if "v2" in s and "v2fleet" in s:
+        at = lambda k: next(r for r in s[k]["runs"] if r["rate"] == 200.0)  # noqa: E731
+        results["fleet"] = {
+            "keys": FLEET_KEYS, "keys_per_request": KEYS_PER_REQUEST,
+            "rss_above_one_model_mb": s["v2fleet"]["rss_mb"] - s["v2"]["rss_mb"],
+            "p99_at_200_over_one_model": at("v2fleet")["p99_ms"] / at("v2")["p99_ms"]}
+        f = results["fleet"]
+        print(f"fleet of {FLEET_KEYS} keys: RSS {f['rss_above_one_model_mb']:+.1f} MB above "
+              f"the one-model server; p99 at 200 req/s {f['p99_at_200_over_one_model']:.2f}x",
+              flush=True)
     write_json(a.out, results)
+
+
+def _stage_fleet(target: str) -> None:
+    """A 10,000-key gamma fleet (50 rows per key), staged as the OIP server loads it."""
+    import pandas as pd
+
+    import mleops
+    from mleops.fleet_artifact import FleetArtifact
+    from mleops.serving.service import stage_fleet
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"key": np.repeat([f"k{i}" for i in range(FLEET_KEYS)], 50),
+                       "x": rng.gamma(2.0, 1.5, 50 * FLEET_KEYS)})
+    art = FleetArtifact.from_fleet(mleops.fit_fleet(df, "gamma", key="key", column="x"))
+    stage_fleet(art, target, name="fleet", version="1")
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of the server's process tree (MB)."""
+    import psutil
+
+    p = psutil.Process(pid)
+    return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2 ** 20
 
 
 def _wait_http(url: str, timeout: float = 60.0) -> None:

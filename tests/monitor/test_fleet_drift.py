@@ -71,3 +71,21 @@ def test_p_values_are_siegmunds_and_never_overflow():
         assert p_values(np.array([h]), 0.5, 300)[0] == pytest.approx(
             -np.expm1(-300 / siegmund_arl(0.5, h)), rel=1e-12)
     assert p_values(np.array([1e6]), 0.5, 300)[0] == 0.0
+
+
+def test_serially_correlated_rows_widen_the_windows_instead_of_paging():
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(3)
+    key = rng.integers(0, K, 90_000)
+    order = np.argsort(key, kind="stable")
+    e = np.empty(key.size)
+    e[order] = lfilter([np.sqrt(1 - 0.36)], [1, -0.6], rng.standard_normal(key.size))
+    ll = -1.0 + e
+    naive = FleetDrift(KeyBaselines(np.full(K, -1.0), np.ones(K)),
+                       CusumConfig(window=20, horizon=200, serial=False))
+    naive.update(key, ll)
+    widened = _detector()
+    widened.update(key, ll)
+    assert naive.alarmed.size > 0  # iid windows would page on this noise
+    assert widened.alarmed.size == 0 and widened.serial_factor > 2.5, widened.serial_factor

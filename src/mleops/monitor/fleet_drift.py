@@ -16,8 +16,11 @@ Alarms are sticky, and the FDR of all alarms raised is at most that of the final
 (keys independent, or positively dependent: BH's PRDS condition). A baseline estimated from
 held-out rows is lowered to its one-sided ``1 - fdr/(2K)`` confidence bound and BH runs at
 ``fdr/2`` (union bound: FDR <= fdr); a model-implied baseline (exact for a well-specified
-model) uses ``fdr`` whole. **Conditions:** rows independent within a key (no serial
-correction per key: a key's windows are too few to estimate one), keys independent or PRDS.
+model) uses ``fdr`` whole. Serial correlation within a key (a slow hour) would make windows
+noisier than ``sd/sqrt(window)``: each window's z is widened by the AR(1) factor at the lag-1
+correlation pooled over all keys' windows (each around its own mean; a key's own windows are
+too few to estimate one). **Conditions:** rows AR(1)-like with one correlation across keys
+(or less), keys independent or PRDS.
 
 State is O(keys) numbers (each key's CUSUM, its maximum, its partial window, counts),
 JSON-ready, resumable across monitor runs.
@@ -34,7 +37,7 @@ from scipy import stats
 
 from mleops.errors import DataError
 from mleops.monitor.cusum import _OVERSHOOT as OVERSHOOT
-from mleops.monitor.cusum import CusumConfig
+from mleops.monitor.cusum import CusumConfig, ar1_window_factor
 from mleops.multiplicity import bh
 
 FIELDS = ("s", "s_max", "n_p", "s_p", "windows", "rows", "alarm", "alarm_window")
@@ -82,6 +85,7 @@ class FleetDrift:
             self.ref = baselines.mean.copy()
         self.a = {f: np.zeros(self.k) for f in FIELDS}
         self.a["alarm_window"][:] = -1
+        self.lag = [0.0, 0.0, 0.0]  # pooled demeaned lag-1 products, squares, windows
 
     def update(self, key_index: np.ndarray, ll: np.ndarray) -> None:
         """Rows in arrival order (``key_index``: the key's row in the table; < 0 ignored)."""
@@ -95,11 +99,42 @@ class FleetDrift:
             ll = np.clip(ll, self.b.mean[key] - r, self.b.mean[key] + r)
         order = np.argsort(key, kind="stable")
         keys, starts = np.unique(key[order], return_index=True)
-        for i, lo, hi in zip(keys, starts, [*starts[1:], order.size]):
-            self._key(int(i), ll[order[lo:hi]])
+        parts = [(int(i), ll[order[lo:hi]]) for i, lo, hi in
+                 zip(keys, starts, [*starts[1:], order.size])]
+        if self.config.serial:  # pooled over keys first: every window below uses it
+            for i, rows in parts:
+                self._lag1(i, rows)
+        f = self.serial_factor
+        for i, rows in parts:
+            self._key(i, rows, f)
         self._select()
 
-    def _key(self, i: int, ll: np.ndarray) -> None:
+    def _lag1(self, i: int, ll: np.ndarray) -> None:
+        """Add this key's complete windows in ``ll`` to the pooled lag-1 sums, each window
+        around its own mean (a level shift is not taken for correlation)."""
+        w, n0 = self.config.window, int(self.a["n_p"][i])
+        first = (w - n0) % w if n0 else 0  # windows wholly inside ll start here
+        m = (ll.size - first) // w
+        if m < 1 or w < 3:
+            return
+        x = ll[first:first + m * w].reshape(m, w)
+        e = x - x.mean(axis=1, keepdims=True)
+        self.lag[0] += float((e[:, 1:] * e[:, :-1]).sum())
+        self.lag[1] += float((e * e).sum())
+        self.lag[2] += m
+
+    @property
+    def serial_factor(self) -> float:
+        """Var(window mean) over var(row)/window under the pooled AR(1) lag-1 correlation
+        (Kendall's bias correction for the window means), never below 1."""
+        num, den, m = self.lag
+        if not self.config.serial or m < 20 or den <= 0:
+            return 1.0
+        w = self.config.window
+        r = (num / den + 1.0 / w) / (1.0 - 4.0 / w) if w > 4 else num / den
+        return max(1.0, ar1_window_factor(r, w))
+
+    def _key(self, i: int, ll: np.ndarray, factor: float) -> None:
         a, cfg, w = self.a, self.config, self.config.window
         n0, s0 = int(a["n_p"][i]), a["s_p"][i]
         c = np.concatenate([[0.0], np.cumsum(ll)])
@@ -107,7 +142,7 @@ class FleetDrift:
         if ends.size:
             sums = np.diff(np.concatenate([[0.0], c[ends]]))
             sums[0] += s0
-            z = math.sqrt(w) * (sums / w - self.ref[i]) / self.b.sd[i]
+            z = math.sqrt(w / factor) * (sums / w - self.ref[i]) / self.b.sd[i]
             s = a["s"][i]
             for zi in np.clip(z, -cfg.clip, cfg.clip):
                 s = max(0.0, s - zi - cfg.k)
@@ -143,6 +178,7 @@ class FleetDrift:
                 # beyond its horizon a key's p-value no longer holds: start a new detector
                 "keys_past_horizon": int((self.a["windows"] > self.config.horizon).sum()),
                 "rows": int(self.a["rows"].sum()), "baseline": self.b.source,
+                "serial_factor": self.serial_factor,
                 "worst_keys": [row(int(i)) for i in order]}
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +186,7 @@ class FleetDrift:
         return {"config": asdict(self.config), "fdr": self.fdr,
                 "baselines": {"mean": b.mean.tolist(), "sd": b.sd.tolist(),
                               "n": None if b.n is None else b.n.tolist(), "source": b.source},
-                **{f: self.a[f].tolist() for f in FIELDS}}
+                "lag": list(self.lag), **{f: self.a[f].tolist() for f in FIELDS}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FleetDrift:
@@ -160,6 +196,7 @@ class FleetDrift:
                   CusumConfig(**d["config"]), d["fdr"])
         for f in FIELDS:
             out.a[f] = np.asarray(d[f], float)
+        out.lag = [float(v) for v in d.get("lag", [0.0, 0.0, 0.0])]
         return out
 
 
