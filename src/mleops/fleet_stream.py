@@ -102,6 +102,9 @@ def concat(results: list):
                    loglik_array=cat("loglik_array")[order], n_obs_array=cat("n_obs_array")[order],
                    converged_array=cat("converged_array")[order],
                    status_array=cat("status_array")[order], iterations=cat("iterations")[order],
+                   **({} if any(r.cov_array is None for r in results) else {
+                       "cov_array": cat("cov_array")[order],
+                       "grad_norm_array": cat("grad_norm_array")[order]}),
                    shapes=tuple(s for r in results for s in r.shapes))
 
 

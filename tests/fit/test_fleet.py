@@ -48,7 +48,7 @@ def _rows(df, key_col, key):
 def test_weibull_censored_matches_per_key_fits(weibull_frame, weibull_fleet):
     f = weibull_fleet
     assert len(f) == 14 and list(f.keys) == sorted(weibull_frame.id.unique())
-    fitted = [k for k in f.keys if f[k]["status"] == "converged"]
+    fitted = [k for k in f.keys if f[k].message == "converged"]
     assert len(fitted) == 12
     series = [_rows(weibull_frame, "id", k) for k in fitted]
     ref = fit_many([s[0] for s in series], "weibull", event=[s[1] for s in series])
@@ -59,17 +59,18 @@ def test_weibull_censored_matches_per_key_fits(weibull_frame, weibull_fleet):
     for k in fitted[:2]:  # and the single fit
         x, e = _rows(weibull_frame, "id", k)
         one = mleops.fit(x, "weibull", event=e)
-        np.testing.assert_allclose(list(f[k]["params"].values()), one.values, rtol=1e-6)
-        assert f[k]["loglik"] == pytest.approx(one.loglik, rel=1e-6)
-        assert f[k]["n_obs"] == one.n_obs and f[k]["converged"]
+        np.testing.assert_allclose(list(f[k].params.values()), one.values, rtol=1e-6)
+        assert f[k].loglik == pytest.approx(one.loglik, rel=1e-6)
+        assert f[k].n_obs == one.n_obs and f[k].converged
 
 
 def test_unfittable_keys_say_why_never_a_silent_nan(weibull_fleet):
     f = weibull_fleet
     assert f.status_counts() == {"converged": 12, "too few rows": 1, "no observed events": 1}
     few, dead = f["k12"], f["k13"]
-    assert few["status"] == "too few rows" and few["n_obs"] == 3 and not few["converged"]
-    assert math.isnan(few["params"]["shape"]) and dead["status"] == "no observed events"
+    assert few.message == "too few rows" and few.n_obs == 3 and not few.converged
+    assert math.isnan(few.params["shape"]) and dead.message == "no observed events"
+    assert np.isnan(few.cov).all() and few.extra["key"] == "k12"
     nan_rows = f.params.isna().any(axis=1)
     assert set(f.status[nan_rows]) <= {"too few rows", "no observed events"}
     assert f.converged.sum() == 12
@@ -96,8 +97,8 @@ def test_composite_key_and_arrow_input(weibull_frame, weibull_fleet):
     by_id = weibull_frame.drop_duplicates("id").set_index(["site", "unit"]).id
     for sk in [("north", 0), ("south", 5), ("north", 6)]:
         a, b = f[sk], weibull_fleet[by_id.loc[sk]]
-        assert a["status"] == b["status"] and a["key"] == sk
-        np.testing.assert_allclose(list(a["params"].values()), list(b["params"].values()),
+        assert a.message == b.message and a.extra["key"] == sk
+        np.testing.assert_allclose(list(a.params.values()), list(b.params.values()),
                                    rtol=1e-12)
     assert f.params.loc[("south", 5)].shape == (2,)
     assert f.to_table().column_names[:2] == ["site", "unit"]
@@ -124,13 +125,13 @@ def test_weights_and_the_boundary_as_a_single_fit_reports_them():
     f = fit_fleet({"k": k, "x": np.abs(x) + 0.1, "w": w}, "gamma", key="k", weights="w")
     one = mleops.fit(np.abs(x[k == 1]) + 0.1, "gamma", weights=w[k == 1])
     np.testing.assert_allclose(f.params.loc[1].to_numpy(), one.values, rtol=1e-6)
-    assert f[1]["loglik"] == pytest.approx(one.loglik, rel=1e-9) and f[1]["n_obs"] == 200
+    assert f[1].loglik == pytest.approx(one.loglik, rel=1e-9) and f[1].n_obs == 200
     t = fit_fleet({"k": k, "x": x}, "student_t", key="k")  # normal rows: at the limit
-    assert t[0]["status"].startswith("boundary: the normal limit") and not t[0]["converged"]
-    assert t[1]["status"] == "converged"
+    assert t[0].message.startswith("boundary: the normal limit") and not t[0].converged
+    assert t[1].message == "converged"
     with pytest.warns(mleops.ConvergenceWarning):
         ref = mleops.fit(x[k == 0], "student_t")
-    assert ref.boundary and t[0]["loglik"] == pytest.approx(ref.loglik, rel=1e-9)
+    assert ref.boundary and t[0].loglik == pytest.approx(ref.loglik, rel=1e-9)
 
 
 def _fake_fit_many(calls, converged=None, nan_row=None):
@@ -170,9 +171,9 @@ def test_not_converged_and_failed_keys_are_flagged(monkeypatch):
         [], converged=lambda N: np.arange(N) != 1, nan_row=2))
     f = fit_fleet({"key": np.repeat([1, 2, 3, 4], 20), "x": rng.gamma(2.0, 1.0, 80)},
                   "gamma", key="key", column="x")
-    assert f[2]["status"] == "not converged" and f[2]["params"]["shape"] == 1.0
-    assert f[3]["status"].startswith("failed") and math.isnan(f[3]["params"]["shape"])
-    assert f[1]["status"] == f[4]["status"] == "converged"
+    assert f[2].message == "not converged" and f[2].params["shape"] == 1.0
+    assert f[3].message.startswith("failed") and math.isnan(f[3].params["shape"])
+    assert f[1].message == f[4].message == "converged"
 
 
 def test_bad_input_is_a_data_error():
@@ -265,8 +266,11 @@ def test_a_count_fleet_fits_each_keys_distinct_values_and_equals_fitting_it_alon
     for k in sizes:
         alone = mleops.fit(df.x[df.k == k].to_numpy(), "negbinom")
         got = fleet[k]
-        assert got["status"] == "converged"
+        assert got.message == "converged" and got.converged and got.boundary == ""
         for name, v in alone.params.items():
-            assert got["params"][name] == pytest.approx(v, rel=1e-5)
-        assert got["loglik"] == pytest.approx(alone.loglik, rel=1e-10)
-    assert fleet["poisson"]["status"].startswith("boundary: the poisson limit")
+            assert got.params[name] == pytest.approx(v, rel=1e-5)
+        assert got.loglik == pytest.approx(alone.loglik, rel=1e-10)
+        np.testing.assert_allclose(got.cov, alone.cov, rtol=1e-3)  # a FitResult, cov and all
+        assert got.ci()["n"][0] < got.params["n"] < got.ci()["n"][1]
+    poisson = fleet["poisson"]
+    assert poisson.boundary.startswith("boundary: the poisson limit") and not poisson.converged

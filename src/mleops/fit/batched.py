@@ -36,6 +36,7 @@ class BatchFitResult:
     grad_norm: np.ndarray
     converged: np.ndarray
     method: str
+    cov: np.ndarray | None = None  # (N, k, k): inverse observed information per series
 
     def __len__(self) -> int:
         return self.params.shape[0]
@@ -178,4 +179,4 @@ def fit_many(data, family: str | dict | Family, *, weights=None, event=None,
     conv = np.asarray(st.converged) & np.isfinite(f) & np.isfinite(p).all(axis=1)
     return BatchFitResult(fam.describe(), fam.param_names, p, se, f, lens,
                           np.asarray(st.it) + np.asarray(out.start_iterations),
-                          np.linalg.norm(st.g, axis=1), conv, method)
+                          np.linalg.norm(st.g, axis=1), conv, method, np.asarray(out.cov))

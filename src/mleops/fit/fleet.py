@@ -106,6 +106,7 @@ def _batches(starts, counts, fit_idx):
 def _fit_batches(fam: Family, xs, ws, es, starts, counts, fit_idx, method, max_iter, tol):
     K, k = len(counts), fam.n_params
     out = {"p": np.full((K, k), np.nan), "se": np.full((K, k), np.nan),
+           "cov": np.full((K, k, k), np.nan), "g": np.full(K, np.nan),
            "ll": np.full(K, np.nan), "conv": np.zeros(K, bool), "it": np.full(K, -1)}
     shapes = []
     for chunk, L, N in _batches(starts, counts, fit_idx):
@@ -120,6 +121,9 @@ def _fit_batches(fam: Family, xs, ws, es, starts, counts, fit_idx, method, max_i
         n = len(chunk)
         out["p"][chunk], out["se"][chunk], out["ll"][chunk] = r.params[:n], r.se[:n], r.loglik[:n]
         out["conv"][chunk], out["it"][chunk] = r.converged[:n], r.iterations[:n]
+        out["g"][chunk] = r.grad_norm[:n]
+        if r.cov is not None:
+            out["cov"][chunk] = r.cov[:n]
         shapes.append((N, L))
     return out, tuple(shapes)
 
@@ -240,13 +244,13 @@ def fit_fleet(data, family: str | dict | Family, *, key: str | list[str], column
     status[fitted] = np.where(res["conv"][fitted], CONVERGED, NOT_CONVERGED)
     bad = fitted[~finite[fitted]]
     status[bad] = "failed: non-finite log-likelihood or parameters"
-    res["p"][bad], res["se"][bad], res["ll"][bad] = np.nan, np.nan, np.nan
+    res["p"][bad], res["se"][bad], res["ll"][bad], res["cov"][bad] = np.nan, np.nan, np.nan, np.nan
     ok = fitted[finite[fitted]]
     if fam.limit_family and len(ok):
         _boundary(fam, res, args[:5] + (ok,) + args[6:], ok, status)
     return FleetResult(fam.describe(), tuple(keys), key_values, fam.param_names, res["p"],
                        res["se"], res["ll"], counts, res["conv"], status.astype(str),
-                       res["it"], method, shapes)
+                       res["it"], method, shapes, res["cov"], res["g"])
 
 
 __all__ = ["fit_fleet", "MAX_CELLS", "MIN_LENGTH"]

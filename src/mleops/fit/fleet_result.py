@@ -40,6 +40,8 @@ class FleetResult:
     method: str
     #: (series, length) of every padded batch fitted: O(log max rows) distinct lengths
     shapes: tuple[tuple[int, int], ...] = ()
+    cov_array: np.ndarray | None = None  # (K, k, k): inverse observed information per key
+    grad_norm_array: np.ndarray | None = None  # (K,) at the estimate
     _index: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -115,8 +117,29 @@ class FleetResult:
                 "converged": bool(self.converged_array[i]),
                 "iterations": int(self.iterations[i])}
 
-    def __getitem__(self, key) -> dict:
-        return self.row(self.position(key))
+    def __getitem__(self, key):
+        """Key ``key``'s fit as a :class:`~mleops.fit.result.FitResult` (``message`` its
+        status, ``boundary`` set where it has no interior MLE, ``extra["key"]``)."""
+        return self.fit_result(self.position(key))
+
+    def fit_result(self, i: int):
+        """Row ``i`` as a FitResult, as honest as a single fit: a key not fitted has NaN
+        estimates, ``converged`` False and its reason in ``message``."""
+        from mleops.fit.result import FitResult
+
+        r, k = self.row(i), len(self.param_names)
+        cov = (np.full((k, k), np.nan) if self.cov_array is None
+               else np.array(self.cov_array[i]))
+        status = r["status"]
+        return FitResult(
+            family=self.family, param_names=self.param_names, params=r["params"],
+            se=r["se"], cov=cov, loglik=r["loglik"], n_obs=r["n_obs"], n_params=k,
+            iterations=r["iterations"],
+            grad_norm=(float("nan") if self.grad_norm_array is None
+                       else float(self.grad_norm_array[i])),
+            converged=r["converged"] and status == CONVERGED, method=self.method,
+            message=status, boundary=status if status.startswith("boundary") else "",
+            extra={"key": r["key"], "status": status})
 
     def __contains__(self, key) -> bool:
         try:
