@@ -25,7 +25,7 @@ import numpy as np
 from mleops.errors import DataError, RolloutError
 from mleops.fleet_artifact import FleetArtifact, key_labels
 from mleops.fleet_merge import merge_fleets
-from mleops.rollout.kernels.fleet import NAMES, PROMOTE, UNDECIDED, FleetEvidence
+from mleops.rollout.kernels.fleet import NAMES, PROMOTE, FleetEvidence
 
 ROLLOUT_KEY_PREFIX = "fleet-rollout:"
 
@@ -95,11 +95,8 @@ def worst_keys(labels: list[str], evidence: FleetEvidence, n: int | None = 10
                ) -> list[dict[str, Any]]:
     """The keys (``labels``: by evidence index) with the most evidence of a drop first
     (what `rollout fleet status` shows); ``n`` None: every key."""
-    from mleops.rollout.kernels.evidence import log_e
-
     a = evidence.a
-    log_drop, _ = log_e(evidence.config.test, a["score"], a["info"])
-    drop = np.where(a["decision"] == UNDECIDED, log_drop, a["log_drop"])
+    drop = evidence.stopped_log_drop()
     order = np.argsort(-drop, kind="stable")[:n]
     return [{"key": str(labels[i]), "decision": NAMES[int(a["decision"][i])],
              "tick": int(a["tick"][i]) if a["tick"][i] >= 0 else None,

@@ -118,8 +118,6 @@ class FleetJudge:
         return doc
 
     def _answer(self, key, ev: FleetEvidence, ticks: int, reason: str) -> dict[str, Any]:
-        from mleops.rollout.kernels.evidence import log_e
-
         counts = ev.counts()
         share = counts["rollback"] / max(ev.k, 1)
         if share > self.max_share:
@@ -132,10 +130,7 @@ class FleetJudge:
         else:
             decision = "continue"
             reason = reason or f"{counts['undecided']} of {ev.k} keys undecided"
-        a = ev.a
-        drop = log_e(ev.config.test, a["score"], a["info"])[0]
-        drop = [float(v) if d == 0 else float(f) for v, d, f in
-                zip(drop, a["decision"], a["log_drop"])]
+        a, drop = ev.a, ev.stopped_log_drop().tolist()
         worst = sorted(range(ev.k), key=lambda i: -drop[i])[:10]
         return {"model": key[0], "canary": key[1], "champion": key[2], "decision": decision,
                 "reason": reason, "counts": counts, "keys": ev.k,

@@ -212,6 +212,12 @@ class FleetEvidence:
         a["log_safe"][now] = log_safe[now]
         return np.flatnonzero(now)
 
+    def stopped_log_drop(self) -> np.ndarray:
+        """Per key, the log e-value against "not worse": as decided, or current if not
+        (what status, the judge and the worst-keys list rank by)."""
+        cur, _ = log_e(self.config.test, self.a["score"], self.a["info"])
+        return np.where(self.a["decision"] == UNDECIDED, cur, self.a["log_drop"])
+
     def counts(self) -> dict[str, int]:
         d = self.a["decision"]
         return {NAMES[c]: int((d == c).sum()) for c in NAMES}
