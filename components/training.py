@@ -82,11 +82,11 @@ def train(train_data: Input[Dataset], code_version: str, family: str, threshold:
 
 @component
 def evaluate(model: Input[Model], heldout: Input[Dataset], tracking_uri: str, model_name: str,
-             seed: int, scores: Output[Artifact], metrics: Output[Metrics]):
+             seed: int, run_tag: str, scores: Output[Artifact], metrics: Output[Metrics]):
     from mleops.pipeline import steps
 
     info = steps.evaluate(model.path, heldout.path, scores.path, tracking_uri=tracking_uri,
-                          model_name=model_name, seed=seed)
+                          model_name=model_name, seed=seed, run_tag=run_tag)
     steps.write_metrics(metrics, info["metrics"])
     scores.metadata["champion_version"] = info["champion_version"]
 
@@ -128,7 +128,7 @@ def record(model: Input[Model], scores: Input[Artifact], decision: Input[Artifac
 @component
 def deploy(model_name: str, version: str, tracking_uri: str, namespace: str,
            canary_traffic: int, artifacts_destination: str, apply: bool, target: str,
-           deployment_mode: str, manifest: Output[Artifact]):
+           deployment_mode: str, run_tag: str, manifest: Output[Artifact]):
     """Render (and with ``apply``, apply) the SeldonDeployment, or for ``target`` "kserve"
     the InferenceService in ``deployment_mode``, with the new canary."""
     from mleops.pipeline import steps
@@ -136,5 +136,5 @@ def deploy(model_name: str, version: str, tracking_uri: str, namespace: str,
     out = steps.deploy(model_name, version, manifest.path, tracking_uri=tracking_uri,
                        namespace=namespace, canary_traffic=canary_traffic,
                        artifacts_destination=artifacts_destination, apply=apply,
-                       target=target, deployment_mode=deployment_mode)
+                       target=target, deployment_mode=deployment_mode, run_tag=run_tag)
     manifest.metadata.update(out)

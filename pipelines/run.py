@@ -68,9 +68,9 @@ class TrainingDriver:
                 enable_caching=enable_caching)
         return run.run_id
 
-    def wait(self, host: Host, run_id: str, *, client=None) -> tuple[str, str]:
-        """Poll the run until it ends: (state, error message); ("TIMEOUT", ...) after
-        ``host.timeout_s`` (the run itself goes on)."""
+    def wait(self, host: Host, run_id: str, *, client=None) -> tuple[str, str, str]:
+        """Poll the run until it ends: (state, error message, the failed task's name or "");
+        ("TIMEOUT", ...) after ``host.timeout_s`` (the run itself goes on)."""
         client = client or _connect(host)
         deadline = time.monotonic() + host.timeout_s
         state = "PENDING"
@@ -79,12 +79,28 @@ class TrainingDriver:
                 run = client.get_run(run_id)
             state = str(run.state or "PENDING")
             if state in TERMINAL:
-                err = getattr(run, "error", None)
-                return state, (getattr(err, "message", "") or "") if err else ""
+                task, task_error = failed_task(run)
+                return state, _message(getattr(run, "error", None)) or task_error, task
             if time.monotonic() + host.poll_s > deadline:
                 return "TIMEOUT", (f"still {state} after {host.timeout_s:g} s (the run goes "
-                                   f"on; raise --timeout or check it on the host)")
+                                   f"on; raise --timeout or check it on the host)"), ""
             time.sleep(host.poll_s)
+
+
+def _message(status) -> str:
+    return (getattr(status, "message", "") or "") if status else ""
+
+
+def failed_task(run) -> tuple[str, str]:
+    """(display name, error message) of the task that failed first in a v2beta1 run's
+    ``run_details``: a leaf task (no child tasks, not a driver or a DAG) in state FAILED."""
+    details = getattr(getattr(run, "run_details", None), "task_details", None) or []
+    leaves = [t for t in details if str(t.state or "") == "FAILED" and not t.child_tasks
+              and not str(t.display_name or "").endswith("-driver")]
+    if not leaves:
+        return "", ""
+    first = min(leaves, key=lambda t: (t.end_time is None, t.end_time or 0))
+    return str(first.display_name or ""), _message(first.error)
 
 
 #: states a v2beta1 run does not leave

@@ -97,8 +97,8 @@ def training_pipeline(
     trn.set_accelerator_type(train_accelerator_type).set_accelerator_limit(
         train_accelerator_limit)
     ev = c.evaluate(model=trn.outputs["model"], heldout=spl.outputs["heldout"],
-                    tracking_uri=tracking_uri, model_name=model_name,
-                    seed=seed).set_caching_options(False)  # reads the current champion
+                    tracking_uri=tracking_uri, model_name=model_name, seed=seed,
+                    run_tag=run_tag).set_caching_options(False)  # reads the current champion
     gt = c.gate(scores=ev.outputs["scores"], tolerance=gate_tolerance,
                 confidence=gate_confidence, test=gate_test, ks_max=gate_ks_max,
                 coverage_tol=gate_coverage_tol, ece_max=gate_ece_max,
@@ -115,8 +115,8 @@ def training_pipeline(
         c.deploy(model_name=model_name, version=reg.output, tracking_uri=tracking_uri,
                  namespace=deploy_namespace, canary_traffic=deploy_canary_traffic,
                  artifacts_destination=artifacts_destination, apply=deploy_apply,
-                 target=deploy_target,
-                 deployment_mode=deploy_mode).set_caching_options(False)
+                 target=deploy_target, deployment_mode=deploy_mode,
+                 run_tag=run_tag).set_caching_options(False)
     with dsl.Else(name="gate-rejected"):
         c.record(register=False, **common).set_caching_options(False).set_display_name(
             "log-rejected")

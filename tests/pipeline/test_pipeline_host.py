@@ -59,6 +59,21 @@ def args(model, mlflow_uri, *more):
             "--tracking-uri", mlflow_uri, *more]
 
 
+def pods(root):
+    """What a cluster does with a submitted run: each task in a process of its own, with no
+    directory shared with the CLI (so no ``$MLEOPS_TASK_ERRORS``: a failing task can only
+    leave its cause on the MLflow run)."""
+    def run(params):
+        from kfp import local
+        from mleops_pipelines import training
+
+        assert "MLEOPS_TASK_ERRORS" not in os.environ
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+                   raise_on_error=True)
+        training.training_pipeline(**params)
+    return run
+
+
 def one_error(out) -> str:
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
@@ -68,12 +83,7 @@ def one_error(out) -> str:
 
 def test_a_cluster_run_is_followed_to_its_end_and_a_rerun_adds_nothing(s3, mlflow_server,  # noqa: F811
                                                                        tmp_path):
-    from mleops_pipelines.run import DRIVER
-
-    def pods(params):
-        DRIVER.run_local(params, pipeline_root=str(tmp_path / "root"))
-
-    with kfp_stub(token=TOKEN, execute=pods) as kfp:
+    with kfp_stub(token=TOKEN, execute=pods(tmp_path / "root")) as kfp:
         out = cli(s3, *args("host-latency", mlflow_server, "--host", kfp.url, "--namespace",
                             "team-a", "--experiment", "nightly", "--git-commit", "c0ffee" * 6
                             + "ab", "--json"))
@@ -107,17 +117,49 @@ def test_a_cluster_run_is_followed_to_its_end_and_a_rerun_adds_nothing(s3, mlflo
         assert len(kfp.created_runs()) == 1  # nothing submitted
 
 
-@pytest.mark.parametrize("states,more,code,message", [
-    (("RUNNING", "FAILED"), [], 1, "ended FAILED: task train: OOMKilled"),
-    (("RUNNING",), ["--timeout", "1"], 1, "ended TIMEOUT: still RUNNING after 1 s"),
-    (("RUNNING", "CANCELED"), [], 1, "ended CANCELED"),
+def test_a_task_that_fails_in_its_pod_is_the_last_line(s3, mlflow_server, tmp_path,  # noqa: F811
+                                                       monkeypatch):
+    """The pods have no Kubernetes credentials, so ``deploy --deploy-apply`` fails there. The
+    KFP API says only "Error (exit code 1)" of task deploy; the task left its own error on
+    the pipeline's MLflow run (marked FAILED), and the CLI's last line (and JSON) is that."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with kfp_stub(token=TOKEN, execute=pods(tmp_path / "root")) as kfp:
+        out = cli(s3, *args("host-nokube", mlflow_server, "--host", kfp.url,
+                            "--deploy-apply", "--artifacts-destination",
+                            f"s3://{BUCKET}/artifacts", "--json"))
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("task 'deploy' failed: DeployError: no Kubernetes "
+                           "configuration"), out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["task"] == "deploy" and doc["cause"] == "DeployError" and doc["exit_code"] == 1
+    assert doc["error"] == last and one_error(out)
+
+    import mlflow
+
+    (run,) = mlflow.MlflowClient(mlflow_server).search_runs(
+        [mlflow.MlflowClient(mlflow_server).get_experiment_by_name("host-nokube")
+         .experiment_id])
+    assert run.info.status == "FAILED"
+    assert json.loads(run.data.tags["mleops.task_failure"])["task"] == "deploy"
+
+
+@pytest.mark.parametrize("states,error,task,more,message", [
+    (("RUNNING", "FAILED"), "task train: OOMKilled", "", [],
+     "ended FAILED: task train: OOMKilled"),
+    # a task that could not reach MLflow: the API's task_details are all there is to say
+    (("RUNNING", "FAILED"), "", "train", [],
+     "task 'train' failed: Error (exit code 1) (its pod log has more)"),
+    (("RUNNING",), "", "", ["--timeout", "1"], "ended TIMEOUT: still RUNNING after 1 s"),
+    (("RUNNING", "CANCELED"), "", "", [], "ended CANCELED"),
 ])
-def test_a_failed_or_unfinished_run_exits_1_in_one_line(s3, mlflow_server, states, more,  # noqa: F811
-                                                        code, message):
-    with kfp_stub(token=TOKEN, states=states, error="task train: OOMKilled") as kfp:
+def test_a_failed_or_unfinished_run_exits_1_in_one_line(s3, mlflow_server, states, error,  # noqa: F811
+                                                        task, more, message):
+    with kfp_stub(token=TOKEN, states=states, error=error, failed_task=task) as kfp:
         out = cli(s3, *args("host-failing", mlflow_server, "--host", kfp.url, *more))
-    assert out.returncode == code
-    assert message in one_error(out)
+    assert out.returncode == 1 and one_error(out)
+    assert message in out.stderr.strip().splitlines()[-1]  # the cause is the last line
 
 
 def test_a_host_that_stops_answering_is_a_one_line_timeout_not_a_hang(s3, mlflow_server):  # noqa: F811

@@ -3,13 +3,18 @@
 It answers the calls ``kfp.Client`` makes to submit and follow a run (list/create experiment,
 create run, get run). A run either plays a given list of states (the last one sticks), or,
 with ``execute``, runs the submitted arguments in a thread - the way a cluster would run the
-pods - and reports RUNNING until that ends, then SUCCEEDED or FAILED with the error.
+pods - and reports RUNNING until that ends, then SUCCEEDED or FAILED. A failed run carries
+``run_details.task_details`` as a KFP backend reports them: the failed leaf task (taken from
+kfp's "Inner task failed: 'deploy' inside ..." when executing, else ``failed_task``) with
+Argo's generic "Error (exit code 1)", inside its failed DAG; the task's own exception is not
+in the API (on a cluster it is only in the pod's log).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +31,7 @@ class Stub:
     token: str | None = None
     states: tuple[str, ...] = ("RUNNING", "SUCCEEDED")
     error: str = ""
+    failed_task: str = ""  # the leaf task a FAILED run's task_details name (states mode)
     execute: Callable[[dict], None] | None = None
     multi_user: bool = True
     hang: str = ""  # a path prefix whose GETs are never answered (until the stub stops)
@@ -56,9 +62,10 @@ class Stub:
     def _execute(self, entry: dict, params: dict) -> None:
         try:
             self.execute(params)
-            entry["done"] = ("SUCCEEDED", "")
+            entry["done"] = ("SUCCEEDED", "", "")
         except BaseException as e:  # noqa: BLE001 - the run failed; the API reports it
-            entry["done"] = ("FAILED", f"{type(e).__name__}: {e}")
+            inner = re.search(r"Inner task failed: '([\w-]+)'", str(e))
+            entry["done"] = ("FAILED", "", inner.group(1) if inner else "")
 
     def _get_run(self, rid: str) -> dict | None:
         entry = self.runs.get(rid)
@@ -66,13 +73,16 @@ class Stub:
             return None
         run = dict(entry["run"])
         if self.execute is not None:
-            state, err = entry["done"] or ("RUNNING", "")
+            state, err, task = entry["done"] or ("RUNNING", "", "")
         else:
             state = entry["states"].pop(0) if len(entry["states"]) > 1 else entry["states"][0]
             err = self.error if state == "FAILED" else ""
+            task = self.failed_task if state == "FAILED" else ""
         run["state"] = state
         if err:
             run["error"] = {"code": 2, "message": err}
+        if task:
+            run["run_details"] = {"task_details": _failed_tasks(rid, task)}
         return run
 
     def handle(self, method: str, path: str, query: dict, headers, body: dict):
@@ -97,6 +107,22 @@ class Stub:
             run = self._get_run(path.rsplit("/", 1)[1])
             return (200, run) if run else (404, {"code": 5, "message": "run not found"})
         return 404, {"code": 5, "message": f"no route {method} {path}"}
+
+
+def _failed_tasks(run_id: str, task: str) -> list[dict]:
+    """The task_details of a run whose ``task`` failed: the leaf, its driver and its DAG."""
+    leaf, dag = uuid.uuid4().hex, uuid.uuid4().hex
+    failed = {"code": 2, "message": "Error (exit code 1)"}
+    return [
+        {"run_id": run_id, "task_id": dag, "display_name": "condition-2", "state": "FAILED",
+         "error": {"code": 2, "message": f"child '{leaf}' failed"},
+         "child_tasks": [{"task_id": leaf}]},
+        {"run_id": run_id, "task_id": uuid.uuid4().hex, "display_name": f"{task}-driver",
+         "state": "SUCCEEDED", "parent_task_id": dag},
+        {"run_id": run_id, "task_id": leaf, "display_name": task, "state": "FAILED",
+         "error": failed, "parent_task_id": dag, "pod_name": f"mleops-training-{leaf[:5]}",
+         "end_time": "2026-12-07T01:00:00Z"},
+    ]
 
 
 @contextlib.contextmanager

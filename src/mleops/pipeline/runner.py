@@ -18,7 +18,7 @@ from typing import Protocol
 
 from mleops.errors import DataError, MleopsError
 from mleops.gate import DEFAULT_TOLERANCE, INCONCLUSIVE_POLICIES
-from mleops.pipeline import provenance
+from mleops.pipeline import failure, provenance
 from mleops.pipeline.dataset import ColumnSpec, check_validation, load_source, split_indices
 from mleops.pipeline.regate import REGATED_TAG
 from mleops.pipeline.steps import family_options
@@ -252,7 +252,8 @@ class PipelineDriver(Protocol):
     def submit(self, host: Host, arguments: dict, *, enable_caching: bool | None = None,
                pipeline_root: str = "", client=None) -> str: ...
 
-    def wait(self, host: Host, run_id: str, *, client=None) -> tuple[str, str]: ...
+    def wait(self, host: Host, run_id: str, *, client=None) -> tuple[str, str, str]:
+        """(state, the host's error message, the task the host says failed or "")."""
 
 
 def load_driver(name: str = "training") -> PipelineDriver:
@@ -271,7 +272,7 @@ def compile_pipeline(path: str | None = None, *, driver: PipelineDriver | None =
 
 def summary(registry, model_name: str, run_tag: str) -> dict:
     """The MLflow run this invocation produced: gate decision and registered version."""
-    run_id = registry.find_run(model_name, "mleops.pipeline_run", run_tag)
+    run_id = registry.find_run(model_name, failure.RUN_TAG, run_tag)
     if run_id is None:
         raise PipelineError(f"no MLflow run tagged mleops.pipeline_run={run_tag} in "
                             f"experiment {model_name!r} at {registry.uri}")
@@ -285,6 +286,21 @@ def summary(registry, model_name: str, run_tag: str) -> dict:
             "registered_version": registry.version_of_run(model_name, run_id),
             "duplicate_of": tags.get(DUPLICATE_TAG) or None,
             "metrics": registry.run_metrics(run_id)}
+
+
+def host_failure(ended: str, error: str, task: str, rec: dict | None) -> PipelineError:
+    """The error of a host run that did not succeed, the cause on its last line: the failed
+    task's own record (left on the MLflow run, :mod:`~mleops.pipeline.failure`) when it left
+    one, else the task the KFP API names and what the API says of it."""
+    if rec is not None:
+        return PipelineError(f"{ended}" + (f": {error}" if error else "")
+                             + f"\ntask '{rec['task']}' failed: {rec['type']}: "
+                             f"{rec['message']}", task=rec["task"], cause=rec["type"])
+    if task:
+        return PipelineError(f"{ended}\ntask '{task}' failed: "
+                             f"{error or 'the host gave no message'} (its pod log has more)",
+                             task=task)
+    return PipelineError(ended + (f": {error}" if error else ""))
 
 
 def run_pipeline(req: RunRequest, *, host: Host | None = None, pipeline_root: str = "",
@@ -317,10 +333,11 @@ def run_pipeline(req: RunRequest, *, host: Host | None = None, pipeline_root: st
         if not host.wait:
             return {"submitted": True, "kfp_run_id": kfp_run, "run_tag": run_tag,
                     "host": host.url}
-        state, error = driver.wait(host, kfp_run, client=client)
+        state, error, task = driver.wait(host, kfp_run, client=client)
         if state != "SUCCEEDED":
-            raise PipelineError(f"KFP run {kfp_run} on {host.url} ended {state}"
-                                + (f": {error}" if error else ""))
+            raise host_failure(f"KFP run {kfp_run} on {host.url} ended {state}", error, task,
+                               failure.from_registry(registry, req.model_name, run_tag)
+                               if state == "FAILED" else None)
         return {**summary(registry, req.model_name, run_tag), "kfp_run_id": kfp_run}
     root = pipeline_root or os.path.abspath(os.path.join(".mleops", "kfp-local"))
     driver.run_local(args, pipeline_root=root, enable_caching=enable_caching is not False)

@@ -25,7 +25,7 @@ from mleops.pipeline.dataset import (
     split_indices,
     write_table,
 )
-from mleops.pipeline.failure import reports_failure
+from mleops.pipeline.failure import RUN_TAG, reports_failure
 from mleops.pipeline.fleet_steps import (
     evaluate_fleet,
     fleet_metrics,
@@ -169,9 +169,10 @@ def fit_metrics(art) -> dict[str, float]:
 
 @reports_failure("evaluate")
 def evaluate(model_dir: str, heldout_path: str, out_dir: str, *, tracking_uri: str = "",
-             model_name: str = "", seed: int = 0) -> dict:
+             model_name: str = "", seed: int = 0, run_tag: str = "") -> dict:
     """Per-row held-out log-likelihood of the candidate and of the champion on the same rows,
-    plus calibration of the candidate. Writes scores.npz and calibration.json."""
+    plus calibration of the candidate. Writes scores.npz and calibration.json. (``run_tag``
+    only names the pipeline's MLflow run should this step fail: ``failure``.)"""
     enable_compilation_cache()
     from mleops.gate.calibration import calibration, heldout_loglik, summary_metrics
 
@@ -281,7 +282,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
              if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
     metrics = {**info["metrics"], **fit_metrics(art), **stats,
                "gate_passed": float(decision["passed"])}
-    lineage = {"mleops.pipeline_run": run_tag, "mleops.data_hash": art.metadata.get("data_hash", ""),
+    lineage = {RUN_TAG: run_tag, "mleops.data_hash": art.metadata.get("data_hash", ""),
                "mleops.git_commit": git_commit or os.environ.get(GIT_COMMIT_ENV, ""),
                "mleops.family": art.family["name"], "mleops.device": art.metadata.get("device", ""),
                "mleops.code_version": code_version, CANDIDATE_TAG: candidate_key}
@@ -340,7 +341,7 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
 def deploy(model_name: str, version: str, manifest_path: str, *, tracking_uri: str = "",
            namespace: str = "models", canary_traffic: int = 10, artifacts_destination: str = "",
            apply: bool = False, deployment_name: str = "", target: str = "seldon",
-           deployment_mode: str = "Serverless") -> dict:
+           deployment_mode: str = "Serverless", run_tag: str = "") -> dict:
     """The serving manifest for a freshly registered version: the champion keeps serving and
     the new challenger gets ``canary_traffic`` percent (a first model is the only predictor).
 

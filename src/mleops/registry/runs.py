@@ -19,6 +19,7 @@ from mleops.artifact import ModelArtifact
 from mleops.registry.session import RegistryError, Session, error_code
 
 MODEL_ID_TAG = "mleops.model_id"
+FAILURE_TAG = "mleops.task_failure"  # JSON: the task that ended a pipeline run, and why
 
 
 def default_tracking_uri() -> str:
@@ -187,6 +188,33 @@ class Runs:
                               order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def record_task_failure(self, experiment: str, tag: str, value: str,
+                            failure: dict[str, Any]) -> str:
+        """Mark the run tagged ``tag = value`` FAILED with ``failure`` (task, type, message) in
+        tag :data:`FAILURE_TAG`, creating that run when none exists yet (a task before
+        ``record`` failed). How a pipeline task on a cluster tells the CLI why it ended: the
+        KFP API only says which task failed, MLflow is where both sides meet."""
+        with self._errors(f"recording a task failure in experiment {experiment!r}"):
+            run_id = self.find_run(experiment, tag, value)
+            if run_id is None:
+                run_id = self._call(self.client.create_run, self._experiment_id(experiment),
+                                    tags={tag: value, "mlflow.runName":
+                                          f"failed-{failure.get('task', 'task')}"}).info.run_id
+            self._call(self.client.set_tag, run_id, FAILURE_TAG, json.dumps(failure)[:5000])
+            self._call(self.client.set_terminated, run_id, "FAILED")
+        return run_id
+
+    def task_failure(self, experiment: str, tag: str, value: str) -> dict[str, Any] | None:
+        """What :meth:`record_task_failure` recorded for the run tagged ``tag = value``."""
+        run_id = self.find_run(experiment, tag, value)
+        raw = self.run_tags(run_id).get(FAILURE_TAG) if run_id else None
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) and {"task", "type", "message"} <= set(doc) \
+            else None
+
     def run_json(self, run_id: str, path: str) -> Any:
         """A JSON artifact of the run, parsed."""
         with self._errors(f"reading {path} of run {run_id}"), \
@@ -196,4 +224,4 @@ class Runs:
                 return json.load(f)
 
 
-__all__ = ["MODEL_ID_TAG", "Runs", "default_tracking_uri"]
+__all__ = ["FAILURE_TAG", "MODEL_ID_TAG", "Runs", "default_tracking_uri"]
