@@ -65,6 +65,7 @@ def pods(root):
     leave its cause on the MLflow run)."""
     def run(params):
         from kfp import local
+
         from mleops_pipelines import training
 
         assert "MLEOPS_TASK_ERRORS" not in os.environ
