@@ -48,12 +48,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from mleops.gate.decision import GateConfig, _calibration_check
 from mleops.multiplicity import bh, e_bh
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("e-bh", "bh")
 LOG_E_MAX = 700.0  # e-values are capped at exp(700) (float64 overflows at exp(709.8))
@@ -303,6 +307,8 @@ def decide_fleet(candidate_ll, champion_ll, keys, calib: dict,
             tk, why = "candidate", f"not found worse ({outcome[i]}), calibrated: takes the candidate"
         take.append(tk)
         reason.append(why)
+
+    import pandas as pd  # only where a table is built: the gate task imports this module
 
     table = pd.DataFrame({
         "n": counts, "has_champion": has_champ, "mean_diff": mean, "sd_diff": sd, "se": se,
