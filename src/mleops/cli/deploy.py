@@ -115,3 +115,7 @@ def traffic_cmd(name, weights, namespace) -> None:
 from mleops.cli.trainjob import render_trainjob_cmd  # noqa: E402 - its own file
 
 deploy.add_command(render_trainjob_cmd)
+
+from mleops.cli.deploy_fleet import fleet_canary_cmd  # noqa: E402 - its own file
+
+deploy.add_command(fleet_canary_cmd)

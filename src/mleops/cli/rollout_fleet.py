@@ -87,7 +87,9 @@ def fleet() -> None:
 @click.argument("name")
 @click.option("--candidate-version", required=True)
 @click.option("--server", required=True, help="The fleet canary server's base URL.")
-@click.option("--routing-file", required=True, help="The routing file that server re-reads.")
+@click.option("--routing-file", required=True,
+              help="The routing file that server re-reads, or on a cluster the ConfigMap its "
+                   "pod mounts: configmap://NAMESPACE/NAME (`mleops deploy fleet-canary`).")
 @click.option("--served-name", default="", help="The model's name on the server (default NAME).")
 @click.option("--steps", default="10,25,50", show_default=True,
               help="Each key's canary share (percent), step by step.")
@@ -114,9 +116,13 @@ def start_cmd(name, candidate_version, server, routing_file, served_name, steps,
     from mleops.errors import DataError
     from mleops.fleet_artifact import key_labels
     from mleops.registry import Registry
+    from mleops.rollout.backends.fleet_configmap import is_configmap, parse
     from mleops.rollout.control import parse_steps
     from mleops.rollout.control.fleet_controller import FleetRollout, summary
     from mleops.rollout.kernels.fleet import FleetConfig
+
+    if is_configmap(routing_file):
+        parse(routing_file)  # a malformed one is refused before anything starts
 
     reg = Registry(tracking_uri or None)
     champion = reg.load_fleet(name)
@@ -130,7 +136,8 @@ def start_cmd(name, candidate_version, server, routing_file, served_name, steps,
     with ctl.driving():
         ctl.start(champion_version=str(champion[0]), candidate_version=str(candidate_version),
                   labels=key_labels(candidate[1].keys).tolist(), evidence_url=url,
-                  routing_path=os.path.abspath(routing_file),
+                  routing_path=routing_file if is_configmap(routing_file)
+                  else os.path.abspath(routing_file),
                   config=FleetConfig(mode="paired" if mode == "shadow" else "unpaired",
                                      min_drop=min_drop, fdr=fdr, min_rows=min_rows,
                                      min_units=min_units),

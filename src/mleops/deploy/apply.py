@@ -26,13 +26,14 @@ OWNED_PREFIX = "mleops.io/"  # labels/annotations manifests own (stale ones are 
 RESOURCES: dict[tuple[str, str], tuple[Resource, bool]] = {
     (r.api_version, r.kind): (r, whole) for r, whole in ((SELDON, False), (ISVC, True))}
 
-__all__ = ["DeployError", "apply_manifest", "create_object", "custom_objects_api", "get_object", "get_traffic",
+__all__ = ["DeployError", "apply_manifest", "core_v1_api", "create_object", "custom_objects_api",
+           "get_object", "get_traffic",
            "patch_object", "set_traffic", "update_object"]
 
 
-def custom_objects_api():
-    """A ``CustomObjectsApi`` from ~/.kube/config ($KUBECONFIG), else the in-cluster account."""
-    from kubernetes import client, config
+def _load_config() -> None:
+    """~/.kube/config ($KUBECONFIG), else the in-cluster account; DeployError if neither."""
+    from kubernetes import config
 
     try:
         config.load_kube_config()
@@ -42,7 +43,22 @@ def custom_objects_api():
         except Exception as incluster:
             raise DeployError(f"no Kubernetes configuration: kubeconfig: {local}; in-cluster: "
                               f"{incluster}") from incluster
+
+
+def custom_objects_api():
+    """A ``CustomObjectsApi`` from ~/.kube/config ($KUBECONFIG), else the in-cluster account."""
+    from kubernetes import client
+
+    _load_config()
     return client.CustomObjectsApi()
+
+
+def core_v1_api():
+    """A ``CoreV1Api`` (ConfigMaps), configured as :func:`custom_objects_api`."""
+    from kubernetes import client
+
+    _load_config()
+    return client.CoreV1Api()
 
 
 def _describe(e) -> str:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-
 from typing import TYPE_CHECKING
 
 import numpy as np

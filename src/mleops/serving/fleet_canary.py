@@ -56,6 +56,9 @@ class Routing:
                    for i in self.held):
             raise DataError("routing held must be a list of key indices (integers >= 0)")
 
+    def to_dict(self) -> dict:
+        return {"weight": self.weight, "mode": self.mode, "held": list(self.held)}
+
     @classmethod
     def from_dict(cls, doc: dict) -> Routing:
         if not isinstance(doc, dict):
@@ -69,8 +72,7 @@ class Routing:
 
 def write_routing(path: str, routing: Routing) -> None:
     """Replace the routing file atomically (a reader sees the old or the new one)."""
-    write_json_atomic(path, {"weight": routing.weight, "mode": routing.mode,
-                             "held": list(routing.held)})
+    write_json_atomic(path, routing.to_dict())
 
 
 class RoutingFile:

@@ -38,6 +38,9 @@ GAUGES = {"mleops_loglik_sum": "loglik_sum", "mleops_loglik_sq_sum": "loglik_sq_
 METRIC_LABELS = ("registered_model", "registered_version")
 
 
+CANARY_VERSION_ENV = "MLEOPS_CANARY_VERSION"  # a fleet canary's version, unstaged
+
+
 class ServingError(MleopsError):
     """A request the server refuses; ``status`` is the HTTP status to answer with."""
 
@@ -98,8 +101,9 @@ class LikelihoodService:
             from mleops.serving import fleet
 
             if self.canary_dir:
+                # a staged table names its version; on a cluster the manifest's env does
                 fleet.load_canary(self, str(read_serving_info(self.canary_dir).get(
-                    "version", "")) or "canary")
+                    "version", "")) or os.environ.get(CANARY_VERSION_ENV, "") or "canary")
             fleet.warm(self)
             return
         if self.canary_dir:

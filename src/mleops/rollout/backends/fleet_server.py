@@ -10,6 +10,7 @@ import urllib.request
 from typing import Any
 
 from mleops.errors import DataError, RolloutError
+from mleops.rollout.backends.fleet_configmap import ConfigMapRouting, is_configmap
 from mleops.serving.fleet_canary import Routing, RoutingFile, write_routing
 from mleops.serving.fleet_tally import values
 
@@ -23,9 +24,13 @@ class EvidenceUnavailable(RolloutError):
 class FleetServer:
     """Reads ``evidence_url`` and writes ``routing_path``."""
 
-    def __init__(self, evidence_url: str, routing_path: str, *, timeout_s: float = 10.0):
+    def __init__(self, evidence_url: str, routing_path: str, *, timeout_s: float = 10.0,
+                 api=None):
         self.evidence_url, self.routing_path, self.timeout_s = (
             evidence_url, routing_path, float(timeout_s))
+        # a file the server re-reads, or on a cluster the ConfigMap its pod mounts
+        self._configmap = ConfigMapRouting(routing_path, api=api) \
+            if is_configmap(routing_path) else None
 
     def read(self, n_keys: int | None, version: str) -> dict[str, Any]:
         """The counters, checked to be this rollout's candidate (``version``, ``n_keys``;
@@ -52,9 +57,14 @@ class FleetServer:
         return doc
 
     def route(self, routing: Routing) -> None:
-        write_routing(self.routing_path, routing)
+        if self._configmap is not None:
+            self._configmap.write(routing)
+        else:
+            write_routing(self.routing_path, routing)
 
     def routing(self) -> Routing:
+        if self._configmap is not None:
+            return self._configmap.current()
         return RoutingFile(self.routing_path).current()
 
 
