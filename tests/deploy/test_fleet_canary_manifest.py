@@ -116,7 +116,7 @@ def test_the_controller_writes_the_routing_configmap_through_the_api():
     patch = kube.requests[3]
     assert patch["content_type"].endswith("merge-patch+json")
     assert json.loads(patch["body"]["data"]["routing.json"]) == \
-        {"weight": 25, "mode": "split", "held": [3]}
+        {"weight": 25, "mode": "split", "held": [3], "promoted": []}
 
 
 def test_a_forbidden_configmap_is_one_deploy_error_naming_it():

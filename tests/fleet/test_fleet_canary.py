@@ -118,7 +118,8 @@ def test_the_routing_file_is_reread_on_change_and_fails_safe(tmp_path):
         Routing(True)
     write_routing(path, Routing(10))
     write_routing(path, Routing(10, held=(3, 1)))
-    assert json.load(open(path)) == {"weight": 10, "mode": "split", "held": [3, 1]}
+    assert json.load(open(path)) == {"weight": 10, "mode": "split", "held": [3, 1],
+                                     "promoted": []}
     assert rf.current() == Routing(10, "split", (3, 1))
 
 
@@ -133,3 +134,25 @@ def test_held_keys_are_answered_by_the_champion_and_give_no_canary_rows(tables):
     assert (out.arm[np.isin(keys[0], ["a", "c"])] == ARM_CANARY).all()
     np.testing.assert_allclose(out.loglik[is_b],
                                champion.loglik_rows(x[is_b], [keys[0][is_b]]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["split", "shadow"])
+def test_promoted_keys_are_answered_by_the_candidate_and_give_no_evidence(tables, mode):
+    """A key the rollout already promoted leaves the ramp: every row of it (weight 0 or
+    not, shadow or not) is answered under the candidate, as evidence for neither arm."""
+    champion, candidate = tables
+    keys = [np.array(["a", "b", "c", "new"] * 3)]
+    x = np.linspace(0.5, 6.0, 12)
+    a = int(candidate.positions([np.array(["a"])])[0])
+    out = score(champion, candidate, x, keys, request_id="r",
+                routing=Routing(0, mode, promoted=(a,)))
+    is_a = keys[0] == "a"
+    assert (out.arm[is_a] == ARM_NONE).all() and out.by_candidate[is_a].all()
+    np.testing.assert_allclose(out.loglik[is_a],
+                               candidate.loglik_rows(x[is_a], [keys[0][is_a]]), rtol=1e-12)
+    others = np.isin(keys[0], ["b", "c"])  # weight 0: the champion's, as evidence of its arm
+    assert (out.arm[others] == ARM_CHAMPION).all() and not out.by_candidate[others].any()
+    with pytest.raises(DataError, match="both held and promoted"):
+        Routing(10, held=(a,), promoted=(a,))
+    assert Routing.from_dict(Routing(10, promoted=(a, 2)).to_dict()) == \
+        Routing(10, promoted=(a, 2))

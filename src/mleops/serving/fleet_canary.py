@@ -14,7 +14,9 @@ tables can answer (a new key, or one the other could not fit): no comparison, no
 
 The routing is a small JSON file (``{"weight": 10, "mode": "split", "held": [3, 17]}``:
 ``held`` are keys, by their row in the candidate's table, a rollout has already rolled back,
-so the candidate answers none of their rows) read again whenever
+so the candidate answers none of their rows; ``promoted``, keys it has already promoted, so
+the candidate answers all of their rows, in either mode, as evidence for neither arm: they
+are decided) read again whenever
 it changes (one ``stat`` per request): the local data plane replaces it atomically; on a
 cluster it is a mounted ConfigMap, which the kubelet updates in place without a restart. A
 missing or unreadable file routes nothing to the candidate (fail safe: the champion answers).
@@ -45,6 +47,7 @@ class Routing:
     weight: int = 0
     mode: str = "split"
     held: tuple[int, ...] = ()  # key indices (the candidate's rows) kept on the champion
+    promoted: tuple[int, ...] = ()  # key indices answered by the candidate only
 
     def __post_init__(self) -> None:
         if isinstance(self.weight, bool) or not isinstance(self.weight, int) or \
@@ -52,22 +55,27 @@ class Routing:
             raise DataError(f"routing weight must be an integer in 0..100, got {self.weight!r}")
         if self.mode not in MODES:
             raise DataError(f"routing mode must be one of {list(MODES)}, got {self.mode!r}")
-        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                   for i in self.held):
-            raise DataError("routing held must be a list of key indices (integers >= 0)")
+        for what, keys in (("held", self.held), ("promoted", self.promoted)):
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                       for i in keys):
+                raise DataError(f"routing {what} must be a list of key indices "
+                                f"(integers >= 0)")
+        if set(self.held) & set(self.promoted):
+            raise DataError("routing: a key cannot be both held and promoted")
 
     def to_dict(self) -> dict:
-        return {"weight": self.weight, "mode": self.mode, "held": list(self.held)}
+        return {"weight": self.weight, "mode": self.mode, "held": list(self.held),
+                "promoted": list(self.promoted)}
 
     @classmethod
     def from_dict(cls, doc: dict) -> Routing:
         if not isinstance(doc, dict):
             raise DataError("routing must be a JSON object")
-        held = doc.get("held", [])
-        if not isinstance(held, list):
-            raise DataError("routing held must be a list of key indices")
+        held, promoted = doc.get("held", []), doc.get("promoted", [])
+        if not isinstance(held, list) or not isinstance(promoted, list):
+            raise DataError("routing held and promoted must be lists of key indices")
         return cls(weight=doc.get("weight", 0), mode=doc.get("mode", "split"),
-                   held=tuple(held))
+                   held=tuple(held), promoted=tuple(promoted))
 
 
 def write_routing(path: str, routing: Routing) -> None:
@@ -155,10 +163,15 @@ def score(champion: FleetArtifact, candidate: FleetArtifact, x: np.ndarray, keys
     ev = None if event is None else np.asarray(event, np.float64)
     at_p, at_c = champion.positions(keys), candidate.positions(keys)
     both, only_c = (at_p >= 0) & (at_c >= 0), (at_p < 0) & (at_c >= 0)
+    # keys already promoted: the candidate answers them (no evidence: they are decided)
+    prom = both & np.isin(at_c, routing.promoted) if routing.promoted \
+        else np.zeros(x.size, bool)
+    both = both & ~prom
     hit = both & routed(key_labels(keys), request_id, routing.weight)
     if routing.held:  # keys already rolled back: the champion answers them, no evidence
         hit &= ~np.isin(at_c, routing.held)
     shadow = routing.mode == "shadow"
+    only_c = only_c | prom  # answered by the candidate alone
     to_c = hit | only_c
     to_p = ~only_c if shadow else ~to_c
     ll_p, ll_c = np.zeros(x.size), np.zeros(x.size)

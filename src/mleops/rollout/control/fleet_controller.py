@@ -9,8 +9,10 @@ requests to the candidate's table and counts per key what the e-processes consum
    rollout reaches the same per-key decisions as an uninterrupted one on the same traffic);
 2. applies the increment since the last applied read as one block of
    :class:`~mleops.rollout.kernels.fleet.FleetEvidence` (e-BH across keys at ``fdr``);
-3. saves the state, then writes the routing the state implies: the step's weight, and the
-   keys already rolled back held on the champion (the candidate answers none of their rows).
+3. saves the state, then writes the routing the state implies: the step's weight, the
+   keys already rolled back held on the champion (the candidate answers none of their rows)
+   and the keys already promoted on the candidate (it answers all of theirs), so a decided
+   key leaves the ramp at once instead of waiting for the whole fleet.
    Routing is always rewritten from the saved state, so a kill between the two is repaired
    by the next tick (or by ``resume``, which writes it first).
 
@@ -265,7 +267,9 @@ class FleetRollout:
             return Routing(100, "split", tuple(np.flatnonzero(d != PROMOTE).tolist()))
         if st.phase == ABORTED:
             return Routing(0, mode)
-        return Routing(st.weight, mode, tuple(np.flatnonzero(d == ROLLBACK).tolist()))
+        # decided keys leave the ramp: rolled back on the champion, promoted on the candidate
+        return Routing(st.weight, mode, tuple(np.flatnonzero(d == ROLLBACK).tolist()),
+                       tuple(np.flatnonzero(d == PROMOTE).tolist()))
 
     def route(self, st: FleetRolloutState) -> None:
         self.server(st).route(self.routing_of(st))
