@@ -76,3 +76,40 @@ def test_routing_holds_keys_and_refuses_bad_lists():
     for bad in ({"held": "1"}, {"held": [-1]}, {"held": [True]}, {"held": [1.5]}):
         with pytest.raises(DataError, match="held"):
             Routing.from_dict(bad)
+
+
+def test_replicas_are_read_together_and_none_is_counted_twice_or_from_zero_again():
+    """Two replicas each count their rows. The combined increment is the sum of each one's
+    own; a replica missing from a read is carried, so its rows count once when it answers
+    again; a restarted one (new epoch) counts from zero; one gone for good is dropped."""
+    from mleops.serving.fleet_tally import MISSING_READS, advance, combined
+
+    def rows(t, key, n, value):
+        t.add(np.ones(n, int), np.full(n, key), np.full(n, value))
+
+    a, b = KeyTally(3, "2"), KeyTally(3, "2")
+    rows(a, 0, 4, -1.0)
+    rows(b, 1, 2, -2.0)
+    first = combined([a.snapshot(), b.snapshot()])
+    inc = increment(first, None)
+    assert inc["canary"][3].tolist() == [4, 2, 0]  # rows per key, both replicas
+    applied = advance(first, None)
+    rows(a, 0, 1, -1.0)
+    rows(b, 2, 5, -3.0)
+    only_a = combined([a.snapshot()])  # b did not answer this time
+    assert increment(only_a, applied)["canary"][3].tolist() == [1, 0, 0]
+    applied = advance(only_a, applied)
+    assert b.epoch in applied["pods"] and applied["missing"] == {b.epoch: 1}
+    both = combined([a.snapshot(), b.snapshot()])
+    assert increment(both, applied)["canary"][3].tolist() == [0, 0, 5]  # b's since its last
+    applied = advance(both, applied)
+    assert applied["missing"] == {}
+    restarted = KeyTally(3, "2")
+    rows(restarted, 1, 7, -1.0)
+    again = combined([a.snapshot(), restarted.snapshot()])
+    assert increment(again, applied)["canary"][3].tolist() == [0, 7, 0]
+    for _ in range(MISSING_READS + 1):
+        applied = advance(combined([a.snapshot(), restarted.snapshot()]), applied)
+    assert set(applied["pods"]) == {a.epoch, restarted.epoch}  # the old b is dropped
+    with pytest.raises(DataError, match="replicas disagree"):
+        combined([a.snapshot(), KeyTally(3, "3").snapshot()])

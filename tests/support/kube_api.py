@@ -1,7 +1,8 @@
 """A Kubernetes API server stub on 127.0.0.1 for ConfigMaps: the real ``kubernetes`` client
 talks HTTP to it, and it records every request (method, path, content type, body).
 
-It keeps ConfigMaps in memory with the API's semantics that mleops relies on: GET of a
+It answers EndpointSlice lists by ``kubernetes.io/service-name`` from ``slices``, and keeps
+ConfigMaps in memory with the API's semantics that mleops relies on: GET of a
 missing one is 404, POST of an existing one 409, PATCH (merge or strategic merge of ``data``)
 of a missing one 404; ``forbid`` makes every call 403, as for a service account without RBAC.
 """
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ONE = re.compile(r"^/api/v1/namespaces/([a-z0-9-]+)/configmaps/([a-z0-9.-]+)$")
 ALL = re.compile(r"^/api/v1/namespaces/([a-z0-9-]+)/configmaps$")
+SLICES = re.compile(r"^/apis/discovery.k8s.io/v1/namespaces/([a-z0-9-]+)/endpointslices$")
 PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
@@ -31,6 +33,8 @@ class KubeStub:
     url: str = ""
     forbid: bool = False
     configmaps: dict[tuple[str, str], dict] = field(default_factory=dict)
+    #: (namespace, service) -> [(port, [(address, ready)])]: one EndpointSlice each
+    slices: dict[tuple[str, str], list] = field(default_factory=dict)
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -41,13 +45,38 @@ class KubeStub:
         cfg = client.Configuration(host=self.url)
         return client.CoreV1Api(client.ApiClient(cfg))
 
-    def handle(self, method: str, path: str, ctype: str, body) -> tuple[int, dict]:
+    def api_discovery(self):
+        """A real ``DiscoveryV1Api`` pointed at this stub."""
+        from kubernetes import client
+
+        return client.DiscoveryV1Api(client.ApiClient(client.Configuration(host=self.url)))
+
+    def _slices(self, namespace: str, query: str) -> dict:
+        from urllib.parse import parse_qs
+
+        selector = parse_qs(query).get("labelSelector", [""])[0]
+        service = selector.removeprefix("kubernetes.io/service-name=")
+        items = [{"metadata": {"name": f"{service}-{i}", "namespace": namespace,
+                               "labels": {"kubernetes.io/service-name": service}},
+                  "addressType": "IPv4",
+                  "ports": [{"name": "http1", "port": port, "protocol": "TCP"},
+                            {"name": "h2c", "port": port + 1, "protocol": "TCP"}],
+                  "endpoints": [{"addresses": [a], "conditions": {"ready": ready}}
+                                for a, ready in eps]}
+                 for i, (port, eps) in enumerate(self.slices.get((namespace, service), []))]
+        return {"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                "metadata": {"resourceVersion": "1"}, "items": items}
+
+    def handle(self, method: str, path: str, ctype: str, body,
+               query: str = "") -> tuple[int, dict]:
         self.requests.append({"method": method, "path": path, "content_type": ctype,
-                              "body": body})
+                              "body": body, "query": query})
         if self.forbid:
             return 403, _status(403, "Forbidden", f'configmaps is forbidden: User "system:'
                                 f'serviceaccount:models:default" cannot {method.lower()} '
                                 f'resource "configmaps"')
+        if (m := SLICES.match(path)) and method == "GET":
+            return 200, self._slices(m.group(1), query)
         if m := ONE.match(path):
             key = m.groups()
             cm = self.configmaps.get(key)
@@ -88,9 +117,9 @@ def kube_stub(**kw) -> Iterator[KubeStub]:
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
             with stub.lock:
-                code, out = stub.handle(method, self.path.split("?")[0],
-                                        self.headers.get("Content-Type", ""),
-                                        json.loads(raw) if raw else None)
+                path, _, query = self.path.partition("?")
+                code, out = stub.handle(method, path, self.headers.get("Content-Type", ""),
+                                        json.loads(raw) if raw else None, query)
             data = json.dumps(out).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

@@ -28,6 +28,9 @@ import click
 @click.option("--artifacts-destination", envvar="MLEOPS_ARTIFACTS_DESTINATION",
               help="The tracking server's artifact store (maps mlflow-artifacts: URIs).")
 @click.option("--image", help="Model-server image (default: mleops' release image).")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fixed replicas; with more than one, drive it with --server "
+                   "endpoints://NAMESPACE/NAME-predictor (every replica's counters).")
 @click.option("--cpu", default="1", show_default=True)
 @click.option("--memory", default="2Gi", show_default=True)
 @click.option("--max-rows", type=int, default=10_000, show_default=True)
@@ -35,7 +38,8 @@ import click
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the YAML here.")
 def fleet_canary_cmd(name, version, canary_version, model_name, weight, mode, namespace,
                      deployment_mode, service_account, tracking_uri, model_uri,
-                     canary_model_uri, artifacts_destination, image, cpu, memory, max_rows,
+                     canary_model_uri, artifacts_destination, image, replicas, cpu, memory,
+                     max_rows,
                      do_apply, output) -> None:
     """Print the ConfigMap + InferenceService NAME serving fleet VERSION with CANARY beside it."""
     import yaml
@@ -59,7 +63,8 @@ def fleet_canary_cmd(name, version, canary_version, model_name, weight, mode, na
     cm, isvc = render_fleet_canary(
         name, model_name=model_name, version=str(version), model_uri=model_uri,
         canary_version=str(canary_version), canary_model_uri=canary_model_uri, weight=weight,
-        mode=mode, namespace=namespace, image=image or IMAGE, cpu=cpu, memory=memory,
+        mode=mode, namespace=namespace, image=image or IMAGE, replicas=replicas, cpu=cpu,
+        memory=memory,
         max_rows=max_rows, service_account=service_account, deployment_mode=deployment_mode)
     text = yaml.safe_dump_all([cm, isvc], sort_keys=False, default_flow_style=False)
     if output:
@@ -73,8 +78,10 @@ def fleet_canary_cmd(name, version, canary_version, model_name, weight, mode, na
 
         write_configmap(cm)  # the routing first: the pod mounts it
         apply_manifest(isvc)
+        server = (f"endpoints://{namespace}/{name}-predictor" if replicas > 1
+                  else f"http://{name}-predictor.{namespace}.svc")
         click.echo(f"applied ConfigMap {namespace}/{cm['metadata']['name']} and "
                    f"InferenceService {namespace}/{name}; drive it with: mleops rollout fleet "
                    f"start {model_name} --candidate-version {canary_version} --server "
-                   f"http://{name}-predictor.{namespace}.svc --routing-file "
-                   f"configmap://{namespace}/{cm['metadata']['name']}", err=True)
+                   f"{server} --routing-file configmap://{namespace}/{cm['metadata']['name']}",
+                   err=True)

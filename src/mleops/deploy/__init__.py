@@ -17,6 +17,7 @@ from mleops.deploy.apply import (
     update_object,
 )
 from mleops.deploy.configmap import read_configmap, write_configmap
+from mleops.deploy.endpoints import ready_endpoints
 from mleops.deploy.fleet_canary import render_fleet_canary, routing_configmap, routing_document
 from mleops.deploy.jaxjob import render_jaxjob, validate_jaxjob
 from mleops.deploy.k8s import Resource, check_object, crd_schema, find_crd, to_yaml
@@ -44,7 +45,7 @@ __all__ = ["CANARY", "IMAGE", "ISVC", "MAIN", "SELDON", "SERVER_IMAGE", "TARGETS
            "DeployError", "Resource", "apply_manifest", "check_object", "create_trainjob",
            "crd_schema", "custom_objects_api", "default_crd_path", "deployment_name",
            "find_crd", "get_object", "get_traffic", "model_artifact_uri", "patch_object",
-           "read_configmap", "release_manifest", "render_fleet_canary", "render_inference_service", "render_jaxjob",
+           "read_configmap", "ready_endpoints", "release_manifest", "render_fleet_canary", "render_inference_service", "render_jaxjob",
            "render_seldon_deployment", "render_trainjob", "routing_configmap", "routing_document",
            "set_traffic", "submit_and_wait",
            "to_yaml", "update_object", "validate_inference_service", "validate_jaxjob",

@@ -27,6 +27,7 @@ RESOURCES: dict[tuple[str, str], tuple[Resource, bool]] = {
     (r.api_version, r.kind): (r, whole) for r, whole in ((SELDON, False), (ISVC, True))}
 
 __all__ = ["DeployError", "apply_manifest", "core_v1_api", "create_object", "custom_objects_api",
+           "discovery_v1_api",
            "get_object", "get_traffic",
            "patch_object", "set_traffic", "update_object"]
 
@@ -51,6 +52,14 @@ def custom_objects_api():
 
     _load_config()
     return client.CustomObjectsApi()
+
+
+def discovery_v1_api():
+    """A ``DiscoveryV1Api`` (EndpointSlices), configured as :func:`custom_objects_api`."""
+    from kubernetes import client
+
+    _load_config()
+    return client.DiscoveryV1Api()
 
 
 def core_v1_api():

@@ -10,11 +10,14 @@ ConfigMap mounted at ``/etc/mleops/routing``: the fleet rollout's controller pat
 (:mod:`mleops.rollout.backends.fleet_configmap`), the kubelet swaps the projected file (its
 ``..data`` symlink) and the server re-reads it on the next request whose file stat changed.
 
-One replica: each server process counts its own per-key evidence
-(``GET /v2/models/{name}/evidence``) and the controller reads one endpoint, so more replicas
-would split the counters the controller sees. Rows a routing change has not reached yet are
-still counted under the arm that answered them, so the lag of a ConfigMap update (the
-kubelet's sync period, about a minute) delays a held key, it does not bias any evidence.
+Each replica counts its own per-key evidence (``GET /v2/models/{name}/evidence``): with
+more than one, the controller reads every ready replica through the predictor Service's
+EndpointSlices (``--server endpoints://NAMESPACE/SERVICE``) and sums them by epoch, so the
+replicas are fixed (``minReplicas`` = ``maxReplicas``: an autoscaler's churn would only
+lose the rows of replicas removed between two reads). Rows a routing change has not reached
+yet are still counted under the arm that answered them, so the lag of a ConfigMap update
+(the kubelet's sync period, about a minute) delays a held key, it does not bias any
+evidence.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def routing_configmap(name: str, namespace: str, document: str, *, model_name: s
 def render_fleet_canary(
         name: str, *, model_name: str, version: str, model_uri: str, canary_version: str,
         canary_model_uri: str, weight: int = 0, mode: str = "split", namespace: str = "models",
-        image: str = IMAGE, cpu: str = "1", memory: str = "2Gi", max_rows: int = 10000,
+        image: str = IMAGE, replicas: int = 1, cpu: str = "1", memory: str = "2Gi",
+        max_rows: int = 10000,
         service_account: str | None = None, deployment_mode: str = SERVERLESS,
         crd: str | None = None) -> list[dict[str, Any]]:
     """[routing ConfigMap, InferenceService]: fleet ``version`` serving with
@@ -85,10 +89,12 @@ def render_fleet_canary(
           f"the candidate {canary_version!r} is the champion's version")
     isvc = render_inference_service(
         name, model_name=model_name, version=version, model_uri=model_uri,
-        namespace=namespace, image=image, replicas=1, cpu=cpu, memory=memory,
+        namespace=namespace, image=image, replicas=replicas, cpu=cpu, memory=memory,
         max_rows=max_rows, service_account=service_account, deployment_mode=deployment_mode)
     pred = isvc["spec"]["predictor"]
-    pred["minReplicas"] = pred["maxReplicas"] = 1  # one tally: see the module's docstring
+    check(isinstance(replicas, int) and replicas >= 1,
+          f"a fleet canary needs at least one replica, got {replicas!r}")
+    pred["minReplicas"] = pred["maxReplicas"] = replicas  # fixed: see the module's docstring
     pred["storageUris"] = [
         {"uri": fleet_storage_uri(model_uri), "mountPath": CHAMPION_DIR},
         {"uri": fleet_storage_uri(canary_model_uri), "mountPath": CANDIDATE_DIR}]

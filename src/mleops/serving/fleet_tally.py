@@ -12,6 +12,12 @@ exactly the block between them; ``epoch`` changes when the server restarts (its 
 start again from zero), which a reader takes as a reset, as Prometheus does.
 
 O(keys) numbers, whatever the traffic; read at ``GET /v2/models/{name}/evidence``.
+
+Several replicas each count their own rows. A reader then takes one snapshot per replica
+(:func:`combined`: the snapshots by epoch) and the increment is the sum of each replica's
+own increment; a replica missing from one read is carried in the applied read
+(:func:`advance`) so that it is not counted from zero when it answers again, and dropped
+after ``MISSING_READS`` reads (a restarted replica has a new epoch anyway).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import numpy as np
 ENCODING = "float64-le-base64"
 ARMS = ("canary", "champion", "paired")
 STATS = ("units", "sum", "sumsq", "rows")
+PODS = "pods"  # a combined read: one snapshot per replica, by epoch
+MISSING_READS = 10
 
 
 def unit_sums(key: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
@@ -99,9 +107,49 @@ def values(snapshot: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def combined(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """One read of a fleet canary's replicas: their snapshots by epoch (the same candidate
+    version and keys, else DataError)."""
+    from mleops.errors import DataError
+
+    if not snapshots:
+        raise DataError("no fleet tally snapshot to combine")
+    first = snapshots[0]
+    for snap in snapshots:
+        values(snap)
+        if (snap.get("version"), snap.get("keys")) != (first.get("version"), first.get("keys")):
+            raise DataError(f"replicas disagree: version {snap.get('version')!r} with "
+                            f"{snap.get('keys')} keys against {first.get('version')!r} with "
+                            f"{first.get('keys')}")
+    return {"epoch": PODS, "version": first.get("version"), "keys": first["keys"],
+            "encoding": ENCODING, PODS: {str(s["epoch"]): s for s in snapshots}}
+
+
+def advance(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """The read to keep as applied once ``now`` is applied: ``now``, plus for a combined
+    read the replicas ``before`` had and ``now`` missed, for up to ``MISSING_READS`` reads."""
+    if PODS not in now or not before or PODS not in before:
+        return now
+    pods, missing = dict(now[PODS]), {}
+    for epoch, snap in before[PODS].items():
+        if epoch not in pods:
+            m = int(before.get("missing", {}).get(epoch, 0)) + 1
+            if m <= MISSING_READS:
+                pods[epoch], missing[epoch] = snap, m
+    return {**now, PODS: pods, "missing": missing}
+
+
 def increment(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, np.ndarray]:
     """What a server counted between two snapshots (``before`` None, or from an earlier
-    epoch: everything since its start), per arm as a (4, K) array."""
+    epoch: everything since its start), per arm as a (4, K) array; for a combined read, the
+    sum over its replicas of each one's own increment."""
+    if PODS in now:
+        prev = before.get(PODS, {}) if before and PODS in before else {}
+        total = {arm: np.zeros((4, int(now["keys"]))) for arm in ARMS}
+        for epoch, snap in now[PODS].items():
+            for arm, inc in increment(snap, prev.get(epoch)).items():
+                total[arm] += inc
+        return total
     cur = values(now)
     if before is None or before.get("epoch") != now["epoch"]:
         return cur
@@ -109,4 +157,5 @@ def increment(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, n
     return {arm: cur[arm] - old[arm] for arm in ARMS}
 
 
-__all__ = ["ARMS", "ENCODING", "KeyTally", "STATS", "increment", "unit_sums", "values"]
+__all__ = ["ARMS", "ENCODING", "MISSING_READS", "PODS", "KeyTally", "STATS", "advance",
+           "combined", "increment", "unit_sums", "values"]

@@ -50,7 +50,7 @@ from mleops.rollout.backends.fleet_server import EvidenceUnavailable, FleetServe
 from mleops.rollout.kernels.fleet import NAMES, PROMOTE, ROLLBACK, FleetConfig, FleetEvidence
 from mleops.rollout.state.store import check_name, write_json_atomic
 from mleops.serving.fleet_canary import Routing
-from mleops.serving.fleet_tally import increment
+from mleops.serving.fleet_tally import advance, increment
 
 RUNNING, FINISHING, DONE, ABORTED = "running", "finishing", "done", "aborted"
 SEP = "\x1f"  # joins key labels in the state file (a label holding it stays a list)
@@ -234,8 +234,10 @@ class FleetRollout:
 
     def _apply(self, st: FleetRolloutState) -> None:
         ev = FleetEvidence.from_dict(st.evidence)
+        applied_now = st.pending
         decided = ev.update_counters(increment(st.pending, st.applied))
-        st.evidence, st.applied, st.pending = ev.to_dict(arrays=True), st.pending, None
+        st.evidence, st.pending = ev.to_dict(arrays=True), None
+        st.applied = advance(applied_now, st.applied)
         st.ticks += 1
         if decided.size:
             st.event("decided", tick=st.ticks, **{NAMES[c]: int(

@@ -31,7 +31,7 @@ from mleops.rollout.backends.fleet_server import FleetServer
 from mleops.rollout.judge.core import JudgeFull, check_key
 from mleops.rollout.kernels.fleet import NAMES, FleetConfig, FleetEvidence
 from mleops.rollout.state.store import write_json_atomic
-from mleops.serving.fleet_tally import increment
+from mleops.serving.fleet_tally import advance, increment
 
 FINAL = ("promote", "rollback")
 
@@ -112,7 +112,8 @@ class FleetJudge:
             return {**doc, "answer": self._answer(key, ev, 0, "started: counting from now")}
         ev = FleetEvidence.from_dict(doc["evidence"])
         ev.update_counters(increment(snap, doc["applied"]))
-        doc = {**doc, "evidence": ev.to_dict(), "applied": snap, "ticked_at": now,
+        doc = {**doc, "evidence": ev.to_dict(), "applied": advance(snap, doc["applied"]),
+               "ticked_at": now,
                "ticks": doc["ticks"] + 1}
         doc["answer"] = self._answer(key, ev, doc["ticks"], "")
         return doc
