@@ -282,7 +282,9 @@ def main() -> None:
                 rss = _rss_mb(server.proc.pid)  # loaded and warmed, before any traffic
                 results["servers"][name] = {"rss_mb": rss, **_measure(name, where, a,
                                                                      engine_ms)}
-                print(f"{name:6s} server RSS {rss:.1f} MB (before traffic)", flush=True)
+                after = results["servers"][name]["rss_after_mb"] = _rss_mb(server.proc.pid)
+                print(f"{name:6s} server RSS {rss:.1f} MB before traffic, {after:.1f} MB "
+                      f"after", flush=True)
     s = results["servers"]
     for v2 in ("v2", "v2grpc"):
         if "v1" in s and v2 in s:
@@ -294,10 +296,13 @@ def main() -> None:
         results["fleet"] = {
             "keys": FLEET_KEYS, "keys_per_request": KEYS_PER_REQUEST,
             "rss_above_one_model_mb": s["v2fleet"]["rss_mb"] - s["v2"]["rss_mb"],
+            "rss_after_traffic_above_one_model_mb":
+                s["v2fleet"]["rss_after_mb"] - s["v2"]["rss_after_mb"],
             "p99_at_200_over_one_model": at("v2fleet")["p99_ms"] / at("v2")["p99_ms"]}
         f = results["fleet"]
         print(f"fleet of {FLEET_KEYS} keys: RSS {f['rss_above_one_model_mb']:+.1f} MB above "
-              f"the one-model server; p99 at 200 req/s {f['p99_at_200_over_one_model']:.2f}x",
+              f"the one-model server before traffic, "
+              f"{f['rss_after_traffic_above_one_model_mb']:+.1f} MB after; p99 at 200 req/s {f['p99_at_200_over_one_model']:.2f}x",
               flush=True)
     write_json(a.out, results)
 

@@ -116,16 +116,28 @@ def canary_rows(svc, cols: dict, keys, request_id: str):
 
 
 def warm(svc) -> None:
-    """Compile the loglik kernel once on load (the first request is then not the slow one)."""
+    """Compile the loglik kernel once on load (the first request is then not the slow one).
+
+    The value scored is any point of the support (its lower end plus one): the family's ppf
+    would compile a second, much larger program (for gamma, the inverse incomplete gamma:
+    about 120 MB of resident memory) that a server answering ``loglik`` never needs."""
+    from mleops.errors import DataError
+    from mleops.families import get_family
+
     art = svc.fleet
     ok = np.flatnonzero(art.servable)
     if ok.size == 0 and art.unknown_key != "pooled":
         return  # nothing this fleet can answer; every request will be refused by key
-    at = np.array([ok[0] if ok.size else -1])
-    x = keyed_ppf(art.family, art.row_params(at), [0.5])[:, 0]
     keys = [np.array([k[ok[0]] if ok.size else "\x00warm"], dtype=object) for k in art.keys]
-    if np.isfinite(x).all():
-        svc.evaluate(x[:, None], None, "loglik", keys=keys, record=False)
+    lower = float(get_family(art.family).lower)
+    x = np.array([[lower + 1.0 if np.isfinite(lower) else 0.0]])
+    try:
+        svc.evaluate(x, None, "loglik", keys=keys, record=False)
+    except DataError:  # outside this family's support after all: its median, then
+        at = np.array([ok[0] if ok.size else -1])
+        mid = keyed_ppf(art.family, art.row_params(at), [0.5])[:, 0]
+        if np.isfinite(mid).all():
+            svc.evaluate(mid[:, None], None, "loglik", keys=keys, record=False)
 
 
 __all__ = ["canary_rows", "evaluate_rows", "key_columns", "load_canary", "warm"]
