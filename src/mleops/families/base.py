@@ -160,6 +160,12 @@ class Family:
         return (f"{int(bad.sum())} value(s) outside the support of {self.name} "
                 f"({what}); first at row {i}: {x[i].item()!r}")
 
+    def support_point(self) -> float:
+        """A value inside the support whatever the parameters (the lower end plus one, or 0 on
+        the real line): what a server scores to compile its ``loglik`` kernel, where the
+        median (``ppf``) would compile a second, far larger program it may never need."""
+        return float(self.lower + 1.0) if math.isfinite(self.lower) else 0.0
+
     def safe_value(self, p) -> jax.Array:
         """A value inside the support (used for padding and masked branches)."""
         return self.ppf(jnp.asarray(0.5), p)

@@ -118,7 +118,7 @@ def canary_rows(svc, cols: dict, keys, request_id: str):
 def warm(svc) -> None:
     """Compile the loglik kernel once on load (the first request is then not the slow one).
 
-    The value scored is any point of the support (its lower end plus one): the family's ppf
+    The value scored is a point of the support (``Family.support_point``): the family's ppf
     would compile a second, much larger program (for gamma, the inverse incomplete gamma:
     about 120 MB of resident memory) that a server answering ``loglik`` never needs."""
     from mleops.errors import DataError
@@ -129,8 +129,7 @@ def warm(svc) -> None:
     if ok.size == 0 and art.unknown_key != "pooled":
         return  # nothing this fleet can answer; every request will be refused by key
     keys = [np.array([k[ok[0]] if ok.size else "\x00warm"], dtype=object) for k in art.keys]
-    lower = float(get_family(art.family).lower)
-    x = np.array([[lower + 1.0 if np.isfinite(lower) else 0.0]])
+    x = np.array([[get_family(art.family).support_point()]])
     try:
         svc.evaluate(x, None, "loglik", keys=keys, record=False)
     except DataError:  # outside this family's support after all: its median, then

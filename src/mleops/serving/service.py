@@ -108,8 +108,14 @@ class LikelihoodService:
             return
         if self.canary_dir:
             raise DataError("a canary table is served beside a fleet only; this model is one")
-        warm = np.full((1, 1 + len(self.covariates)), self._inside_value())
-        self.evaluate(warm, None, "loglik", record=False)
+        # a point of the support, not the median: see Family.support_point
+        x0 = 0.0 if self.covariates else self.fam.support_point()
+        try:
+            self.evaluate(np.full((1, 1 + len(self.covariates)), x0), None, "loglik",
+                          record=False)
+        except DataError:  # outside this model's support after all: its median, then
+            warm = np.full((1, 1 + len(self.covariates)), self._inside_value())
+            self.evaluate(warm, None, "loglik", record=False)
 
     @property
     def ready(self) -> bool:
