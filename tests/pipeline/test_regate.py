@@ -119,3 +119,58 @@ def test_a_champion_that_keeps_moving_is_a_clear_refusal(setup, monkeypatch):
     from mleops.cli.exits import MOVED, for_error
 
     assert for_error(ChampionKeptMoving("x")) == MOVED == 6
+
+
+def test_a_fleet_whose_champion_moved_is_regated_and_its_merge_rebuilt(setup):
+    """A fleet gated as a first model; another fleet becomes the champion meanwhile (better
+    on keys a and b, worse on c and d). The record step re-gates key by key against it on
+    the same held-out rows and registers the merge against the new champion: a new run
+    (the first marked superseded), both decisions on the version."""
+    from mleops.fleet_artifact import FleetArtifact
+
+    reg, name, rng, tmp = setup
+    keys = np.array(list("abcdefgh"))
+    scale = {k: 1.0 + i * 0.25 for i, k in enumerate(keys)}
+
+    def fleet(n, widen=()):
+        col = np.repeat(keys, n)
+        x = np.concatenate([rng.gamma(2.0, scale[k] * (1.6 if k in widen else 1.0), n)
+                            for k in keys])
+        return FleetArtifact.from_fleet(mleops.fit_fleet({"k": col, "x": x}, "gamma", key="k",
+                                                         column="x"))
+
+    cand = fleet(400, widen=("a", "b"))  # the candidate is the worse one on a and b
+    model, scores, dec = (str(tmp / d) for d in ("model", "scores", "decision"))
+    cand.save(model)
+    hk = np.repeat(keys, 600)
+    hx = np.concatenate([rng.gamma(2.0, scale[k], 600) for k in keys])
+    write_table(Table(hx, keys=(hk.astype(object),), key_names=("k",)),
+                str(tmp / "heldout.parquet"))
+    steps.evaluate(model, str(tmp / "heldout.parquet"), scores, tracking_uri=reg.uri,
+                   model_name=name)
+    first = steps.gate(scores, dec, str(tmp / "report.html"), config=GateConfig(),
+                       fleet_fdr=0.05)
+    assert first["champion_version"] == "" and first["passed"]
+    champ = fleet(400, widen=("c", "d"))
+    run = reg.log_fleet_run(experiment=name, params={}, metrics={}, fleet=champ)
+    v1 = reg.register(name, run, tags={})
+    reg.promote(name, v1)
+    out = _record(reg, name, {"model_dir": model, "scores_dir": scores, "decision_dir": dec,
+                              "report_html": str(tmp / "report.html"),
+                              "heldout_path": str(tmp / "heldout.parquet")})
+    assert out["registered_version"] is not None and out["regated"] == 1, out
+    regate = reg.run_json(out["run_id"], "gate/regate-1.json")
+    assert regate["champion_version"] == v1 and regate["reasons"][0].startswith("re-gated")
+    take = {r["key"]: r["take"] for r in regate["keys"]}
+    assert take["a"] == take["b"] == "champion", take  # found worse against v1
+    assert take["c"] == take["d"] == "candidate", take
+    _, merged = reg.load_fleet(name, out["registered_version"])
+    source = dict(zip(merged.keys[0], merged.source_version))
+    assert source["a"] == source["b"] == v1 and source["c"] != v1, source
+    mv = reg.client.get_model_version(name, out["registered_version"])
+    assert [d["champion_version"] for d in json.loads(mv.tags[DECISIONS_TAG])] == ["", v1]
+    assert mv.tags["mleops.fleet.parent_champion"] == v1
+    assert reg.run_json(out["run_id"], "gate/decision.json")["champion_version"] == ""
+    old = reg.run_tags(reg.run_tags(out["run_id"])["mleops.regated_from_run"])
+    assert old["mleops.registered"] == "superseded"
+    assert old["mleops.superseded_by"] == out["run_id"]

@@ -180,14 +180,21 @@ def merged_fleet(model_dir: str, decision: dict, registry, model_name: str
                  ) -> FleetArtifact:
     """What a passed fleet registers: the candidate merged with the champion it was gated
     against, key by key as the gate decided."""
+    return merge_against(FleetArtifact.load(model_dir), decision, registry, model_name)
+
+
+def merge_against(art: FleetArtifact, decision: dict, registry, model_name: str
+                  ) -> FleetArtifact:
+    """``art`` merged, key by key as a passed (re-)gate ``decision`` says, with the
+    champion that decision names."""
     from mleops.fleet_merge import merge_fleets
 
-    candidate = FleetArtifact.load(model_dir)
     version = decision.get("champion_version", "")
     champion = fleet_version(registry, model_name, version) if version else None
     take = {str(r["key"]): r["take"] for r in decision.get("keys", [])}
-    return merge_fleets(candidate, champion, take, champion_version=version)
+    return merge_fleets(art, champion, take, champion_version=version)
 
 
-__all__ = ["evaluate_fleet", "fleet_metrics", "fleet_version", "gate_fleet", "is_fleet", "merged_fleet",
+__all__ = ["evaluate_fleet", "fleet_metrics", "fleet_version", "gate_fleet", "is_fleet",
+           "merge_against", "merged_fleet",
            "train_fleet"]

@@ -94,7 +94,10 @@ def register_regated(registry, model_name: str, run_id: str, lineage: dict, deci
                      again: Callable[[str], dict], *, attempts: int = MAX_ATTEMPTS
                      ) -> tuple[str | None, list[dict]]:
     """Register the run's model, re-gating with ``again(champion)`` each time the champion
-    moved. Returns (version or None if a re-gate rejected it, every decision in order)."""
+    moved. Returns (version or None if a re-gate rejected it, every decision in order).
+
+    ``again`` returns the new decision, or (decision, run id) when passing it means
+    registering another run (a fleet, whose merge depends on the champion)."""
     from mleops.gate.decision import outcome_of
     from mleops.registry.registry import ChampionMoved
 
@@ -108,6 +111,8 @@ def register_regated(registry, model_name: str, run_id: str, lineage: dict, deci
                                      expected_champion=expected), decisions
         except ChampionMoved as moved:
             new = again(moved.now)
+            if isinstance(new, tuple):  # a fleet's: its new merge is a new run to register
+                new, run_id = new
             decisions.append(new)
             registry.log_dict(run_id, new, f"gate/regate-{len(decisions) - 1}.json")
             registry.mark_run(run_id, {REGATED_TAG: str(len(decisions) - 1),

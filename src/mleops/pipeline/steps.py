@@ -36,7 +36,6 @@ from mleops.pipeline.fleet_steps import (
 )
 from mleops.pipeline.provenance import GIT_COMMIT_ENV
 from mleops.pipeline.regate import (
-    ChampionKeptMoving,
     note_overlap,
     regate,
     register_regated,
@@ -309,12 +308,22 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
     # The decision itself is an artifact of the run (every number behind it).
     reg.log_dict(run_id, decision, "gate/decision.json")
     version, decisions = None, [decision]
+    current = [run_id]  # a fleet's re-gate registers a new run (its new merge)
     if register:
-        def again(champion: str) -> dict:
-            if fleet:  # its merge was built against the old champion: not re-gated here
-                raise ChampionKeptMoving(
-                    f"the champion of {model_name!r} moved (to {champion or 'none'}) since "
-                    f"this fleet was gated and merged: not registered; re-run the pipeline")
+        from mleops.pipeline.fleet_regate import again_for_fleet
+
+        fleet_again = again_for_fleet(
+            decision, cand, info, heldout_path=heldout_path, art=art, registry=reg,
+            model_name=model_name, run=dict(params=run_params, metrics=metrics,
+                                            report_dir=report_dir, tags=tags),
+            lineage=lineage, current=current)
+
+        def again(champion: str):
+            if fleet:
+                if not heldout_path:
+                    raise RegistryError(f"the champion of {model_name!r} moved since the "
+                                        f"gate and no held-out rows were given to re-gate on")
+                return fleet_again(champion)
             if not heldout_path:
                 raise RegistryError(f"the champion of {model_name!r} moved since the gate "
                                     f"and no held-out rows were given to re-gate on")
@@ -326,14 +335,15 @@ def record(model_dir: str, scores_dir: str, decision_dir: str, report_html: str,
             version, decisions = register_regated(reg, model_name, run_id, lineage, decision,
                                                   again)
         except DuplicateVersion as e:
-            reg.mark_run(run_id, {"mleops.registered": "duplicate", DUPLICATE_TAG: e.version})
-            return {"run_id": run_id, "registered_version": None, "passed": decision["passed"],
-                    "duplicate_of": e.version}
+            reg.mark_run(current[0], {"mleops.registered": "duplicate",
+                                      DUPLICATE_TAG: e.version})
+            return {"run_id": current[0], "registered_version": None,
+                    "passed": decision["passed"], "duplicate_of": e.version}
         except BaseException as e:  # the run says what happened: not registered, and why
-            reg.mark_run(run_id, {"mleops.registered": "failed",
-                                  "mleops.register_error": f"{type(e).__name__}: {e}"})
+            reg.mark_run(current[0], {"mleops.registered": "failed",
+                                      "mleops.register_error": f"{type(e).__name__}: {e}"})
             raise
-    return {"run_id": run_id, "registered_version": version,
+    return {"run_id": current[0], "registered_version": version,
             "passed": decisions[-1]["passed"], "regated": len(decisions) - 1}
 
 
