@@ -8,11 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
+from support.http import serving
 from support.kube_api import kube_stub
 
 from mleops.errors import DataError
@@ -35,15 +35,8 @@ def tally_server(tally: KeyTally):
         def log_message(self, *args):
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(Handler) as srv:
         yield srv.server_address[1]
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(10)
 
 
 def _closed_port() -> int:

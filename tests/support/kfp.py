@@ -19,8 +19,10 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from support.http import reply_json, serving
 
 PREFIX = "/apis/v2beta1"
 
@@ -144,12 +146,7 @@ def kfp_stub(**kw) -> Iterator[Stub]:
             with stub.lock:
                 code, out = stub.handle(method, parts.path, parse_qs(parts.query),
                                         self.headers, body)
-            data = json.dumps(out).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, code, out)
 
         def do_GET(self):  # noqa: N802
             self._serve("GET")
@@ -160,14 +157,9 @@ def kfp_stub(**kw) -> Iterator[Stub]:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    stub = Stub(url=f"http://127.0.0.1:{server.server_address[1]}", **kw)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield stub
-    finally:
-        stub.stopped.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(Handler) as server:
+        stub = Stub(url=f"http://127.0.0.1:{server.server_address[1]}", **kw)
+        try:
+            yield stub
+        finally:
+            stub.stopped.set()  # a hung GET returns before the server shuts down

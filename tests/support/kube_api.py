@@ -15,7 +15,9 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from support.http import reply_json, serving
 
 ONE = re.compile(r"^/api/v1/namespaces/([a-z0-9-]+)/configmaps/([a-z0-9.-]+)$")
 ALL = re.compile(r"^/api/v1/namespaces/([a-z0-9-]+)/configmaps$")
@@ -120,12 +122,7 @@ def kube_stub(**kw) -> Iterator[KubeStub]:
                 path, _, query = self.path.partition("?")
                 code, out = stub.handle(method, path, self.headers.get("Content-Type", ""),
                                         json.loads(raw) if raw else None, query)
-            data = json.dumps(out).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, code, out)
 
         def do_GET(self):  # noqa: N802
             self._serve("GET")
@@ -139,13 +136,6 @@ def kube_stub(**kw) -> Iterator[KubeStub]:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    stub = KubeStub(url=f"http://127.0.0.1:{server.server_address[1]}", **kw)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
+        stub = KubeStub(url=f"http://127.0.0.1:{server.server_address[1]}", **kw)
         yield stub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

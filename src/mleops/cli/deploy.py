@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from mleops.cli.options import model_location_options
+
 
 @click.group("deploy")
 def deploy() -> None:
@@ -28,13 +30,7 @@ def deploy() -> None:
               help="Canary's traffic percentage (with --shadow: mirrored share, 0 = all).")
 @click.option("--shadow", is_flag=True, help="Mirror traffic to the canary instead of splitting.")
 @click.option("--namespace", default="models", show_default=True)
-@click.option("--tracking-uri", default="", help="MLflow tracking URI (default: "
-              "$MLFLOW_TRACKING_URI, else sqlite in the working directory).")
-@click.option("--model-uri", help="Where the version's model lies (skips the MLflow lookup).")
-@click.option("--canary-model-uri", help="Same for the canary version.")
-@click.option("--artifacts-destination", envvar="MLEOPS_ARTIFACTS_DESTINATION",
-              help="Tracking server's --artifacts-destination, to map mlflow-artifacts: URIs.")
-@click.option("--image", help="Model-server image (default: mleops' release image).")
+@model_location_options
 @click.option("--replicas", type=int, default=1, show_default=True)
 @click.option("--cpu", default="500m", show_default=True)
 @click.option("--memory", default="1Gi", show_default=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import click
 
+from mleops.cli.options import model_location_options
+
 
 @click.command("fleet-canary")
 @click.argument("name")
@@ -21,13 +23,7 @@ import click
                                                       "Standard"]), default="Serverless",
               show_default=True)
 @click.option("--service-account", help="Service account with the storage credentials.")
-@click.option("--tracking-uri", default="", help="MLflow tracking URI (default: "
-              "$MLFLOW_TRACKING_URI, else the embedded sqlite store).")
-@click.option("--model-uri", help="Where the champion version lies (skips the MLflow lookup).")
-@click.option("--canary-model-uri", help="Same for the candidate.")
-@click.option("--artifacts-destination", envvar="MLEOPS_ARTIFACTS_DESTINATION",
-              help="The tracking server's artifact store (maps mlflow-artifacts: URIs).")
-@click.option("--image", help="Model-server image (default: mleops' release image).")
+@model_location_options
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="Fixed replicas; with more than one, drive it with --server "
                    "endpoints://NAMESPACE/NAME-predictor (every replica's counters).")
@@ -42,8 +38,7 @@ def fleet_canary_cmd(name, version, canary_version, model_name, weight, mode, na
                      max_rows,
                      do_apply, output) -> None:
     """Print the ConfigMap + InferenceService NAME serving fleet VERSION with CANARY beside it."""
-    import yaml
-
+    from mleops.cli.options import emit_manifest
     from mleops.deploy import IMAGE, model_artifact_uri, render_fleet_canary
 
     model_name = model_name or name
@@ -66,13 +61,7 @@ def fleet_canary_cmd(name, version, canary_version, model_name, weight, mode, na
         mode=mode, namespace=namespace, image=image or IMAGE, replicas=replicas, cpu=cpu,
         memory=memory,
         max_rows=max_rows, service_account=service_account, deployment_mode=deployment_mode)
-    text = yaml.safe_dump_all([cm, isvc], sort_keys=False, default_flow_style=False)
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    emit_manifest([cm, isvc], output)
     if do_apply:
         from mleops.deploy import apply_manifest, write_configmap
 

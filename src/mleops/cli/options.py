@@ -198,11 +198,32 @@ def parse_labels(pairs, option: str = "--evidence-label") -> dict[str, str]:
     return labels
 
 
-def emit_manifest(manifest: dict, output: str | None) -> None:
-    """A rendered manifest as YAML: to ``output`` (said on stderr) or to stdout."""
+def model_location_options(f):
+    """Where a manifest's model versions lie: looked up in MLflow, or given (``mleops deploy
+    render`` and ``mleops deploy fleet-canary`` take the same options)."""
+    for opt in reversed([
+        click.option("--tracking-uri", default="", help="MLflow tracking URI (default: "
+                     "$MLFLOW_TRACKING_URI, else sqlite in the working directory)."),
+        click.option("--model-uri", help="Where the version's model lies (skips the MLflow "
+                                         "lookup)."),
+        click.option("--canary-model-uri", help="Same for the canary version."),
+        click.option("--artifacts-destination", envvar="MLEOPS_ARTIFACTS_DESTINATION",
+                     help="Tracking server's --artifacts-destination, to map "
+                          "mlflow-artifacts: URIs."),
+        click.option("--image", help="Model-server image (default: mleops' release image).")]):
+        f = opt(f)
+    return f
+
+
+def emit_manifest(manifest: dict | list[dict], output: str | None) -> None:
+    """A rendered manifest (or several, as one multi-document YAML) to ``output`` (said on
+    stderr) or to stdout."""
+    import yaml
+
     from mleops.deploy import to_yaml
 
-    text = to_yaml(manifest)
+    text = to_yaml(manifest) if isinstance(manifest, dict) else yaml.safe_dump_all(
+        manifest, sort_keys=False, default_flow_style=False)
     if output:
         with open(output, "w") as f:
             f.write(text)
